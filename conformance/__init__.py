@@ -1,0 +1,1 @@
+"""MeterSync conformance suite (import name `metersync_conformance`)."""

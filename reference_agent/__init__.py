@@ -1,0 +1,1 @@
+"""MeterSync reference agent: SNMP polling, outbox and transports (import name `metersync_agent`)."""

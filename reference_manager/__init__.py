@@ -1,0 +1,1 @@
+"""MeterSync reference manager: ingest, storage and read API (import name `metersync_manager`)."""
