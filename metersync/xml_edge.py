@@ -200,7 +200,7 @@ def validate_tree(root: etree._Element) -> None:
         _short_schema_message(err.message),
         line=err.line,
         column=err.column or None,
-        element=_readable_path(err.path),
+        element=_readable_path(root, err.path),
     )
 
 
@@ -208,10 +208,28 @@ def _short_schema_message(message: str) -> str:
     return re.sub(r"\{urn:metersync:v1\}", "", message)
 
 
-def _readable_path(path: str | None) -> str | None:
+def _readable_path(root: etree._Element, path: str | None) -> str | None:
+    """/*/*[6]/*[3] (what libxml2 gives) → /Report/device[1]/counter[3]."""
     if not path:
         return None
-    return re.sub(r"\*\[local-name\(\) = '([^']+)'\]", r"\1", path)
+    try:
+        found = root.getroottree().xpath(path)
+    except etree.XPathError:
+        return path
+    if not found or not isinstance(found[0], etree._Element):
+        return path
+    steps = []
+    node = found[0]
+    while node is not None:
+        name = etree.QName(node).localname
+        parent = node.getparent()
+        if parent is None:
+            steps.append(name)
+        else:
+            same = [c for c in parent if isinstance(c.tag, str) and c.tag == node.tag]
+            steps.append(f"{name}[{same.index(node) + 1}]")
+        node = parent
+    return "/" + "/".join(reversed(steps))
 
 
 def parse_message(
