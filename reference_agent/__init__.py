@@ -1,1 +1,1 @@
-"""MeterSync reference agent: SNMP polling, outbox and transports (import name `metersync_agent`)."""
+"""MeterSync reference agent (import name `metersync_agent`): SNMP polling, outbox, transports."""
