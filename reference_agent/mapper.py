@@ -296,10 +296,14 @@ def _identity(d: _Device, ip_address: str, port: int | None, hostname: str | Non
         if mac and mac not in macs:
             macs.append(mac)
     macs.sort()
+    entry, cols = _table(d, "hr_device")
     hr_descr = None
     if d.printer_index is not None:
-        entry, cols = _table(d, "hr_device")
         hr_descr = r.text((*entry, cols["descr"], d.printer_index))
+    else:  # a single-function device (a scanner) with one hrDevice row: that row names it
+        rows = [i for i in r.column(entry, cols["descr"]) if len(i) == 1]
+        if len(rows) == 1:
+            hr_descr = r.text((*entry, cols["descr"], *rows[0]))
     vendor = next((p.vendor for p in d.vendors if p.vendor), None)
     if vendor is None and soid and soid.startswith("1.3.6.1.4.1."):
         vendor = d.std.vendors.get(int(soid.split(".")[6]))
@@ -516,13 +520,13 @@ def _std_supplies(d: _Device) -> list[Supply]:
                 for pattern in p.supply_text:
                     m = pattern.search(s.description)
                     if m:
-                        found = m.groupdict()
-                        s.part_number = (
-                            s.part_number or _clean(found.get("part") or "", _SHORT) or None
-                        )
-                        s.serial_number = (
-                            s.serial_number or _clean(found.get("serial") or "", _SHORT) or None
-                        )
+                        found = {
+                            k: _clean(v, _SHORT)
+                            for k, v in m.groupdict().items()
+                            if v and not is_junk_serial(v)
+                        }
+                        s.part_number = s.part_number or found.get("part")
+                        s.serial_number = s.serial_number or found.get("serial")
         marker = d.r.int((*entry, cols["marker"], *idx))
         s.marker = marker if marker is not None and 0 <= marker < 2**32 else None
         colorant = d.r.int((*entry, cols["colorant"], *idx))
