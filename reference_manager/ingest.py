@@ -1,0 +1,207 @@
+"""The manager's protocol core (sans-IO): enrollment and report rules, receipts.
+
+Plain functions over plain records and generated messages; the adapter (app.py) reads the
+records from the store and calls these in order. Every refusal is a `ProtocolError`.
+
+Report order (MS-SEC-10..16, MS-DEL-2): signature header → signer known and not revoked →
+signature over the exact bytes → XML edge + XSD → prose rules → agentId equals signer →
+clock skew → dedupe on reportId (in the store, by its primary key).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+
+from xsdata.models.datatype import XmlDateTime
+
+import metersync_generated.v1 as model
+from metersync import signing, xml_edge
+from metersync.errors import ProtocolError
+from metersync_manager.extract import ReportRows, parse_datetime, report_rows
+
+SKEW = timedelta(seconds=300)  # MS-SEC-15
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    agent_id: str
+    public_key: str  # base64 of the 32 raw Ed25519 bytes
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    token_hash: str
+    expires_at: datetime  # aware
+    used_by: str | None = None
+
+
+class Decision(Enum):
+    REGISTER = "register"  # store the agent and spend the token
+    DUPLICATE = "duplicate"  # already enrolled with this key: answer duplicate, change nothing
+
+
+# --- enrollment tokens -------------------------------------------------------------------
+
+
+def new_token() -> str:
+    """A one-time enrollment token: 32 random bytes, URL-safe base64 (XSD `Token`)."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """Tokens are stored hashed: a database leak gives no usable token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# --- enrollment ----------------------------------------------------------------------------
+
+
+def read_enrollment(raw: bytes) -> model.Enrollment:
+    msg = xml_edge.parse_message(raw, expect=("Enrollment",))
+    enrollment: model.Enrollment = msg.obj
+    parse_datetime(str(enrollment.created_at), "createdAt")  # a time zone is required
+    return enrollment
+
+
+def check_enrollment_signature(
+    enrollment: model.Enrollment, raw: bytes, header: str | None
+) -> None:
+    """Optional proof of possession: a signature, when sent, verifies under the enclosed key."""
+    if header is None or not header.strip():
+        return
+    sig = signing.parse(header)
+    if sig.agent_id != enrollment.agent_id:
+        raise ProtocolError(
+            "AGENT_MISMATCH",
+            f"the signature names agent {sig.agent_id}, the enrollment {enrollment.agent_id}",
+        )
+    signing.verify(public_key_b64(enrollment), raw, sig)
+
+
+def public_key_b64(enrollment: model.Enrollment) -> str:
+    return base64.b64encode(enrollment.public_key.value).decode("ascii")
+
+
+def decide_enrollment(
+    enrollment: model.Enrollment,
+    token: TokenRecord | None,
+    agent: AgentRecord | None,
+    now: datetime,
+) -> Decision:
+    """MS-SEC-2..8: is this enrollment new, a repeat of one already done, or refused?"""
+    agent_id = enrollment.agent_id
+    key = public_key_b64(enrollment)
+    repeat = agent is not None and agent.public_key == key
+    if token is None:
+        raise ProtocolError("INVALID_ENROLLMENT_TOKEN", "the enrollment token is unknown")
+    if token.used_by is not None and token.used_by != agent_id:
+        raise ProtocolError(
+            "ENROLLMENT_TOKEN_USED", "the enrollment token was already used by another agent"
+        )
+    # A lost answer makes an agent repeat its enrollment, perhaps after the token expired.
+    if token.expires_at <= now and not (token.used_by == agent_id and repeat):
+        raise ProtocolError("INVALID_ENROLLMENT_TOKEN", "the enrollment token has expired")
+    if agent is not None:
+        if agent.revoked:
+            raise ProtocolError("AGENT_REVOKED", f"the agent {agent_id} was revoked")
+        if not repeat:
+            raise ProtocolError(
+                "AGENT_ALREADY_ENROLLED",
+                f"the agent {agent_id} is enrolled with a different public key",
+            )
+        return Decision.DUPLICATE
+    return Decision.REGISTER
+
+
+# --- reports -------------------------------------------------------------------------------
+
+
+def signer(header: str | None) -> signing.Signature:
+    """Step 1: parse the signature header (2001 missing, 2003 malformed)."""
+    return signing.parse(header)
+
+
+def authenticate(sig: signing.Signature, raw: bytes, agent: AgentRecord | None) -> None:
+    """Steps 2-3: the signer is an enrolled, unrevoked agent and the signature verifies."""
+    if agent is None:
+        raise ProtocolError("UNKNOWN_AGENT", f"no enrolled agent has the id {sig.agent_id!r}")
+    if agent.revoked:
+        raise ProtocolError("AGENT_REVOKED", f"the agent {agent.agent_id} was revoked")
+    signing.verify(agent.public_key, raw, sig)
+
+
+def read_report(raw: bytes) -> ReportRows:
+    """Step 4: the XML edge and the XSD, then the rows to store (prose rules: 3001)."""
+    root = xml_edge.parse_tree(raw)
+    kind = root.tag.rpartition("}")[2]
+    if kind != "Report":
+        raise ProtocolError(
+            "UNKNOWN_MESSAGE", f"this endpoint accepts Report, not {kind}", element=kind
+        )
+    xml_edge.validate_tree(root)
+    return report_rows(root)
+
+
+def check_report(rows: ReportRows, signer_id: str, now: datetime, skew: timedelta = SKEW) -> None:
+    """Steps 5-6: the document's agentId is the signer's; createdAt is not in the future."""
+    if rows.agent_id != signer_id:
+        raise ProtocolError(
+            "AGENT_MISMATCH",
+            f"the report says agentId {rows.agent_id} but was signed by {signer_id}",
+            element="agentId",
+            message_id=rows.report_id,
+        )
+    ahead = rows.created_at - now
+    if ahead > skew:
+        raise ProtocolError(
+            "CLOCK_SKEW",
+            f"createdAt is {int(ahead.total_seconds())} s ahead of the manager's clock; the "
+            f"window is {int(skew.total_seconds())} s: check the agent's clock",
+            element="createdAt",
+            message_id=rows.report_id,
+        )
+
+
+def digest(raw: bytes) -> str:
+    """What 'the same report' means for idempotency: SHA-256 of the exact bytes."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+def replayed(report_id: str) -> ProtocolError:
+    return ProtocolError(
+        "REPLAYED_MESSAGE",
+        f"the report id {report_id} was stored before with different content; "
+        "a new report needs a new id",
+        message_id=report_id,
+    )
+
+
+# --- receipts ------------------------------------------------------------------------------
+
+
+def receipt(
+    message_id: str,
+    agent_id: str,
+    duplicate: bool,
+    now: datetime,
+    devices_stored: int | None = None,
+) -> model.Receipt:
+    status = model.ReceiptStatus.DUPLICATE if duplicate else model.ReceiptStatus.ACCEPTED
+    return model.Receipt(
+        version=xml_edge.PROTOCOL_VERSION,
+        message_id=message_id,
+        agent_id=agent_id,
+        status=status,
+        received_at=XmlDateTime.from_datetime(now.astimezone(UTC).replace(microsecond=0)),
+        devices_stored=devices_stored,
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,206 @@
+"""The manager's tables (SQLAlchemy Core) and their migrations.
+
+Times are stored as UTC without a time zone, the same in SQLite and PostgreSQL. Counter values
+are signed 64-bit integers (a value above 2^63-1 is refused at ingest with 3001).
+
+Migrations: `schema_version` holds the applied version. A fresh database gets the tables of
+this module and is stamped `SCHEMA_VERSION`; an older one runs the steps of `MIGRATIONS` above
+its version, in order, in one transaction each. To change the schema: edit the tables here,
+bump `SCHEMA_VERSION` and append a step that turns the previous version into this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid; BigInteger elsewhere.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", DateTime, nullable=False),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("agent_id", String(36), primary_key=True),
+    Column("public_key", String(64), nullable=False),
+    Column("algorithm", String(16), nullable=False),
+    Column("hostname", String(255)),
+    Column("capabilities", String(255)),
+    Column("software_vendor", String(255), nullable=False),
+    Column("software_product", String(255), nullable=False),
+    Column("software_version", String(255), nullable=False),
+    Column("enrolled_at", DateTime, nullable=False),
+    Column("last_seen_at", DateTime),
+    Column("status_at", DateTime),  # createdAt of the report the status fields come from
+    Column("queue_depth", BigInteger),
+    Column("dropped_reports", BigInteger),
+    Column("licence_state", String(16)),
+    Column("revoked", Boolean, nullable=False, default=False),
+    Column("revoked_at", DateTime),
+)
+
+enrollment_tokens = Table(
+    "enrollment_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # sha256 hex; the token is never stored
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("used_by", String(36)),
+    Column("used_at", DateTime),
+)
+
+reports = Table(
+    "reports",
+    metadata,
+    # The primary key is the idempotency guarantee: two concurrent copies cannot both insert.
+    Column("report_id", String(36), primary_key=True),
+    Column("agent_id", String(36), ForeignKey("agents.agent_id"), nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("received_at", DateTime, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("devices", Integer, nullable=False),
+    Index("ix_reports_agent_sequence", "agent_id", "sequence"),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("device_key", String(255), primary_key=True),
+    Column("vendor", String(255)),
+    Column("model", String(255)),
+    Column("serial_number", String(255)),
+    Column("mac_addresses", Text),
+    Column("hostname", String(255)),
+    Column("sys_name", String(255)),
+    Column("location", String(255)),
+    Column("firmware", String(255)),
+    Column("current_ip", String(64), nullable=False),
+    Column("first_seen", DateTime, nullable=False),
+    Column("last_seen", DateTime, nullable=False),
+    Column("last_agent_id", String(36), nullable=False),
+)
+
+device_ips = Table(
+    "device_ips",
+    metadata,
+    Column("device_key", String(255), ForeignKey("devices.device_key"), primary_key=True),
+    Column("ip", String(64), primary_key=True),
+    Column("first_seen", DateTime, nullable=False),
+    Column("last_seen", DateTime, nullable=False),
+    Index("ix_device_ips_ip", "ip"),
+)
+
+readings = Table(
+    "readings",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("report_id", String(36), ForeignKey("reports.report_id"), nullable=False),
+    Column("device_key", String(255), ForeignKey("devices.device_key"), nullable=False),
+    Column("agent_id", String(36), nullable=False),
+    Column("polled_at", DateTime, nullable=False),
+    Column("received_at", DateTime, nullable=False),
+    Column("ip", String(64), nullable=False),
+    Column("complete", Boolean, nullable=False),
+    Column("duration_ms", BigInteger),
+    Column("snmp_version", String(4)),
+    Column("profiles", String(255)),
+    Column("device_status", String(32)),
+    Column("printer_status", String(32)),
+    Column("error_flags", String(512)),
+    UniqueConstraint("report_id", "device_key", name="uq_readings_report_device"),
+    Index("ix_readings_device_polled", "device_key", "polled_at"),
+    Index("ix_readings_polled", "polled_at"),
+)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("reading_id", _BigId, ForeignKey("readings.id"), nullable=False, index=True),
+    Column("kind", String(32), nullable=False),
+    Column("unit", String(32), nullable=False),
+    Column("oid", String(512), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("label", String(255)),
+    Column("marker", BigInteger),
+    Column("value", BigInteger, nullable=False),
+    Column("anomaly", String(16)),
+    Column("previous", BigInteger),
+)
+
+supplies = Table(
+    "supplies",
+    metadata,
+    Column("reading_id", _BigId, ForeignKey("readings.id"), nullable=False, index=True),
+    Column("idx", BigInteger, nullable=False),
+    Column("marker", BigInteger),
+    Column("source", String(64), nullable=False),
+    Column("supply_class", String(32)),
+    Column("type", String(32), nullable=False),
+    Column("type_raw", Integer, nullable=False),
+    Column("colour", String(255)),
+    Column("description", Text),
+    Column("part_number", String(255)),
+    Column("serial_number", String(255)),
+    Column("unit", String(32)),
+    Column("level_raw", Integer, nullable=False),
+    Column("level_meaning", String(16), nullable=False),
+    Column("max_raw", Integer, nullable=False),
+    Column("max_meaning", String(16), nullable=False),
+    Column("percent_x100", Integer),  # hundredths of a percent, only where the agent sent one
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("reading_id", _BigId, ForeignKey("readings.id"), nullable=False, index=True),
+    Column("idx", BigInteger, nullable=False),
+    Column("severity", String(32), nullable=False),
+    Column("severity_raw", Integer, nullable=False),
+    Column("training_level", String(32)),
+    Column("grp", String(32)),
+    Column("group_index", Integer),
+    Column("location", Integer),
+    Column("code", String(64), nullable=False),
+    Column("code_raw", Integer, nullable=False),
+    Column("description", Text),
+    Column("time", BigInteger),
+)
+
+collection_errors = Table(
+    "collection_errors",
+    metadata,
+    Column("reading_id", _BigId, ForeignKey("readings.id"), nullable=False, index=True),
+    Column("oid", String(512)),
+    Column("code", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+)
+
+SCHEMA_VERSION = 1
+
+# version → the step that turns version-1 into version. Empty until the schema first changes.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}

@@ -1,0 +1,329 @@
+"""The manager's core rules with plain objects, and the store over real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy.exc import IntegrityError
+from test_manager_support import Dev, TestAgent, new_token, report_xml, store  # noqa: F401
+
+from metersync import signing, xml_edge
+from metersync.errors import ProtocolError
+from metersync_manager import ingest, meters
+from metersync_manager.ingest import AgentRecord, Decision, TokenRecord
+from metersync_manager.store import Store
+
+NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+EXAMPLE = Path(__file__).resolve().parents[1] / "spec" / "examples" / "valid" / "report.xml"
+
+
+def code(exc: pytest.ExceptionInfo[ProtocolError]) -> int:
+    return exc.value.code
+
+
+# --- enrollment -----------------------------------------------------------------------------
+
+
+def enrollment(agent: TestAgent, token: str = "t" * 43):  # type: ignore[no-untyped-def]
+    return ingest.read_enrollment(agent.enrollment(token))
+
+
+def token_record(token: str = "t" * 43, *, expires: datetime | None = None, used_by=None):  # type: ignore[no-untyped-def]
+    return TokenRecord(ingest.hash_token(token), expires or NOW + timedelta(hours=1), used_by)
+
+
+def test_enrollment_registers_a_new_agent() -> None:
+    a = TestAgent()
+    assert ingest.decide_enrollment(enrollment(a), token_record(), None, NOW) is Decision.REGISTER
+
+
+def test_enrollment_same_agent_same_key_is_idempotent() -> None:
+    a = TestAgent()
+    rec = AgentRecord(a.agent_id, signing.public_key_b64(a.key))
+    tok = token_record(used_by=a.agent_id, expires=NOW - timedelta(days=2))  # even after expiry
+    assert ingest.decide_enrollment(enrollment(a), tok, rec, NOW) is Decision.DUPLICATE
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("unknown-token", 2006),
+        ("expired-token", 2006),
+        ("token-used-by-other", 2007),
+        ("other-key", 2010),
+        ("revoked", 2008),
+    ],
+)
+def test_enrollment_refusals(case: str, expected: int) -> None:
+    a = TestAgent()
+    same = AgentRecord(a.agent_id, signing.public_key_b64(a.key))
+    other_key = AgentRecord(a.agent_id, signing.public_key_b64(signing.generate_key()))
+    token, agent = {
+        "unknown-token": (None, None),
+        "expired-token": (token_record(expires=NOW - timedelta(seconds=1)), None),
+        "token-used-by-other": (token_record(used_by=str(uuid.uuid4())), None),
+        "other-key": (token_record(), other_key),
+        "revoked": (token_record(), dataclasses.replace(same, revoked=True)),
+    }[case]
+    with pytest.raises(ProtocolError) as exc:
+        ingest.decide_enrollment(enrollment(a), token, agent, NOW)
+    assert code(exc) == expected
+
+
+def test_enrollment_signature_when_sent_must_verify() -> None:
+    a, b = TestAgent(), TestAgent()
+    raw = a.enrollment("t" * 43)
+    enr = ingest.read_enrollment(raw)
+    ingest.check_enrollment_signature(enr, raw, a.sign(raw))  # proof of possession
+    ingest.check_enrollment_signature(enr, raw, None)  # optional
+    forged = signing.sign(b.key, raw, a.agent_id)
+    with pytest.raises(ProtocolError) as exc:
+        ingest.check_enrollment_signature(enr, raw, forged)
+    assert code(exc) == 2003
+
+
+# --- reports --------------------------------------------------------------------------------
+
+
+def test_authenticate_orders_unknown_revoked_bad_signature() -> None:
+    a = TestAgent()
+    raw = a.report([Dev("sn:hp:1")])
+    sig = ingest.signer(a.sign(raw))
+    rec = AgentRecord(a.agent_id, signing.public_key_b64(a.key))
+    ingest.authenticate(sig, raw, rec)
+    for agent, tampered, expected in [
+        (None, raw, 2002),
+        (dataclasses.replace(rec, revoked=True), raw, 2008),
+        (rec, raw.replace(b"sn:hp:1", b"sn:hp:2"), 2003),
+    ]:
+        with pytest.raises(ProtocolError) as exc:
+            ingest.authenticate(sig, tampered, agent)
+        assert code(exc) == expected
+    with pytest.raises(ProtocolError) as exc:
+        ingest.signer(None)
+    assert code(exc) == 2001
+
+
+def test_read_report_rows_equal_the_document() -> None:
+    rows = ingest.read_report(EXAMPLE.read_bytes())
+    obj = xml_edge.parse_message(EXAMPLE.read_bytes()).obj  # the generated model, as oracle
+    assert rows.report_id == obj.report_id and rows.agent_id == obj.agent_id
+    assert rows.sequence == obj.sequence
+    assert rows.created_at == obj.created_at.to_datetime()
+    (dev,) = rows.devices
+    snap = obj.device[0]
+    assert dev.device_key == snap.identity.device_key
+    assert dev.ip == snap.identity.ip_address
+    assert [(c["kind"], c["value"], c["oid"], c["label"]) for c in dev.counters] == [
+        (c.kind.value, c.value, c.oid, c.label) for c in snap.counter
+    ]
+    assert [(s["idx"], s["level_raw"], s["level_meaning"], s["max_raw"]) for s in dev.supplies] == [
+        (s.index, s.level.raw, s.level.meaning.value, s.max_capacity.raw) for s in snap.supply
+    ]
+    assert [s["percent_x100"] for s in dev.supplies] == [
+        None if s.percent is None else int(s.percent * 100) for s in snap.supply
+    ]
+    assert [(a["idx"], a["code"], a["code_raw"]) for a in dev.alerts] == [
+        (a.index, a.code.value, a.code.raw) for a in snap.alert
+    ]
+    assert dev.reading["complete"] is (not snap.collection_error)
+    assert dev.reading["error_flags"] == "lowToner"
+
+
+def test_read_report_prose_rules() -> None:
+    agent_id = str(uuid.uuid4())
+    twice = report_xml(agent_id, [Dev("sn:hp:1"), Dev("sn:hp:1")])
+    with pytest.raises(ProtocolError) as exc:
+        ingest.read_report(twice)
+    assert code(exc) == 3001
+    no_tz = report_xml(agent_id, [Dev("sn:hp:1")]).replace(b"Z</createdAt>", b"</createdAt>")
+    with pytest.raises(ProtocolError) as exc:
+        ingest.read_report(no_tz)
+    assert code(exc) == 3001
+    huge = report_xml(agent_id, [Dev("sn:hp:1", counters=[("total", 2**63, {})])])
+    with pytest.raises(ProtocolError) as exc:
+        ingest.read_report(huge)
+    assert code(exc) == 3001
+    with pytest.raises(ProtocolError) as exc:
+        ingest.read_report(TestAgent().enrollment("t" * 43))
+    assert code(exc) == 1007
+
+
+def test_check_report_signer_and_skew() -> None:
+    a = TestAgent()
+    rows = ingest.read_report(a.report([], created_at=NOW))
+    ingest.check_report(rows, a.agent_id, NOW)
+    ingest.check_report(rows, a.agent_id, NOW - timedelta(seconds=299))
+    # a report from the outbox, created a week ago, is still delivered
+    ingest.check_report(rows, a.agent_id, NOW + timedelta(days=7))
+    with pytest.raises(ProtocolError) as exc:
+        ingest.check_report(rows, str(uuid.uuid4()), NOW)
+    assert code(exc) == 2009
+    with pytest.raises(ProtocolError) as exc:
+        ingest.check_report(rows, a.agent_id, NOW - timedelta(seconds=301))
+    assert code(exc) == 2004
+
+
+def test_receipt_is_a_valid_document() -> None:
+    r = ingest.receipt(str(uuid.uuid4()), str(uuid.uuid4()), True, NOW, 0)
+    back = xml_edge.parse_message(xml_edge.to_bytes(r)).obj
+    assert back.status.value == "duplicate" and back.devices_stored == 0
+
+
+# --- meters ---------------------------------------------------------------------------------
+
+
+def t(minutes: int) -> datetime:
+    return NOW + timedelta(minutes=minutes)
+
+
+def test_usage_plain_and_chained() -> None:
+    u = meters.usage(meters.Read(t(0), 100), [meters.Read(t(2), 130), meters.Read(t(1), 110)])
+    assert u is not None
+    assert (u.start.value, u.end.value, u.usage, u.resets) == (100, 130, 30, [])
+
+
+def test_usage_splits_at_a_reset_and_is_never_negative() -> None:
+    reads = [meters.Read(t(1), 150), meters.Read(t(2), 20), meters.Read(t(3), 45)]
+    u = meters.usage(meters.Read(t(0), 100), reads)
+    assert u is not None
+    assert u.usage == 50 + 25  # 100→150, reset (0), 20→45
+    assert [(r.before, r.after, r.flagged) for r in u.resets] == [(150, 20, False)]
+
+
+def test_usage_flagged_anomaly_counts_zero_even_when_higher() -> None:
+    # a swapped device whose counter happens to be higher: flagged by the agent, never billed
+    reads = [meters.Read(t(1), 5000, flagged=True), meters.Read(t(2), 5010)]
+    u = meters.usage(meters.Read(t(0), 100), reads)
+    assert u is not None and u.usage == 10 and u.resets[0].flagged
+
+
+def test_usage_without_a_read_before_or_in_period() -> None:
+    assert meters.usage(None, []) is None
+    u = meters.usage(None, [meters.Read(t(5), 7), meters.Read(t(6), 9)])
+    assert u is not None and u.start_in_period and u.usage == 2
+    stale = meters.usage(meters.Read(t(0), 7), [])
+    assert stale is not None and stale.stale and stale.usage == 0
+
+
+@given(st.lists(st.integers(0, 10**6), min_size=1, max_size=30), st.data())
+def test_usage_properties(values: list[int], data: st.DataObject) -> None:
+    reads = [meters.Read(t(i), v) for i, v in enumerate(values)]
+    whole = meters.usage(None, reads)
+    assert whole is not None and whole.usage >= 0
+    increases = sum(max(0, b - a) for a, b in zip(values, values[1:], strict=False))
+    assert whole.usage == increases
+    # Two consecutive periods bill exactly what the whole does: never double, never lost.
+    cut = data.draw(st.integers(0, len(reads) - 1))
+    first = meters.usage(None, reads[: cut + 1])
+    second = meters.usage(reads[cut], reads[cut + 1 :])
+    assert first is not None and second is not None
+    assert first.usage + second.usage == whole.usage
+
+
+# --- the store (real SQLite file and real PostgreSQL) ---------------------------------------
+
+
+def enrolled(s: Store) -> TestAgent:
+    a = TestAgent()
+    enr = ingest.read_enrollment(a.enrollment(new_token(s)))
+    values = {
+        "agent_id": a.agent_id,
+        "public_key": signing.public_key_b64(a.key),
+        "algorithm": "ed25519",
+        "software_vendor": "v",
+        "software_product": "p",
+        "software_version": "1",
+    }
+    d = s.enroll(
+        ingest.hash_token(enr.token),
+        values,
+        lambda tok, ag: ingest.decide_enrollment(enr, tok, ag, ingest.utcnow()),
+        ingest.utcnow(),
+    )
+    assert d is Decision.REGISTER
+    return a
+
+
+def test_store_enroll_spends_the_token(store: Store) -> None:  # noqa: F811
+    token = new_token(store)
+    now = ingest.utcnow()
+    first, second = TestAgent(), TestAgent()
+    results = []
+    for agent in (first, first, second):
+        enr = ingest.read_enrollment(agent.enrollment(token))
+        values = {
+            "agent_id": agent.agent_id,
+            "public_key": signing.public_key_b64(agent.key),
+            "algorithm": "ed25519",
+            "software_vendor": "v",
+            "software_product": "p",
+            "software_version": "1",
+        }
+        try:
+            results.append(
+                store.enroll(
+                    ingest.hash_token(token),
+                    values,
+                    lambda tok, ag, enr=enr: ingest.decide_enrollment(enr, tok, ag, now),
+                    now,
+                )
+            )
+        except ProtocolError as exc:
+            results.append(exc.code)
+    assert results == [Decision.REGISTER, Decision.DUPLICATE, 2007]
+    assert store.count("agents") == 1
+
+
+def test_store_report_then_duplicate_then_replay(store: Store) -> None:  # noqa: F811
+    a = enrolled(store)
+    raw = a.report([Dev("sn:hp:1", counters=[("total", 10, {})]), Dev("sn:hp:2")])
+    rows = ingest.read_report(raw)
+    first = store.store_report(rows, ingest.digest(raw), len(raw), NOW)
+    again = store.store_report(rows, ingest.digest(raw), len(raw), NOW)
+    assert (first.duplicate, first.devices) == (False, 2)
+    assert (again.duplicate, again.devices) == (True, 0)
+    assert store.count("reports") == 1 and store.count("readings") == 2
+    with pytest.raises(ProtocolError) as exc:
+        store.store_report(rows, hashlib.sha256(b"other").hexdigest(), len(raw), NOW)
+    assert code(exc) == 2005
+    assert store.count("readings") == 2 and store.count("counters") == 1
+
+
+def test_store_report_is_all_or_nothing(store: Store) -> None:  # noqa: F811
+    a = enrolled(store)
+    raw = a.report([Dev("sn:hp:1", counters=[("total", 10, {})]), Dev("sn:hp:2")])
+    rows = ingest.read_report(raw)
+    rows.devices[1].reading["ip"] = None  # NOT NULL: fails after the first device's rows
+    with pytest.raises(IntegrityError):
+        store.store_report(rows, ingest.digest(raw), len(raw), NOW)
+    for table in ("reports", "devices", "readings", "counters", "device_ips"):
+        assert store.count(table) == 0, table
+
+
+def test_store_ip_change_is_an_event_not_a_new_device(store: Store) -> None:  # noqa: F811
+    a = enrolled(store)
+    # arrive out of order: the newest poll (ip .30) first
+    for ip, minute in [("192.0.2.30", 30), ("192.0.2.10", 0), ("192.0.2.20", 20)]:
+        raw = a.report([Dev("sn:hp:1", ip=ip, polled_at=t(minute))])
+        store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
+    (device,) = store.devices()
+    assert device["currentIp"] == "192.0.2.30"
+    assert device["firstSeen"].startswith("2026-11-28T08:00")
+    assert [e["ip"] for e in store.ip_history("sn:hp:1")] == [
+        "192.0.2.10",
+        "192.0.2.20",
+        "192.0.2.30",
+    ]
+    assert store.count("device_ips") == 3
+
+
+def test_migrate_is_repeatable(store: Store) -> None:  # noqa: F811
+    assert store.migrate() == store.migrate() == store.health()
