@@ -340,8 +340,8 @@ def _status(d: _Device) -> DeviceStatusInfo | None:
     entry, cols = _table(d, "hr_device")
     pentry, pcols = _table(d, "hr_printer")
     if idx is None:  # no hrDevicePrinter row: fall back to the first hrPrinterTable row
-        rows = r.column(pentry, pcols["status"])
-        idx = next((i[0] for i in rows if len(i) == 1), None)
+        rows = [*r.column(pentry, pcols["status"]), *r.column(pentry, pcols["error_state"])]
+        idx = min((i[0] for i in rows if len(i) == 1), default=None)
     if idx is not None:
         raw = r.int((*entry, cols["status"], idx))
         if raw is not None:
