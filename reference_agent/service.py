@@ -1,0 +1,594 @@
+"""`metersync agent run` and `metersync agent enroll`: the agent as a long-lived service.
+
+The pipeline, each stage with one job (STYLE.md): discover → poll → map → outbox → transport.
+
+- The collector discovers printers every discoveryInterval (+ jitter) and polls each known
+  device on its own schedule (pollInterval + jitter). Devices due together are polled together
+  and go into one report, built and signed inside the outbox transaction that allocates its
+  sequence number and keeps the counters it carries, so counter decreases are flagged against
+  the last value stored (identity.flag_decreased).
+- The sender drains the outbox oldest first and never deletes a report without a receipt;
+  waits are the outbox's persisted next-attempt times.
+- Before anything, a random delay up to startDelayMax, so a fleet does not call in at once
+  after a power cut. SIGTERM/SIGINT stop both loops; a write in progress is finished and the
+  database closed. Nothing listens on any port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import os
+import random
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import metersync_generated.v1 as model
+from metersync import xml_edge
+from metersync_agent import enrollment
+from metersync_agent.backoff import CAP_SECONDS, Delivered, Refused, RetryLater, next_delay
+from metersync_agent.config import ConfigError, Settings, load_config
+from metersync_agent.enrollment import AgentIdentity, now_xml
+from metersync_agent.outbox import EnqueueContext, Outbox, OutboxError, ReportBytes
+from metersync_agent.snmp import Credential
+
+log = logging.getLogger("metersync.agent")
+
+MAX_DEVICES_PER_REPORT = 500
+BATCH_WINDOW = 2.0  # devices due within this many seconds are polled in the same cycle
+FAILED_CODES = {"unreachable", "auth-failure"}
+OUTBOX_FILE = "outbox.sqlite3"
+
+PollFn = Callable[..., Awaitable[model.DeviceSnapshot]]
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "metersync-agent"
+
+
+def _xml_time(ts: float) -> Any:
+    from xsdata.models.datatype import XmlDateTime
+
+    when = dt.datetime.fromtimestamp(ts, dt.UTC).replace(microsecond=0)
+    return XmlDateTime.from_datetime(when)
+
+
+# --- building a report (pure: snapshots + outbox context in, signed bytes out) --------------
+
+
+@dataclass
+class CycleResult:
+    started: float
+    finished: float
+    snapshots: list[model.DeviceSnapshot]
+    failed: int = 0
+    partial: int = 0
+
+
+def classify(snap: model.DeviceSnapshot) -> str:
+    """'failed' (nothing read), 'partial' (read, with collection errors) or 'ok'."""
+    codes = {e.code.value for e in snap.collection_error}
+    if codes & FAILED_CODES and not snap.counter and not snap.supply and snap.status is None:
+        return "failed"
+    return "partial" if codes else "ok"
+
+
+def build_report(
+    ctx: EnqueueContext,
+    identity: AgentIdentity,
+    settings: Settings,
+    started_at: float,
+    cycle: CycleResult | None,
+    snapshots: list[model.DeviceSnapshot],
+) -> ReportBytes:
+    """The signed Report for these snapshots, with counter decreases flagged (MS-DEV-13)."""
+    from metersync_agent.identity import flag_decreased  # the poller engineer's rule
+
+    keep: list[tuple[str, str, str, int]] = []
+    for snap in snapshots:
+        key = snap.identity.device_key
+        previous = {
+            (kind, oid): v for (k, kind, oid), v in ctx.previous_counters.items() if k == key
+        }
+        for c in flag_decreased(snap.counter, previous):
+            log.warning(
+                "counter decreased on %s: %s %s %d → %d (flagged, not billed as usage)",
+                key,
+                c.kind.value,
+                c.oid,
+                c.previous,
+                c.value,
+            )
+        keep += [(key, c.kind.value, c.oid, c.value) for c in snap.counter]
+    last_cycle = None
+    if cycle is not None:
+        last_cycle = model.CycleStats(
+            started_at=_xml_time(cycle.started),
+            finished_at=_xml_time(cycle.finished),
+            devices_polled=len(cycle.snapshots),
+            devices_failed=cycle.failed,
+            devices_partial=cycle.partial,
+        )
+    report_id = str(uuid.uuid4())
+    report = model.Report(
+        version=xml_edge.PROTOCOL_VERSION,
+        report_id=report_id,
+        agent_id=identity.agent_id,
+        sequence=ctx.sequence,
+        created_at=now_xml(),
+        agent_status=model.AgentStatusInfo(
+            software=enrollment.SOFTWARE,
+            started_at=_xml_time(started_at),
+            queue_depth=ctx.queue_depth,
+            oldest_queued_at=None
+            if ctx.oldest_queued_at is None
+            else _xml_time(ctx.oldest_queued_at),
+            dropped_reports=ctx.dropped_reports,
+            last_cycle=last_cycle,
+            licence=model.LicenceState(state=model.LicenceStateName.MISSING),
+            channel_enabled=settings.channel_enabled,
+            update_mode=model.UpdateMode(settings.update_mode),
+        ),
+        device=snapshots,
+    )
+    body = xml_edge.to_bytes(report)  # validated against the XSD before it is stored
+    return ReportBytes(report_id, body, identity.sign(body), keep)
+
+
+# --- the collector --------------------------------------------------------------------------
+
+
+@dataclass
+class DeviceEntry:
+    host: str
+    port: int
+    next_poll: float  # monotonic
+    credential: Credential | None = None
+    device_key: str | None = None
+    last_good: model.DeviceIdentity | None = None
+    stale: bool = False  # not found by the last discovery
+
+
+@dataclass
+class AgentState:
+    devices: dict[tuple[str, int], DeviceEntry] = field(default_factory=dict)
+    last_cycle: CycleResult | None = None
+    reports_queued: int = 0
+
+
+class AgentService:
+    def __init__(
+        self,
+        settings: Settings,
+        state_dir: Path,
+        *,
+        rng: random.Random | None = None,
+        poll: PollFn | None = None,
+    ) -> None:
+        self.settings = settings
+        self.state_dir = state_dir
+        self.rng = rng or random.Random()
+        self._poll = poll
+        self.state = AgentState()
+        self.started_at = time.time()
+        self.stop = asyncio.Event()
+        self._wake_sender = asyncio.Event()
+        self.identity: AgentIdentity | None = None
+        self.outbox: Outbox | None = None
+
+    # -- lifecycle --
+
+    async def run(self) -> int:
+        from metersync_agent.snmp import SnmpClient
+        from metersync_agent.transport_http import HttpTransport
+
+        s = self.settings
+        self.identity = enrollment.load_or_create_identity(self.state_dir)
+        self.outbox = Outbox(self.state_dir / OUTBOX_FILE, limits=s.retention)
+        st = self.outbox.status()
+        log.info(
+            "agent %s starting: manager %s, state %s, %d report(s) queued",
+            self.identity.agent_id,
+            s.manager_url,
+            self.state_dir,
+            st.queued,
+        )
+        client = SnmpClient(
+            timeout=s.snmp_timeout, retries=s.snmp_retries, concurrency=s.snmp_concurrency
+        )
+        transport = HttpTransport.from_settings(s, self.identity.agent_id, self.state_dir)
+        try:
+            delay = self.rng.uniform(0, s.start_delay_max) if s.start_delay_max > 0 else 0.0
+            if delay:
+                log.info("waiting %.0f s (random start delay) before starting", delay)
+                if await self._sleep(delay):
+                    return 0
+            collector = asyncio.create_task(self._collector(client), name="collector")
+            sender = asyncio.create_task(self._sender(transport), name="sender")
+            done, _ = await asyncio.wait({collector, sender}, return_when=asyncio.FIRST_EXCEPTION)
+            self.stop.set()
+            await asyncio.gather(collector, sender, return_exceptions=True)
+            for t in done:
+                if t.exception() is not None:
+                    log.error("the %s stopped: %r", t.get_name(), t.exception())
+                    return 1
+            return 0
+        finally:
+            await transport.aclose()
+            client.close()
+            self.outbox.close()
+            log.info("agent stopped; outbox closed")
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped first; True when stopped."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), max(0.0, seconds))
+        return self.stop.is_set()
+
+    async def _until_stopped(self, aw: Awaitable[Any]) -> tuple[bool, Any]:
+        """Await `aw` unless stop comes first (then it is cancelled): (stopped, result)."""
+        task = asyncio.ensure_future(aw)
+        stopper = asyncio.create_task(self.stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            stopper.cancel()
+            return False, task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return True, None
+
+    # -- collection --
+
+    def _poll_fn(self) -> PollFn:
+        if self._poll is None:
+            from metersync_agent.poller import poll_device
+
+            self._poll = poll_device
+        return self._poll
+
+    async def _collector(self, client: Any) -> None:
+        from metersync_agent.discovery import discover
+        from metersync_agent.profiles import load_profiles
+        from metersync_agent.targets import TargetSet
+
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        profiles = load_profiles()
+        targets = TargetSet.parse(s.targets_include, s.targets_exclude)
+        next_discovery = loop.time()
+        while not self.stop.is_set():
+            now = loop.time()
+            if now >= next_discovery:
+                problems: list[Any] = []
+                stopped, found = await self._until_stopped(
+                    discover(
+                        client,
+                        targets,
+                        list(s.credentials),
+                        concurrency=s.snmp_concurrency,
+                        budget=min(s.device_budget, 10.0),
+                        problems=problems,
+                    )
+                )
+                if stopped:
+                    return
+                for host, port, exc in problems:
+                    log.warning("discovery: %s:%d refused our credentials: %s", host, port, exc)
+                self._merge_discovered(found, loop.time())
+                next_discovery = loop.time() + s.discovery_interval + self._jitter()
+                log.info(
+                    "discovery: %d printer(s) found, %d device(s) scheduled",
+                    len(found),
+                    len(self.state.devices),
+                )
+            now = loop.time()
+            due = [e for e in self.state.devices.values() if e.next_poll <= now + BATCH_WINDOW]
+            if due or (not self.state.devices and self._heartbeat_due(now)):
+                if not await self._cycle(client, profiles, due):
+                    return
+                continue
+            wake = min([next_discovery] + [e.next_poll for e in self.state.devices.values()])
+            if not self.state.devices:
+                wake = min(wake, self._heartbeat_at)
+            if await self._sleep(wake - loop.time()):
+                return
+
+    _heartbeat_at: float = 0.0
+
+    def _heartbeat_due(self, now: float) -> bool:
+        """With no device known, still report the agent's status once per poll interval."""
+        return now >= self._heartbeat_at
+
+    def _jitter(self) -> float:
+        j = self.settings.jitter
+        return self.rng.uniform(0, j) if j > 0 else 0.0
+
+    def _merge_discovered(self, found: list[Any], now: float) -> None:
+        seen = set()
+        for dev in found:
+            key = (dev.host, dev.port)
+            seen.add(key)
+            entry = self.state.devices.get(key)
+            if entry is None:
+                self.state.devices[key] = DeviceEntry(
+                    dev.host, dev.port, now + self._jitter(), credential=dev.credential
+                )
+            else:
+                entry.stale = False
+                entry.credential = dev.credential
+        for key, entry in self.state.devices.items():
+            if key not in seen:
+                entry.stale = True
+
+    async def _cycle(self, client: Any, profiles: Any, due: list[DeviceEntry]) -> bool:
+        """Poll `due` devices, store one report per batch; False when stopped meanwhile."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        started = time.time()
+        poll = self._poll_fn()
+
+        async def one(e: DeviceEntry) -> model.DeviceSnapshot:
+            creds = list(s.credentials)
+            if e.credential is not None and e.credential in creds:
+                creds.remove(e.credential)
+                creds.insert(0, e.credential)
+            return await poll(client, e.host, e.port, creds, profiles, s.device_budget)
+
+        stopped, results = await self._until_stopped(
+            asyncio.gather(*(one(e) for e in due), return_exceptions=True)
+        )
+        if stopped:
+            return False
+        finished = time.time()
+        snapshots: list[model.DeviceSnapshot] = []
+        failed = partial = 0
+        for e, snap in zip(due, results, strict=True):
+            e.next_poll = loop.time() + s.poll_interval + self._jitter()
+            if isinstance(snap, BaseException):
+                log.error("polling %s:%d failed: %r", e.host, e.port, snap)
+                failed += 1
+                continue
+            verdict = classify(snap)
+            if verdict == "failed":
+                failed += 1
+                if e.last_good is None:
+                    continue  # never read: no identity to report it under
+                snap.identity = dataclasses.replace(
+                    e.last_good,
+                    ip_address=snap.identity.ip_address,
+                    port=snap.identity.port,
+                    uptime=None,
+                )
+                if e.stale:  # gone from discovery and now silent: stop polling this address
+                    self.state.devices.pop((e.host, e.port), None)
+            else:
+                partial += verdict == "partial"
+                self._moved(e, snap.identity)
+            snapshots.append(snap)
+        self._heartbeat_at = loop.time() + s.poll_interval
+        cycle = CycleResult(started, finished, snapshots, failed, partial)
+        self.state.last_cycle = cycle
+        batches = [
+            snapshots[i : i + MAX_DEVICES_PER_REPORT]
+            for i in range(0, len(snapshots), MAX_DEVICES_PER_REPORT)
+        ] or [[]]
+        for batch in batches:
+            await self._store(cycle, batch)  # never cancelled: a started write is finished
+        log.info(
+            "cycle: %d device(s) polled, %d failed, %d partial, %d report(s) queued",
+            len(snapshots),
+            failed,
+            partial,
+            len(batches),
+        )
+        return not self.stop.is_set()
+
+    def _moved(self, entry: DeviceEntry, ident: model.DeviceIdentity) -> None:
+        """Remember who answered; a device key seen at a new address drops the old address."""
+        entry.device_key, entry.last_good = ident.device_key, ident
+        for key, other in list(self.state.devices.items()):
+            if other is not entry and other.device_key == ident.device_key:
+                log.info(
+                    "device %s moved from %s:%d to %s:%d",
+                    ident.device_key,
+                    other.host,
+                    other.port,
+                    entry.host,
+                    entry.port,
+                )
+                del self.state.devices[key]
+
+    async def _store(self, cycle: CycleResult, snapshots: list[model.DeviceSnapshot]) -> None:
+        assert self.outbox is not None and self.identity is not None
+        identity, settings, started = self.identity, self.settings, self.started_at
+
+        def build(ctx: EnqueueContext) -> ReportBytes:
+            return build_report(ctx, identity, settings, started, cycle, snapshots)
+
+        try:
+            stored = await asyncio.to_thread(self.outbox.enqueue, build)
+        except OutboxError as exc:
+            log.error("report NOT stored: %s", exc)
+            return
+        self.state.reports_queued += 1
+        log.debug("stored report %s (sequence %d)", stored.report_id, stored.sequence)
+        self._wake_sender.set()
+
+    # -- delivery --
+
+    async def _sender(self, transport: Any) -> None:
+        assert self.outbox is not None and self.identity is not None
+        s = self.settings
+        while not self.stop.is_set():
+            if not enrollment.is_enrolled(self.state_dir, s.manager_url):
+                result = await enrollment.enroll(
+                    s, self.identity, transport, self.state_dir, stop=self.stop, rng=self.rng
+                )
+                if self.stop.is_set():
+                    return
+                if not result.ok:
+                    log.error("%s; trying again in %.0f s", result.message, CAP_SECONDS)
+                    if await self._sleep(CAP_SECONDS):
+                        return
+                    continue
+            item = await asyncio.to_thread(self.outbox.oldest)
+            if item is None:
+                self._wake_sender.clear()
+                waiters = {
+                    asyncio.create_task(self._wake_sender.wait()),
+                    asyncio.create_task(self.stop.wait()),
+                }
+                await asyncio.wait(waiters, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters:
+                    w.cancel()
+                continue
+            wait = item.next_attempt_at - time.time()
+            if wait > 0:
+                if await self._sleep(min(wait, 60.0)):
+                    return
+                continue
+            stopped, outcome = await self._until_stopped(
+                transport.post_report(item.body, item.signature, item.report_id)
+            )
+            if stopped:
+                return  # the report stays queued; it is sent again, byte for byte, next time
+            if isinstance(outcome, Delivered):
+                await asyncio.to_thread(self.outbox.mark_delivered, item.sequence)
+                log.debug(
+                    "delivered report %s%s", item.report_id, " (duplicate)" * outcome.duplicate
+                )
+            elif isinstance(outcome, RetryLater):
+                delay = next_delay(item.attempts, outcome.retry_after, self.rng)
+                await asyncio.to_thread(
+                    self.outbox.mark_retry, item.sequence, delay, outcome.reason
+                )
+                log.warning(
+                    "report %s not delivered (%s); next try in %.1f s",
+                    item.report_id,
+                    outcome.reason,
+                    delay,
+                )
+            elif isinstance(outcome, Refused) and outcome.agent_level:
+                text = f"{outcome.code} {outcome.name}: {outcome.message}"
+                await asyncio.to_thread(self.outbox.postpone_all, CAP_SECONDS, text)
+                log.error(
+                    "the manager refuses this agent (%s); reports stay queued, next try in %.0f s",
+                    text,
+                    CAP_SECONDS,
+                )
+            else:
+                assert isinstance(outcome, Refused)
+                text = f"{outcome.code} {outcome.name}: {outcome.message}"
+                await asyncio.to_thread(self.outbox.mark_refused, item.sequence, text)
+                log.error("report %s refused for good and kept aside: %s", item.report_id, text)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load(args: argparse.Namespace) -> Settings | None:
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    settings = _load(args)
+    if settings is None:
+        return 2
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+
+    async def main() -> int:
+        service = AgentService(settings, state_dir)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, service.stop.set)
+        return await service.run()
+
+    return asyncio.run(main())
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from metersync_agent.transport_http import HttpTransport
+
+    _setup_logging(args.log_level)
+    settings = _load(args)
+    if settings is None:
+        return 2
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+
+    async def main() -> int:
+        identity = enrollment.load_or_create_identity(state_dir)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with HttpTransport.from_settings(settings, identity.agent_id, state_dir) as t:
+            result = await enrollment.enroll(
+                settings, identity, t, state_dir, stop=stop, max_wait=args.max_wait
+            )
+        print(f"{result.message} (agent {identity.agent_id}, state {state_dir})")
+        return 0 if result.ok else 1
+
+    return asyncio.run(main())
+
+
+def register_service_commands(sub: Any) -> None:
+    """Add `run` and `enroll` to the `metersync agent` subcommands."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", required=True, help="Provisioning XML (*.xml) or the TOML form (*.toml)"
+    )
+    common.add_argument(
+        "--state-dir", help=f"identity, key and outbox (default {default_state_dir()})"
+    )
+    common.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    run = sub.add_parser(
+        "run", parents=[common], help="run the agent: discover, poll, store, deliver"
+    )
+    run.set_defaults(func=_run)
+    enroll = sub.add_parser(
+        "enroll", parents=[common], help="enroll with the manager once, then exit"
+    )
+    enroll.add_argument(
+        "--max-wait",
+        type=float,
+        default=300.0,
+        help="give up after this many seconds of retries (default 300)",
+    )
+    enroll.set_defaults(func=_enroll)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m metersync_agent.service run|enroll …`: the same as `metersync agent …`."""
+    parser = argparse.ArgumentParser(prog="metersync-agent")
+    register_service_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
