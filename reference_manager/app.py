@@ -1,0 +1,402 @@
+"""The manager's HTTP adapter (Quart): the ingest binding (XML) and the JSON read API.
+
+Thin by design: read the body within its limits, call the core (ingest.py) in the spec's
+order, call the store in a worker thread, write the answer. Every ingest refusal is an XML
+Error with the HTTP status of its code; spec/openapi/manager.yaml describes every route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+from quart import Quart, Response, request
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+import metersync_generated.v1 as model
+from metersync import signing, xml_edge
+from metersync.errors import ProtocolError
+from metersync_manager import ingest
+from metersync_manager.extract import utc_naive
+from metersync_manager.store import Store, iso
+
+log = logging.getLogger("metersync.manager")
+
+MEDIA_TYPE = "application/vnd.metersync+xml"
+ACCEPTED_TYPES = {MEDIA_TYPE, "application/xml"}
+DRAIN_FACTOR = 4  # read and discard up to 4× the limit so a client can read its 413
+RETRY_AFTER_UNAVAILABLE = 5
+RETRY_AFTER_BUSY = 2
+
+_T = TypeVar("_T")
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_DEVICE_KEY = re.compile(r"^(sn|mac|sys):[!-~]{1,250}$")
+_INT = re.compile(r"^[0-9]{1,10}$")
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)$"
+)
+COUNTER_KINDS = frozenset(k.value for k in model.CounterKind)
+
+
+class BadParam(Exception):
+    pass
+
+
+def xml_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        xml_edge.to_bytes(obj), status=status, content_type=MEDIA_TYPE, headers=headers or {}
+    )
+
+
+def error_response(exc: ProtocolError) -> Response:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return xml_response(xml_edge.error_message(exc), exc.http_status, headers)
+
+
+def problem(status: int, title: str, detail: str | None = None) -> tuple[dict[str, Any], int]:
+    body: dict[str, Any] = {"status": status, "title": title}
+    if detail:
+        body["detail"] = detail
+    return body, status
+
+
+async def read_body(max_bytes: int) -> bytes:
+    """The request body within the size limit, gzip decoded within the same limit."""
+    mime = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if mime not in ACCEPTED_TYPES:
+        raise ProtocolError(
+            "UNSUPPORTED_MEDIA_TYPE",
+            f"the content type is {mime or 'missing'!r}; send {MEDIA_TYPE}",
+        )
+    encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise ProtocolError(
+            "UNSUPPORTED_CONTENT_ENCODING",
+            f"the Content-Encoding {encoding!r} is not supported; send identity or gzip",
+        )
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        if declared <= DRAIN_FACTOR * max_bytes:
+            await _drain(DRAIN_FACTOR * max_bytes)
+        raise _too_large(f"the body has {declared} bytes", max_bytes)
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
+    parts: list[bytes] = []
+    received = produced = 0
+    async for chunk in request.body:
+        received += len(chunk)
+        if received > max_bytes:
+            await _drain(DRAIN_FACTOR * max_bytes - received)
+            raise _too_large(f"the body has more than {max_bytes} bytes", max_bytes)
+        if inflater is None:
+            parts.append(chunk)
+            continue
+        data = chunk
+        try:
+            while data and not inflater.eof:
+                out = inflater.decompress(data, max_bytes - produced + 1)
+                produced += len(out)
+                if produced > max_bytes:
+                    raise _too_large("the gzip body inflates beyond the limit", max_bytes)
+                parts.append(out)
+                data = inflater.unconsumed_tail
+        except zlib.error as exc:
+            raise ProtocolError("UNSUPPORTED_CONTENT_ENCODING", f"broken gzip: {exc}") from None
+        if data or inflater.unused_data:
+            raise ProtocolError("UNSUPPORTED_CONTENT_ENCODING", "data after the gzip stream")
+    if inflater is not None and not inflater.eof:
+        raise ProtocolError("UNSUPPORTED_CONTENT_ENCODING", "the gzip stream is truncated")
+    return b"".join(parts)
+
+
+def _too_large(what: str, limit: int) -> ProtocolError:
+    return ProtocolError("DOCUMENT_TOO_LARGE", f"{what}; the limit is {limit} bytes")
+
+
+async def _drain(budget: int) -> None:
+    with_budget = budget
+    async for chunk in request.body:
+        with_budget -= len(chunk)
+        if with_budget < 0:
+            return
+
+
+def parse_time(value: str, name: str) -> datetime:
+    """An RFC 3339 query time → aware UTC; out-of-range years are clamped, never an error."""
+    m = _RFC3339.match(value)
+    if not m:
+        raise BadParam(f"{name} must be an RFC 3339 date-time with a time zone")
+    y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
+    frac = int((m.group(7) or "0")[:6].ljust(6, "0"))
+    tz = m.group(8).upper()
+    if not (1 <= mo <= 12 and 0 <= h <= 23 and 0 <= mi <= 59 and 0 <= s <= 60):
+        raise BadParam(f"{name} is not a valid date-time")
+    offset = (
+        timedelta(0)
+        if tz == "Z"
+        else (1 if tz[0] == "+" else -1) * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
+    )
+    if s == 60:  # a leap second: the last instant of that minute
+        s, frac = 59, 999999
+    try:
+        local = datetime(max(y, 1), mo, d, h, mi, s, frac)
+    except ValueError:
+        raise BadParam(f"{name} is not a valid date-time") from None
+    try:
+        return (local - offset).replace(tzinfo=UTC)
+    except OverflowError:
+        return (datetime.min if offset > timedelta(0) else datetime.max).replace(tzinfo=UTC)
+
+
+def _int_param(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not _INT.match(raw) or not lo <= int(raw) <= hi:
+        raise BadParam(f"{name} must be an integer from {lo} to {hi}")
+    return int(raw)
+
+
+def _time_param(name: str, required: bool = False) -> datetime | None:
+    raw = request.args.get(name)
+    if raw is None:
+        if required:
+            raise BadParam(f"{name} is required")
+        return None
+    return parse_time(raw, name)
+
+
+def _key_param(name: str) -> str | None:
+    raw = request.args.get(name)
+    if raw is not None and not _DEVICE_KEY.match(raw):
+        raise BadParam(f"{name} is not a device key")
+    return raw
+
+
+def _kind_param() -> str | None:
+    raw = request.args.get("kind")
+    if raw is not None and raw not in COUNTER_KINDS:
+        raise BadParam("kind is not a counter kind")
+    return raw
+
+
+def _check_key(device_key: str) -> None:
+    if not _DEVICE_KEY.match(device_key):
+        raise BadParam("not a device key")
+
+
+def create_app(
+    store: Store,
+    *,
+    max_bytes: int = xml_edge.MAX_BYTES,
+    skew: timedelta = ingest.SKEW,
+    clock: Callable[[], datetime] = ingest.utcnow,
+    max_in_flight: int = 256,
+    bench_noop: bool = False,
+) -> Quart:
+    """The manager as an ASGI app over an opened (migrated) store."""
+    app = Quart("metersync_manager")
+    app.config["MAX_CONTENT_LENGTH"] = None  # read_body enforces the limit itself
+    app.config["BODY_TIMEOUT"] = 120
+    executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="metersync-db")
+    in_flight = 0
+
+    async def run(fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(executor, partial(fn, *args))
+
+    @app.after_serving
+    async def _close() -> None:
+        executor.shutdown(wait=True)
+
+    async def guarded(handler: Callable[[], Any]) -> Response:
+        """Capacity, then the handler; ProtocolError → its Error, database trouble → 503."""
+        nonlocal in_flight
+        if in_flight >= max_in_flight:
+            return error_response(
+                ProtocolError(
+                    "RATE_LIMITED",
+                    f"{in_flight} messages are being processed; retry later",
+                    retry_after=RETRY_AFTER_BUSY,
+                )
+            )
+        in_flight += 1
+        try:
+            return await handler()
+        except ProtocolError as exc:
+            return error_response(exc)
+        except (OperationalError, DBAPIError) as exc:
+            log.warning("database unavailable: %s", exc)
+            return error_response(
+                ProtocolError(
+                    "SERVICE_UNAVAILABLE",
+                    "the database cannot store messages now; nothing was stored",
+                    retry_after=RETRY_AFTER_UNAVAILABLE,
+                )
+            )
+        except Exception:
+            log.exception("ingest failed")
+            return error_response(
+                ProtocolError("INTERNAL_ERROR", "the manager failed; nothing was stored")
+            )
+        finally:
+            in_flight -= 1
+
+    @app.post("/v1/enroll")
+    async def enroll() -> Response:
+        async def handle() -> Response:
+            raw = await read_body(max_bytes)
+            enrollment = ingest.read_enrollment(raw)
+            ingest.check_enrollment_signature(enrollment, raw, request.headers.get(signing.HEADER))
+            now = clock()
+            values = {
+                "agent_id": enrollment.agent_id,
+                "public_key": ingest.public_key_b64(enrollment),
+                "algorithm": enrollment.public_key.algorithm.value,
+                "hostname": enrollment.hostname,
+                "capabilities": " ".join(c.value for c in enrollment.capability) or None,
+                "software_vendor": enrollment.software.vendor,
+                "software_product": enrollment.software.product,
+                "software_version": enrollment.software.version,
+            }
+            decision = await run(
+                store.enroll,
+                ingest.hash_token(enrollment.token),
+                values,
+                lambda token, agent: ingest.decide_enrollment(enrollment, token, agent, now),
+                now,
+            )
+            duplicate = decision is ingest.Decision.DUPLICATE
+            return xml_response(
+                ingest.receipt(enrollment.message_id, enrollment.agent_id, duplicate, now)
+            )
+
+        return await guarded(handle)
+
+    @app.post("/v1/reports")
+    async def reports() -> Response:
+        async def handle() -> Response:
+            raw = await read_body(max_bytes)
+            sig = ingest.signer(request.headers.get(signing.HEADER))
+            agent = await run(store.agent, sig.agent_id)
+            ingest.authenticate(sig, raw, agent)
+            rows = ingest.read_report(raw)
+            now = clock()
+            ingest.check_report(rows, sig.agent_id, now, skew)
+            stored = await run(store.store_report, rows, ingest.digest(raw), len(raw), now)
+            return xml_response(
+                ingest.receipt(rows.report_id, rows.agent_id, stored.duplicate, now, stored.devices)
+            )
+
+        return await guarded(handle)
+
+    if bench_noop:
+
+        @app.post("/bench/noop")
+        async def noop() -> Response:
+            await read_body(max_bytes)
+            return Response(b"", status=200, content_type=MEDIA_TYPE)
+
+    # --- JSON read API -------------------------------------------------------------------------
+
+    @app.errorhandler(BadParam)
+    async def _bad_param(exc: BadParam) -> tuple[dict[str, Any], int]:
+        return problem(400, "invalid parameter", str(exc))
+
+    @app.get("/healthz")
+    async def healthz() -> tuple[dict[str, Any], int]:
+        try:
+            version = await run(store.health)
+        except (OperationalError, DBAPIError):
+            return {"status": "unavailable", "database": store.dialect, "schemaVersion": None}, 503
+        return {"status": "ok", "database": store.dialect, "schemaVersion": version}, 200
+
+    @app.get("/api/v1/agents")
+    async def list_agents() -> dict[str, Any]:
+        limit = _int_param("limit", 100, 1, 1000)
+        offset = _int_param("offset", 0, 0, 1_000_000_000)
+        return {"items": await run(store.agents, None, limit, offset)}
+
+    @app.get("/api/v1/agents/<agent_id>")
+    async def get_agent(agent_id: str) -> Any:
+        if not _UUID.match(agent_id):
+            raise BadParam("agentId is not a UUID")
+        found = await run(store.agents, agent_id)
+        return found[0] if found else problem(404, "no such agent")
+
+    @app.get("/api/v1/devices")
+    async def list_devices() -> dict[str, Any]:
+        limit = _int_param("limit", 100, 1, 1000)
+        offset = _int_param("offset", 0, 0, 1_000_000_000)
+        return {"items": await run(store.devices, None, limit, offset)}
+
+    # Device keys may hold "/" (percent-encoded by clients): the path converter keeps it.
+    @app.get("/api/v1/devices/<path:device_key>/ips")
+    async def device_ips(device_key: str) -> Any:
+        _check_key(device_key)
+        items = await run(store.ip_history, device_key)
+        if not items:
+            return problem(404, "no such device")
+        return {"deviceKey": device_key, "items": items}
+
+    @app.get("/api/v1/devices/<path:device_key>/latest")
+    async def device_latest(device_key: str) -> Any:
+        _check_key(device_key)
+        snap = await run(store.latest, device_key)
+        return snap if snap else problem(404, "no such device")
+
+    @app.get("/api/v1/devices/<path:device_key>/supplies")
+    async def device_supplies(device_key: str) -> Any:
+        _check_key(device_key)
+        found = await run(store.supplies, device_key)
+        return found if found else problem(404, "no such device")
+
+    @app.get("/api/v1/devices/<path:device_key>/counters")
+    async def device_counters(device_key: str) -> Any:
+        _check_key(device_key)
+        kind = _kind_param()
+        start, end = _time_param("from"), _time_param("to")
+        limit = _int_param("limit", 100, 1, 1000)
+        offset = _int_param("offset", 0, 0, 1_000_000_000)
+        if not await run(store.devices, device_key):
+            return problem(404, "no such device")
+        items = await run(store.counter_history, device_key, kind, start, end, limit, offset)
+        return {"deviceKey": device_key, "items": items}
+
+    @app.get("/api/v1/devices/<path:device_key>")
+    async def get_device(device_key: str) -> Any:
+        _check_key(device_key)
+        found = await run(store.devices, device_key)
+        return found[0] if found else problem(404, "no such device")
+
+    @app.get("/api/v1/alerts")
+    async def list_alerts() -> dict[str, Any]:
+        key = _key_param("deviceKey")
+        start, end = _time_param("from"), _time_param("to")
+        limit = _int_param("limit", 100, 1, 1000)
+        offset = _int_param("offset", 0, 0, 1_000_000_000)
+        return {"items": await run(store.alerts, key, start, end, limit, offset)}
+
+    @app.get("/api/v1/meters")
+    async def meters() -> dict[str, Any]:
+        start = _time_param("from", required=True)
+        end = _time_param("to", required=True)
+        assert start is not None and end is not None
+        key = _key_param("deviceKey")
+        kind = _kind_param()
+        lines = await run(store.meters, start, end, key, kind)
+        return {
+            "from": iso(utc_naive(start)),
+            "to": iso(utc_naive(end)),
+            "lines": lines,
+        }
+
+    return app

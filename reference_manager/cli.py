@@ -1,0 +1,159 @@
+"""`metersync manager …`: serve the manager, create enrollment tokens, revoke agents.
+
+    metersync manager serve [--data-dir DIR] [--database URL] [--bind 127.0.0.1:8470]
+                            [--certfile CERT --keyfile KEY]
+    metersync manager token create [--expires 24h] [--data-dir DIR | --database URL]
+    metersync manager agent revoke AGENT_ID [--data-dir DIR | --database URL]
+
+The database is SQLite in DIR/manager.db (DIR: --data-dir, else $METERSYNC_HOME/manager, else
+./var/manager) unless --database gives a URL (`postgresql+psycopg://user@host/db`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+DEFAULT_BIND = "127.0.0.1:8470"
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+
+
+def default_data_dir() -> Path:
+    home = os.environ.get("METERSYNC_HOME")
+    return Path(home) / "manager" if home else Path("var") / "manager"
+
+
+def database_url(args: argparse.Namespace) -> str:
+    from metersync_manager.store import sqlite_url
+
+    if args.database:
+        return str(args.database)
+    return sqlite_url(Path(args.data_dir) if args.data_dir else default_data_dir())
+
+
+def parse_duration(text: str) -> timedelta:
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30m, 24h or 7d")
+    unit = {"": "seconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+    return timedelta(**{unit: int(m.group(1))})
+
+
+def _db_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="directory of the embedded SQLite database")
+    p.add_argument("--database", help="database URL (overrides --data-dir)")
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="manager_command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser("serve", help="run the manager (Hypercorn)")
+    _db_options(serve)
+    serve.add_argument("--bind", default=DEFAULT_BIND, help=f"host:port (default {DEFAULT_BIND})")
+    serve.add_argument("--certfile", help="TLS certificate (PEM); HTTPS when given with --keyfile")
+    serve.add_argument("--keyfile", help="TLS private key (PEM)")
+    serve.add_argument("--bench-noop", action="store_true", help=argparse.SUPPRESS)
+    serve.set_defaults(func=cmd_serve)
+
+    token = sub.add_parser("token", help="enrollment tokens")
+    token_sub = token.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
+    create = token_sub.add_parser("create", help="create a one-time enrollment token")
+    _db_options(create)
+    create.add_argument(
+        "--expires",
+        type=parse_duration,
+        default=timedelta(hours=24),
+        help="validity, e.g. 30m, 24h, 7d (default 24h)",
+    )
+    create.set_defaults(func=cmd_token_create)
+
+    agent = sub.add_parser("agent", help="enrolled agents")
+    agent_sub = agent.add_subparsers(dest="agent_command", metavar="COMMAND", required=True)
+    revoke = agent_sub.add_parser("revoke", help="revoke an agent: its reports are refused (2008)")
+    _db_options(revoke)
+    revoke.add_argument("agent_id")
+    revoke.set_defaults(func=cmd_agent_revoke)
+
+
+def _open_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from metersync_manager.store import Store
+
+    store = Store(database_url(args))
+    store.migrate()
+    return store
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from metersync_manager import ingest
+
+    store = _open_store(args)
+    try:
+        token = ingest.new_token()
+        now = ingest.utcnow()
+        expires = now + args.expires
+        store.add_token(ingest.hash_token(token), expires, now)
+    finally:
+        store.close()
+    print(token)
+    print(f"one-time enrollment token, valid until {expires.isoformat()}", file=sys.stderr)
+    return 0
+
+
+def cmd_agent_revoke(args: argparse.Namespace) -> int:
+    from metersync_manager import ingest
+
+    store = _open_store(args)
+    try:
+        found = store.revoke(args.agent_id, ingest.utcnow())
+    finally:
+        store.close()
+    if not found:
+        print(f"no enrolled agent {args.agent_id}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.agent_id}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from metersync_manager.app import create_app
+
+    if bool(args.certfile) != bool(args.keyfile):
+        print("--certfile and --keyfile go together", file=sys.stderr)
+        return 2
+    store = _open_store(args)
+    app = create_app(store, bench_noop=args.bench_noop)
+    config = Config()
+    config.bind = [args.bind]
+    config.certfile = args.certfile
+    config.keyfile = args.keyfile
+    config.accesslog = None
+    config.errorlog = "-"
+    config.graceful_timeout = 10
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        scheme = "https" if args.certfile else "http"
+        print(
+            f"metersync manager on {scheme}://{args.bind} ({store.dialect})",
+            file=sys.stderr,
+            flush=True,
+        )
+        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+    return 0
