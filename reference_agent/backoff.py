@@ -1,16 +1,17 @@
-"""The delivery rules as pure functions: what an answer means, and when to try again (MS-DEL-*).
+"""The delivery rules as pure functions: what an answer means, and when to try again.
 
 No I/O here. A transport turns what happened on the wire into `decide(...)`'s inputs; the
-outbox stores the resulting delay. Rules:
+outbox stores the resulting wait. The rules are the spec's Table 11-1 and section 11.1:
 
-- 200 with a Receipt (accepted or duplicate): delivered; the report leaves the outbox.
-- An Error whose code the spec marks retryable (4001 RATE_LIMITED, 4002 SERVICE_UNAVAILABLE,
-  4003 INTERNAL_ERROR, and any unknown 4xxx), any 5xx or 429 without a readable Error, and every
-  network failure: try again later.
-- Any other Error: refused. Codes about the agent itself (unknown, revoked, bad signature) stop
-  the whole queue until an operator acts; codes about the document dead-letter that report only.
-- The wait is exponential with full jitter, uniform(0, min(cap, base * 2**attempt)), and never
-  shorter than the receiver's Retry-After.
+- 200 with a Receipt for this message (accepted or duplicate): delivered (MS-DEL-3).
+- Network errors, timeouts, 3xx, 5xx or 429 without a valid Error, codes 4000-4999, 2004,
+  5004, 5005: try again after the backoff.
+- Codes 2001, 2002, 2003, 2008, 2009 (the agent's enrollment or key): try again after the
+  backoff, and alert the operator.
+- Any other code, and an unknown vendor code with a status other than 429 or 5xx: refused;
+  the report goes to the outbox's rejected area and is not retried automatically.
+- The wait after the n-th consecutive failure is uniform(0, min(900 s, 5 s * 2**(n-1))) (full
+  jitter), never shorter than the receiver's Retry-After (MS-DEL-10, MS-DEL-11).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from email.utils import parsedate_to_datetime
 from metersync.errors import BY_CODE
 
 BASE_SECONDS = 5.0
-CAP_SECONDS = 3600.0
-# A refusal that concerns the agent, not the report: no report can pass until it is fixed.
-AGENT_LEVEL_CODES = frozenset({2001, 2002, 2003, 2006, 2007, 2008, 2009, 2010})
+CAP_SECONDS = 900.0
+# Codes about the agent's enrollment or key: retried, and the operator is alerted.
+AGENT_LEVEL_CODES = frozenset({2001, 2002, 2003, 2008, 2009})
+RETRY_CODES = frozenset({2004, 5004, 5005})  # besides the whole 4000-4999 range
+VENDOR_CODES = range(9000, 10000)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class RetryLater:
 
     reason: str
     retry_after: float | None = None
+    alert: bool = False  # the operator must act (the manager refuses this agent's key)
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,6 @@ class Refused:
     code: int
     name: str
     message: str
-    agent_level: bool = False
 
 
 Outcome = Delivered | RetryLater | Refused
@@ -98,12 +101,13 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def is_retryable_code(code: int) -> bool:
-    """Retryable per the spec's table; an unknown code is judged by its thousand (MS-ERR-3)."""
-    spec = BY_CODE.get(code)
-    if spec is not None:
-        return spec.retry
-    return code // 1000 == 4
+def is_retryable_code(code: int, http_status: int) -> bool:
+    """Whether an Error with this code is retried (Table 11-1)."""
+    if code in RETRY_CODES or code in AGENT_LEVEL_CODES or code // 1000 == 4:
+        return True
+    if code in VENDOR_CODES and code not in BY_CODE:
+        return http_status == 429 or http_status >= 500
+    return False
 
 
 def decide(
@@ -124,13 +128,13 @@ def decide(
     if http_status == 200 and receipt_ok:
         return Delivered()
     if error_code is not None:
-        if is_retryable_code(error_code):
-            return RetryLater(f"{error_code} {error_name}: {error_message}".strip(), retry_after)
-        return Refused(
-            error_code, error_name, error_message, agent_level=error_code in AGENT_LEVEL_CODES
-        )
-    # No readable Error. The manager may or may not have stored it: sending again is safe
-    # because it is idempotent on reportId, and dropping a reading is not.
+        if is_retryable_code(error_code, http_status):
+            reason = f"{error_code} {error_name}: {error_message}".strip()
+            return RetryLater(reason, retry_after, alert=error_code in AGENT_LEVEL_CODES)
+        return Refused(error_code, error_name, error_message)
+    # No readable Error (3xx, a proxy's page, a 200 that is not our Receipt...). The manager
+    # may or may not have stored it: sending again is safe because it is idempotent on
+    # reportId, and dropping a reading is not.
     if http_status == 200:
         return RetryLater("200 without a valid Receipt for this message", retry_after)
     return RetryLater(f"HTTP {http_status} without a MeterSync Error", retry_after)

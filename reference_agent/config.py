@@ -14,12 +14,14 @@ Every default is in `DEFAULTS`.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import metersync_generated.v1 as model
 from metersync import xml_edge
@@ -29,25 +31,26 @@ from metersync_agent.snmp import Credential
 
 log = logging.getLogger("metersync.agent.config")
 
-# The one place defaults live. Provisioning elements that are absent take these values.
+# The one place defaults live: the spec's Table 17-1 (and Table 5-1 for SNMP).
 DEFAULTS: dict[str, Any] = {
-    "http_timeout": 30,  # seconds per request
-    "gzip": True,
-    "jitter": 60,  # seconds added at random to each poll and discovery interval
-    "start_delay_max": 300,  # random wait at start, so a fleet does not call in at once
+    "http_timeout": 60,  # seconds per request (MS-HTTP-14)
+    "gzip": False,
+    "jitter": 0,  # seconds added at random to each poll cycle and discovery
+    "start_delay_max": 0,  # random wait at start, so a fleet does not call in at once
     "snmp_timeout": 2.0,
     "snmp_retries": 1,
-    "device_budget": 60,  # seconds one device's poll may take in all
-    "snmp_concurrency": 32,
+    "device_budget": 30,  # seconds one device's poll may take in all
+    "snmp_concurrency": 50,
     "max_reports": 100_000,
     "max_age_days": 90,
-    "max_bytes": 1024 * 1024 * 1024,  # 1 GiB
+    "max_bytes": 1024**3,  # 1 GiB
     "update_check_interval": 86_400,
 }
+MAX_AGE_DAYS_LIMIT = 365  # MS-DEL-13
 
 
 class ConfigError(ValueError):
-    """A configuration that cannot be used; the message says what and where."""
+    """A configuration that cannot be used (error 3001 or the XML edge's code), with the reason."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,15 @@ class Settings:
     @property
     def enroll_url(self) -> str:
         return self.manager_url.rstrip("/") + "/v1/enroll"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _or(value: Any, key: str) -> Any:
@@ -143,13 +155,23 @@ def settings_from_provisioning(
         hint = " (SMTP is not implemented by this agent yet)" if smtp_enabled else ""
         raise ConfigError(f"transports: the HTTP transport must be enabled{hint}")
     url = p.manager.url
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"manager/url must be an http:// or https:// URL, not {url!r}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"3001 INVALID_VALUE: manager/url must be an http(s) URL, not {url!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            f"3001 INVALID_VALUE [MS-HTTP-11]: manager/url {url!r} is plain http to a host that "
+            "is not loopback; use https"
+        )
     sched, snmp, outbox = p.schedule, p.snmp or model.SnmpSettings(), p.outbox
     outbox = outbox or model.OutboxSettings()
     creds = _credentials(p.credentials, credential_order)
     if not creds:
         raise ConfigError("credentials: at least one SNMP credential is needed")
+    if outbox.max_age_days is not None and outbox.max_age_days > MAX_AGE_DAYS_LIMIT:
+        raise ConfigError(
+            f"3001 INVALID_VALUE [MS-DEL-13]: outbox/maxAgeDays is at most {MAX_AGE_DAYS_LIMIT}"
+        )
     if sched.poll_interval <= 0 or sched.discovery_interval <= 0:
         raise ConfigError("schedule: pollInterval and discoveryInterval must be above zero")
     return Settings(

@@ -4,7 +4,8 @@ In the state dir, created once and kept for life:
 
 - `agent-id`: the agent's UUID (MS-SEC-3);
 - `agent-key.pem`: its Ed25519 private key, mode 0600;
-- `enrolled`: written after the manager's Receipt for the Enrollment (manager URL, message id).
+- `enrolled`: written after the manager's Receipt for the Enrollment: the manager URL and a
+  hash of the token, so that a new URL or token means a new enrollment (MS-PRV-8).
 
 Files are written to a temporary name, fsynced and renamed, so a crash never leaves half a key.
 
@@ -18,6 +19,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import os
 import random
@@ -132,12 +134,17 @@ def enrollment_bytes(identity: AgentIdentity, token: str, message_id: str | None
     return xml_edge.to_bytes(msg)
 
 
-def is_enrolled(state_dir: Path, manager_url: str) -> bool:
+def _marker(manager_url: str, token: str) -> str:
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    return f"{manager_url.rstrip('/')}\n{digest}\n"
+
+
+def is_enrolled(state_dir: Path, manager_url: str, token: str) -> bool:
+    """Enrolled with this manager and this token (a new one of either means enroll again)."""
     path = state_dir / ENROLLED_FILE
     if not path.exists():
         return False
-    first = path.read_text(encoding="utf-8").splitlines()[:1]
-    return bool(first) and first[0].strip() == manager_url.rstrip("/")
+    return path.read_text(encoding="utf-8").startswith(_marker(manager_url, token))
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,7 @@ class EnrollResult:
 
 
 class _Transport:  # the part of HttpTransport this module uses
-    async def post_enrollment(self, body: bytes, message_id: str) -> object: ...
+    async def post_enrollment(self, body: bytes, signature: str, message_id: str) -> object: ...
 
 
 async def enroll(
@@ -163,22 +170,24 @@ async def enroll(
 ) -> EnrollResult:
     """Enroll once with the one-time token; retried like any delivery until stop or max_wait.
 
-    The same Enrollment bytes (same messageId) are sent on every retry.
+    Each attempt is a new signed Enrollment (new messageId, current createdAt, so a long outage
+    never ends in a clock-skew refusal); the manager answers a repeat of the same agent and key
+    with a duplicate Receipt (MS-SEC-2), which counts as success.
     """
-    if is_enrolled(state_dir, settings.manager_url):
+    if is_enrolled(state_dir, settings.manager_url, settings.enrollment_token):
         return EnrollResult(True, "already enrolled", already=True)
     loop = asyncio.get_running_loop()
     deadline = None if max_wait is None else loop.time() + max_wait
-    message_id = str(uuid.uuid4())
-    body = enrollment_bytes(identity, settings.enrollment_token, message_id)
     attempt = 0
     while True:
-        outcome = await transport.post_enrollment(body, message_id)
+        message_id = str(uuid.uuid4())
+        body = enrollment_bytes(identity, settings.enrollment_token, message_id)
+        outcome = await transport.post_enrollment(body, identity.sign(body), message_id)
         if isinstance(outcome, Delivered):
             write_atomic(
                 state_dir / ENROLLED_FILE,
-                f"{settings.manager_url.rstrip('/')}\n{message_id}\n".encode(),
-                0o644,
+                (_marker(settings.manager_url, settings.enrollment_token) + message_id).encode(),
+                0o600,
             )
             log.info("enrolled agent %s with %s", identity.agent_id, settings.manager_url)
             return EnrollResult(True, f"enrolled agent {identity.agent_id}")

@@ -343,15 +343,6 @@ class Outbox:
             )
             self._add_meta("refused_reports", 1)
 
-    def postpone_all(self, delay: float, error: str) -> None:
-        """Hold every queued report back (an agent-level refusal: nothing can pass now)."""
-        with self._lock, self._tx() as db:
-            db.execute(
-                "UPDATE report SET next_attempt_at = MAX(next_attempt_at, ?), last_error = ?"
-                " WHERE state = 'queued'",
-                (self._clock() + delay, error[:2000]),
-            )
-
     # --- reading ---------------------------------------------------------------------------
 
     def _status_locked(self) -> OutboxStatus:

@@ -432,7 +432,7 @@ class AgentService:
         assert self.outbox is not None and self.identity is not None
         s = self.settings
         while not self.stop.is_set():
-            if not enrollment.is_enrolled(self.state_dir, s.manager_url):
+            if not enrollment.is_enrolled(self.state_dir, s.manager_url, s.enrollment_token):
                 result = await enrollment.enroll(
                     s, self.identity, transport, self.state_dir, stop=self.stop, rng=self.rng
                 )
@@ -474,25 +474,29 @@ class AgentService:
                 await asyncio.to_thread(
                     self.outbox.mark_retry, item.sequence, delay, outcome.reason
                 )
-                log.warning(
-                    "report %s not delivered (%s); next try in %.1f s",
-                    item.report_id,
-                    outcome.reason,
-                    delay,
-                )
-            elif isinstance(outcome, Refused) and outcome.agent_level:
-                text = f"{outcome.code} {outcome.name}: {outcome.message}"
-                await asyncio.to_thread(self.outbox.postpone_all, CAP_SECONDS, text)
-                log.error(
-                    "the manager refuses this agent (%s); reports stay queued, next try in %.0f s",
-                    text,
-                    CAP_SECONDS,
-                )
+                if outcome.alert:
+                    log.error(
+                        "the manager refuses this agent (%s): re-enroll it or restore its key "
+                        "at the manager; reports stay queued, next try in %.1f s",
+                        outcome.reason,
+                        delay,
+                    )
+                else:
+                    log.warning(
+                        "report %s not delivered (%s); next try in %.1f s",
+                        item.report_id,
+                        outcome.reason,
+                        delay,
+                    )
             else:
                 assert isinstance(outcome, Refused)
                 text = f"{outcome.code} {outcome.name}: {outcome.message}"
                 await asyncio.to_thread(self.outbox.mark_refused, item.sequence, text)
-                log.error("report %s refused for good and kept aside: %s", item.report_id, text)
+                log.error(
+                    "report %s refused (%s); kept in the outbox's rejected area, not retried",
+                    item.report_id,
+                    text,
+                )
 
 
 # --- command line ---------------------------------------------------------------------------

@@ -45,6 +45,7 @@ def ssl_context(
         ctx = ssl.create_default_context(cadata=ca_bundle)
     else:
         ctx = ssl.create_default_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # MS-HTTP-11
     if client_certificate:
         # ssl loads a chain only from a file: write it where only the agent can read it.
         folder = state_dir if state_dir is not None else Path(tempfile.gettempdir())
@@ -74,7 +75,7 @@ class HttpTransport:
         self.agent_id = agent_id
         self.use_gzip = use_gzip
         self._client = httpx.AsyncClient(
-            verify=verify if verify is not None else ssl.create_default_context(),
+            verify=verify if verify is not None else ssl_context(None, None),
             proxy=proxy,
             timeout=httpx.Timeout(timeout),
             trust_env=False,  # the provisioning document says which proxy, not the environment
@@ -114,9 +115,9 @@ class HttpTransport:
         """POST a signed Report; delivered only on a Receipt naming this reportId."""
         return await self._post(self.reports_url, body, report_id, {signing.HEADER: signature})
 
-    async def post_enrollment(self, body: bytes, message_id: str) -> Outcome:
-        """POST an Enrollment (unsigned: the one-time token authorises it)."""
-        return await self._post(self.enroll_url, body, message_id, {})
+    async def post_enrollment(self, body: bytes, signature: str, message_id: str) -> Outcome:
+        """POST an Enrollment, signed with the key it carries (proof of possession, MS-SEC-5)."""
+        return await self._post(self.enroll_url, body, message_id, {signing.HEADER: signature})
 
     async def _post(self, url: str, body: bytes, message_id: str, extra: dict[str, str]) -> Outcome:
         headers = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE, **extra}

@@ -98,8 +98,12 @@ class ScriptedManager:
                 status, answer, headers = self.plan[kind].popleft()
                 return Response(answer, status=status, headers=headers)
             msg = xml_edge.parse_message(body).obj
-            if kind == "enroll":
-                self.keys[msg.agent_id] = base64.b64encode(msg.public_key.value).decode()
+            if kind == "enroll":  # signed with the key it carries (proof of possession)
+                key = base64.b64encode(msg.public_key.value).decode()
+                sig = signing.parse(request.headers.get(signing.HEADER))
+                assert sig.agent_id == msg.agent_id
+                signing.verify(key, body, sig)
+                self.keys[msg.agent_id] = key
                 mid = msg.message_id
             duplicate = False
             if kind == "report":
@@ -385,8 +389,8 @@ def test_429_is_retried_and_400_is_refused(identity) -> None:
     with ServerThread(mgr.app()) as srv:
         limited, schema, unknown, gateway = asyncio.run(go())
     assert isinstance(limited, RetryLater) and limited.retry_after == 2.0
-    assert isinstance(schema, Refused) and schema.code == 1008 and not schema.agent_level
-    assert isinstance(unknown, Refused) and unknown.code == 2002 and unknown.agent_level
+    assert isinstance(schema, Refused) and schema.code == 1008
+    assert isinstance(unknown, RetryLater) and unknown.alert and "2002" in unknown.reason
     assert isinstance(gateway, RetryLater) and "502" in gateway.reason
 
 
@@ -488,7 +492,7 @@ def test_identity_is_created_once_with_a_private_key_file(tmp_path: Path) -> Non
     assert (state / "agent-key.pem").stat().st_mode & 0o777 == 0o600
 
 
-def test_enrollment_retries_the_same_message_then_remembers(tmp_path: Path) -> None:
+def test_enrollment_is_signed_retried_then_remembered(tmp_path: Path) -> None:
     state = tmp_path / "state"
     mgr = ScriptedManager()
     mgr.error("SERVICE_UNAVAILABLE", retry_after=1, path="enroll")
@@ -506,10 +510,18 @@ def test_enrollment_retries_the_same_message_then_remembers(tmp_path: Path) -> N
         first, again = asyncio.run(go())
     assert first.ok and not first.already and again.already
     sent = [s for s in mgr.seen if s.path == "enroll"]
-    assert len(sent) == 2 and sent[0].body == sent[1].body  # same messageId, same bytes
+    assert len(sent) == 2
+    first_msg, second_msg = (xml_edge.parse_message(s.body).obj for s in sent)
+    # each attempt is a new message (fresh createdAt, never a clock-skew refusal) of the same
+    # agent and key
+    assert first_msg.message_id != second_msg.message_id
+    assert first_msg.agent_id == second_msg.agent_id == ident.agent_id
+    assert first_msg.public_key.value == second_msg.public_key.value
     assert sent[1].at - sent[0].at >= 1.0 - 0.05 and time.time() - t0 < 15
     assert mgr.keys[ident.agent_id] == ident.public_key
-    assert enrollment.is_enrolled(state, settings.manager_url)
+    assert enrollment.is_enrolled(state, settings.manager_url, TOKEN)
+    assert not enrollment.is_enrolled(state, settings.manager_url, TOKEN + "x")  # new token
+    assert not enrollment.is_enrolled(state, "http://127.0.0.1:1", TOKEN)  # new manager
 
 
 def test_refused_enrollment_is_reported(tmp_path: Path) -> None:
@@ -525,7 +537,7 @@ def test_refused_enrollment_is_reported(tmp_path: Path) -> None:
 
         result = asyncio.run(go())
     assert not result.ok and "2007" in result.message
-    assert not enrollment.is_enrolled(tmp_path, settings.manager_url)
+    assert not enrollment.is_enrolled(tmp_path, settings.manager_url, TOKEN)
 
 
 # --- the service's sender: outbox → transport ---------------------------------------------
@@ -611,7 +623,8 @@ def test_provisioning_xml_and_toml_mean_the_same(tmp_path: Path) -> None:
     assert from_xml == from_toml
     assert [c.version for c in from_xml.credentials] == ["1", "3"]
     assert from_xml.reports_url == "https://manager.example:8443/v1/reports"
-    assert from_xml.retention.max_reports == 100_000  # a default
+    assert from_xml.retention.max_reports == 100_000  # defaults of the spec's Table 17-1
+    assert (from_xml.http_timeout, from_xml.gzip, from_xml.device_budget) == (5.0, False, 30.0)
 
 
 def test_xml_credentials_keep_document_order(tmp_path: Path) -> None:
@@ -633,6 +646,12 @@ def test_bad_provisioning_is_refused_with_the_reason(tmp_path: Path) -> None:
     bad_token = toml_config("http://127.0.0.1:1").replace(TOKEN, "short")
     with pytest.raises(ConfigError, match="enrollmentToken"):
         settings_from_toml_text(bad_token)
+    with pytest.raises(ConfigError, match="MS-HTTP-11"):  # plain http off loopback
+        settings_from_toml_text(toml_config("http://manager.example:8080"))
+    settings_from_toml_text(toml_config("http://localhost:8080"))  # loopback may be plain
+    too_old = toml_config("http://127.0.0.1:1") + "[outbox]\nmax_age_days = 400\n"
+    with pytest.raises(ConfigError, match="maxAgeDays"):
+        settings_from_toml_text(too_old)
 
 
 # --- the agent process opens no listening socket ------------------------------------------
