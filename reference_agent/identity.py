@@ -2,9 +2,9 @@
 
 The device key (device.xsd DeviceKey, MS-ID-2) is built from what survives an IP change::
 
-    device_key("HP", "CNB1234567", [], None, None, None)      -> "sn:hp:cnb1234567"
-    device_key(None, None, ["00:1b:a9:0b:a7:52"], ...)       -> "mac:00:1b:a9:0b:a7:52"
-    device_key(None, None, [], "1.3.6.1.4.1.11", "lab", "x")  -> "sys:1.3.6.1.4.1.11:<hash>"
+    device_key("CNB1234567", [], "1.3.6.1.4.1.11.2.3.9.1", None, None) -> "sn:hp:cnb1234567"
+    device_key(None, ["00:1b:a9:0b:a7:52"], None, None, None)        -> "mac:00:1b:a9:0b:a7:52"
+    device_key(None, [], "1.3.6.1.4.1.11", "lab", "x")                -> "sys:1.3.6.1.4.1.11:<hash>"
 
 `flag_decreased` marks counters lower than the last value sent for the same (kind, OID).
 """
@@ -22,20 +22,41 @@ __all__ = [
     "flag_decreased",
     "format_mac",
     "is_junk_serial",
-    "normalise_token",
+    "normalise_serial",
+    "vendor_token",
     "previous_counters",
 ]
 
+# Table 3-1 of the spec: IANA enterprise number of sysObjectID -> vendor token of the key.
+VENDOR_TOKENS = {
+    11: "hp", 236: "samsung", 253: "xerox", 367: "ricoh", 641: "lexmark", 674: "dell",
+    1129: "toshiba", 1248: "epson", 1347: "kyocera", 1602: "canon", 2001: "oki",
+    2385: "sharp", 2435: "brother", 10642: "zebra", 18334: "konicaminolta",
+}  # fmt: skip
 _JUNK_SERIALS = {
     "", "unknown", "none", "null", "n/a", "na", "default", "serial", "serialnumber",
-    "<private>", "not available", "notavailable", "-", "?",
+    "<private>", "not available", "-", "?", "123456789", "1234567890",
 }  # fmt: skip
 _REPEATED = re.compile(r"^(.)\1*$")
+_KEEP = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._~-")
+_MAX_KEY = 254
 
 
-def normalise_token(text: str) -> str:
-    """Lower case, printable ASCII only, no whitespace (the DeviceKey alphabet is [!-~])."""
-    return "".join(ch for ch in text.strip().lower() if "!" <= ch <= "~")
+def vendor_token(sys_object_id: str | None) -> str:
+    """The vendor part of an `sn:` key, from sysObjectID's enterprise number (spec 3.1)."""
+    parts = (sys_object_id or "").split(".")
+    if len(parts) < 7 or parts[:6] != ["1", "3", "6", "1", "4", "1"] or not parts[6].isdigit():
+        return "unknown"
+    number = int(parts[6])
+    return VENDOR_TOKENS.get(number, f"ent{number}")
+
+
+def normalise_serial(serial: str) -> str:
+    """Trim, lower-case, drop white space, percent-encode anything outside a-z 0-9 . _ ~ -."""
+    text = "".join(serial.strip().strip("\x00").strip().lower().split())
+    return "".join(
+        ch if ch in _KEEP else "".join(f"%{b:02x}" for b in ch.encode("utf-8")) for ch in text
+    )
 
 
 def is_junk_serial(serial: str | None) -> bool:
@@ -46,37 +67,39 @@ def is_junk_serial(serial: str | None) -> bool:
     s = serial.strip().strip("\x00").strip().lower()
     if s in _JUNK_SERIALS:
         return True
-    token = normalise_token(s)
-    return not token or bool(_REPEATED.match(token))
+    token = normalise_serial(s)
+    return not token or bool(_REPEATED.match("".join(s.split())))
 
 
 def format_mac(raw: bytes) -> str | None:
-    """aa:bb:cc:dd:ee:ff for a usable MAC; None if empty, zero, broadcast or not 6 octets."""
-    if len(raw) != 6 or raw in (b"\x00" * 6, b"\xff" * 6):
+    """aa:bb:cc:dd:ee:ff for a usable MAC; None unless 6 octets, not all zeros or all ones,
+    and not a group (multicast) address."""
+    if len(raw) != 6 or raw in (b"\x00" * 6, b"\xff" * 6) or raw[0] & 1:
         return None
     return ":".join(f"{b:02x}" for b in raw)
 
 
 def device_key(
-    vendor: str | None,
     serial: str | None,
     macs: Iterable[str],
     sys_object_id: str | None,
     sys_name: str | None,
     hr_device_descr: str | None,
 ) -> str:
-    """sn:vendor:serial, else mac:lowest-mac, else sys:sysObjectID:hash(sysName, hrDeviceDescr)."""
+    """sn:vendor:serial, else mac:lowest-mac, else sys:sysObjectID:hash (spec 3.1, MS-ID-2)."""
     if serial and not is_junk_serial(serial):
-        key = f"sn:{normalise_token(vendor or 'unknown') or 'unknown'}:{normalise_token(serial)}"
-        return key[:253]
+        prefix = f"sn:{vendor_token(sys_object_id)}:"
+        token = normalise_serial(serial)
+        if len(prefix) + len(token) > _MAX_KEY:
+            token = "h" + hashlib.sha256(token.encode()).hexdigest()
+        return prefix + token
     macs = sorted(m for m in macs if m)
     if macs:
         return f"mac:{macs[0]}"
     digest = hashlib.sha256(
         f"{sys_name or ''}\x00{hr_device_descr or ''}".encode("utf-8", "replace")
     ).hexdigest()[:16]
-    soid = normalise_token(sys_object_id or "") or "0.0"
-    return f"sys:{soid[:200]}:{digest}"
+    return f"sys:{sys_object_id or '0.0'}:{digest}"
 
 
 def previous_counters(counters: Iterable[Counter]) -> dict[tuple[str, str], int]:

@@ -313,7 +313,7 @@ def _identity(d: _Device, ip_address: str, port: int | None, hostname: str | Non
     model = _first(d, (s for p in d.vendors for s in p.model), descr) or hr_descr
     firmware = _first(d, (s for p in d.vendors for s in p.firmware), descr)
     sys_name = r.text(sys["name"])
-    key = device_key(vendor, serial, macs, soid, sys_name, hr_descr)
+    key = device_key(serial, macs, soid, sys_name, hr_descr)
     return DeviceIdentity(
         device_key=key,
         vendor=vendor,

@@ -186,14 +186,32 @@ def test_real_serials_are_not_junk():
 
 
 def test_device_key_prefers_serial_then_mac_then_sys():
-    assert device_key("Konica Minolta", " AA2J 0210 ", [], None, None, None) == (
-        "sn:konicaminolta:aa2j0210"
-    )
+    konica = "1.3.6.1.4.1.18334.1.1.1.2.1.180.2"
+    assert device_key(" AA2J 0210 ", [], konica, None, None) == "sn:konicaminolta:aa2j0210"
     macs = ["a0:b1:c2:d3:e4:f5", "00:1b:a9:0b:a7:52"]
-    assert device_key("HP", "000000", macs, None, None, None) == "mac:00:1b:a9:0b:a7:52"
-    k1 = device_key(None, None, [], "1.3.6.1.4.1.11", "lab", "LaserJet")
-    k2 = device_key(None, None, [], "1.3.6.1.4.1.11", "lab", "LaserJet 2")
+    assert device_key("000000", macs, "1.3.6.1.4.1.11.2", None, None) == "mac:00:1b:a9:0b:a7:52"
+    k1 = device_key(None, [], "1.3.6.1.4.1.11", "lab", "LaserJet")
+    k2 = device_key(None, [], "1.3.6.1.4.1.11", "lab", "LaserJet 2")
     assert k1.startswith("sys:1.3.6.1.4.1.11:") and k1 != k2
+
+
+def test_device_key_vendor_token_comes_from_the_enterprise_number():
+    # Spec 3.1, Table 3-1: two agents with different profiles give one printer one key.
+    assert device_key("X1", [], "1.3.6.1.4.1.1347.41", None, None) == "sn:kyocera:x1"
+    assert device_key("X1", [], "1.3.6.1.4.1.4711.1", None, None) == "sn:ent4711:x1"
+    assert device_key("X1", [], None, None, None) == "sn:unknown:x1"
+    assert device_key("X1", [], "1.3.6.1.2.1.1", None, None) == "sn:unknown:x1"
+
+
+def test_device_key_percent_encodes_unusual_serial_characters():
+    assert device_key("AB/12 Ü", [], "1.3.6.1.4.1.11", None, None) == "sn:hp:ab%2f12%c3%bc"
+    long_key = device_key("S1" * 150, [], "1.3.6.1.4.1.11", None, None)
+    assert long_key.startswith("sn:hp:h") and len(long_key) == len("sn:hp:h") + 64
+
+
+def test_group_mac_addresses_are_not_identities():
+    assert format_mac(bytes.fromhex("01005e0000fb")) is None  # multicast bit set
+    assert format_mac(bytes.fromhex("001ba90ba752")) == "00:1b:a9:0b:a7:52"
 
 
 def test_device_key_ignores_the_ip_address():
