@@ -171,7 +171,18 @@ def _add_discover(sub) -> None:
     p.set_defaults(func=_discover)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_poll, _add_discover]
+def _add_service(sub) -> None:
+    """`run` and `enroll`: the long-lived service, defined in service.py."""
+    from .service import register_service_commands
+
+    register_service_commands(sub)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_poll,
+    _add_discover,
+    _add_service,
+]
 
 
 def register(parser: argparse.ArgumentParser) -> None:
