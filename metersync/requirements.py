@@ -6,6 +6,8 @@ Each requirement is one list item on one line:
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -62,14 +64,15 @@ def load_requirements() -> tuple[Requirement, ...]:
     return tuple(out)
 
 
-def pics_template(reqs: tuple[Requirement, ...]) -> str:
-    """A PICS (implementation conformance statement) to fill in, one row per requirement."""
-    rows = [
-        "| Requirement | Level | Classes | Status (M/O/C) | Supported (yes/no) | Test |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
+def pics_template(reqs: tuple[Requirement, ...], classes: tuple[str, ...] = CLASSES) -> str:
+    """A PICS to fill in (spec 18.3): CSV `requirement,classes,support,note`, one line per
+    requirement of the claimed `classes`; {manual} requirements carry a note to complete."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["requirement", "classes", "support", "note"])
     for r in reqs:
-        status = {"MUST": "M", "SHOULD": "O", "MAY": "O"}[r.level]
-        test = "manual" if r.manual else "automatic"
-        rows.append(f"| {r.id} | {r.level} | {', '.join(r.classes)} | {status} |  | {test} |")
-    return "\n".join(rows)
+        claimed = [c for c in r.classes if c in classes]
+        if claimed:
+            note = f"{r.level}; manual: say how it is met" if r.manual else r.level
+            writer.writerow([r.id, " ".join(claimed), "", note])
+    return out.getvalue()

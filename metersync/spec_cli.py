@@ -38,7 +38,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     gen.set_defaults(func=_generate)
     pics = sub.add_parser("requirements", help="list the numbered requirements of the spec")
-    pics.add_argument("--pics", action="store_true", help="print a PICS template (markdown)")
+    pics.add_argument("--pics", action="store_true", help="print a PICS template (CSV, spec 18.3)")
+    pics.add_argument(
+        "--classes", default=None, help="comma-separated conformance classes (default: all)"
+    )
     pics.set_defaults(func=_requirements)
 
 
@@ -102,11 +105,12 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _requirements(args: argparse.Namespace) -> int:
-    from metersync.requirements import load_requirements, pics_template
+    from metersync.requirements import CLASSES, load_requirements, pics_template
 
     reqs = load_requirements()
     if args.pics:
-        print(pics_template(reqs))
+        classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else CLASSES
+        print(pics_template(reqs, classes), end="")
     else:
         for r in reqs:
             print(f"{r.id}\t{r.level}\t{', '.join(r.classes)}\t{r.text}")

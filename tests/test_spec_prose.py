@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections import Counter
 from pathlib import Path
@@ -76,9 +78,12 @@ def test_every_class_has_mandatory_requirements() -> None:
         assert any(cls in r.classes and r.level == "MUST" for r in REQS), cls
 
 
-def test_pics_template_has_one_row_per_requirement() -> None:
-    rows = [ln for ln in pics_template(REQS).splitlines() if ln.startswith("| MS-")]
-    assert len(rows) == len(REQS)
+def test_pics_template_is_the_csv_of_section_18_3() -> None:
+    rows = list(csv.DictReader(io.StringIO(pics_template(REQS))))
+    assert [r["requirement"] for r in rows] == [r.id for r in REQS]
+    http_only = list(csv.DictReader(io.StringIO(pics_template(REQS, ("Agent-HTTP",)))))
+    assert http_only and all(r["classes"] == "Agent-HTTP" for r in http_only)
+    assert len(http_only) == sum("Agent-HTTP" in r.classes for r in REQS)
 
 
 @pytest.mark.parametrize(
