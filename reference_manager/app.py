@@ -8,6 +8,7 @@ Error with the HTTP status of its code; spec/openapi/manager.yaml describes ever
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import zlib
@@ -86,8 +87,6 @@ async def read_body(max_bytes: int) -> bytes:
         )
     declared = request.content_length
     if declared is not None and declared > max_bytes:
-        if declared <= DRAIN_FACTOR * max_bytes:
-            await _drain(DRAIN_FACTOR * max_bytes)
         raise _too_large(f"the body has {declared} bytes", max_bytes)
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
     parts: list[bytes] = []
@@ -95,7 +94,6 @@ async def read_body(max_bytes: int) -> bytes:
     async for chunk in request.body:
         received += len(chunk)
         if received > max_bytes:
-            await _drain(DRAIN_FACTOR * max_bytes - received)
             raise _too_large(f"the body has more than {max_bytes} bytes", max_bytes)
         if inflater is None:
             parts.append(chunk)
@@ -123,11 +121,14 @@ def _too_large(what: str, limit: int) -> ProtocolError:
 
 
 async def _drain(budget: int) -> None:
-    with_budget = budget
-    async for chunk in request.body:
-        with_budget -= len(chunk)
-        if with_budget < 0:
-            return
+    declared = request.content_length
+    if declared is not None and declared > budget:
+        return  # too much to read: the server closes the connection after the answer
+    with contextlib.suppress(Exception):
+        async for chunk in request.body:
+            budget -= len(chunk)
+            if budget < 0:
+                return
 
 
 def parse_time(value: str, name: str) -> datetime:
@@ -232,6 +233,8 @@ def create_app(
         try:
             return await handler()
         except ProtocolError as exc:
+            # Read what is left of a refused body (bounded), so the connection stays usable.
+            await _drain(DRAIN_FACTOR * max_bytes)
             return error_response(exc)
         except (OperationalError, DBAPIError) as exc:
             log.warning("database unavailable: %s", exc)
