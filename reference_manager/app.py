@@ -22,6 +22,7 @@ from quart import Quart, Response, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 import metersync_generated.v1 as model
+import metersync_spec
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
 from metersync_manager import ingest
@@ -208,15 +209,21 @@ def create_app(
     app = Quart("metersync_manager")
     app.config["MAX_CONTENT_LENGTH"] = None  # read_body enforces the limit itself
     app.config["BODY_TIMEOUT"] = 120
-    executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="metersync-db")
+    executor: ThreadPoolExecutor | None = None  # one per serving (lifespan) period
     in_flight = 0
 
     async def run(fn: Callable[..., _T], *args: Any) -> _T:
+        nonlocal executor
+        if executor is None:
+            executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="metersync-db")
         return await asyncio.get_running_loop().run_in_executor(executor, partial(fn, *args))
 
     @app.after_serving
     async def _close() -> None:
-        executor.shutdown(wait=True)
+        nonlocal executor
+        if executor is not None:
+            executor.shutdown(wait=True)
+            executor = None
 
     async def guarded(handler: Callable[[], Any]) -> Response:
         """Capacity, then the handler; ProtocolError → its Error, database trouble → 503."""
@@ -313,6 +320,11 @@ def create_app(
     @app.errorhandler(BadParam)
     async def _bad_param(exc: BadParam) -> tuple[dict[str, Any], int]:
         return problem(400, "invalid parameter", str(exc))
+
+    @app.get("/openapi.yaml")
+    async def openapi() -> Response:
+        text = (metersync_spec.OPENAPI_DIR / "manager.yaml").read_bytes()
+        return Response(text, content_type="application/yaml")
 
     @app.get("/healthz")
     async def healthz() -> tuple[dict[str, Any], int]:
