@@ -336,7 +336,7 @@ class AgentService:
         """Poll `due` devices, store one report per batch; False when stopped meanwhile."""
         s = self.settings
         loop = asyncio.get_running_loop()
-        started = time.time()
+        started, cycle_start = time.time(), loop.time()
         poll = self._poll_fn()
 
         async def one(e: DeviceEntry) -> model.DeviceSnapshot:
@@ -355,7 +355,7 @@ class AgentService:
         snapshots: list[model.DeviceSnapshot] = []
         failed = partial = 0
         for e, snap in zip(due, results, strict=True):
-            e.next_poll = loop.time() + s.poll_interval + self._jitter()
+            e.next_poll = cycle_start + s.poll_interval + self._jitter()
             if isinstance(snap, BaseException):
                 log.error("polling %s:%d failed: %r", e.host, e.port, snap)
                 failed += 1
@@ -377,7 +377,7 @@ class AgentService:
                 partial += verdict == "partial"
                 self._moved(e, snap.identity)
             snapshots.append(snap)
-        self._heartbeat_at = loop.time() + s.poll_interval
+        self._heartbeat_at = cycle_start + s.poll_interval
         cycle = CycleResult(started, finished, snapshots, failed, partial)
         self.state.last_cycle = cycle
         batches = [
@@ -508,6 +508,7 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
 
 
 def _load(args: argparse.Namespace) -> Settings | None:
