@@ -278,3 +278,39 @@ retries = 1
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait(10)
+
+
+def test_demo_starts_everything_and_cleans_up(tmp_path: Path) -> None:
+    port = _free_tcp_port()
+    work = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [*CLI, "demo", "--port", str(port), "--poll-interval", "2", "--dir", str(work)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops the demo" in line:
+                break
+        text = "".join(lines)
+        assert "13 devices reported to the manager" in text, text
+        assert f"http://127.0.0.1:{port}/api/v1/devices" in text
+        url = f"http://127.0.0.1:{port}"
+        assert len(httpx.get(url + "/api/v1/devices").json()["items"]) == 13
+        _wait("a second report", lambda: httpx.get(url + "/api/v1/agents").json()["items"][0][
+            "reports"] >= 2, 20)  # fmt: skip
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, out
+    assert "stopping" in out and "files kept" in out
+    with pytest.raises(httpx.HTTPError):  # the manager is gone
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    assert "agent stopped; outbox closed" in (work / "logs" / "agent.log").read_text()
