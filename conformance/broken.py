@@ -1,0 +1,144 @@
+"""Deliberately broken implementations: proof that the conformance suite can fail.
+
+Each flaw wraps or patches the reference implementation in its own process, changing one
+behaviour, so that a conformance run must catch it by exactly the requirement it breaks:
+
+    python -m metersync_conformance.broken manager FLAW -- serve --data-dir D --bind H:P
+    python -m metersync_conformance.broken agent FLAW -- run --config P --state-dir S
+
+Managers: `duplicates` (answers `accepted` to a byte-identical report again), `forged` (accepts
+a report whatever its signature, as long as the agent is enrolled), `doctype` (lets a DOCTYPE
+declaration through the XML edge).
+Agents: `wrong-unit` (reports page counters in sheets instead of impressions), `percent-3`
+(reports a supply level of -3 "some remaining" as 3 %), `no-backoff` (retries every 0.3 s
+instead of backing off, still honouring Retry-After), `listen` (opens a TCP listening port).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+MANAGER_FLAWS = ("duplicates", "forged", "doctype")
+AGENT_FLAWS = ("wrong-unit", "percent-3", "no-backoff", "listen")
+
+_DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*>")
+
+
+def break_manager(flaw: str) -> None:
+    from metersync import signing, xml_edge
+    from metersync_manager import ingest
+
+    if flaw == "duplicates":
+        real_receipt = ingest.receipt
+
+        def receipt(message_id: str, agent_id: str, duplicate: bool, now: Any,
+                    devices_stored: int | None = None) -> Any:  # fmt: skip
+            return real_receipt(message_id, agent_id, False, now, devices_stored)
+
+        ingest.receipt = receipt  # type: ignore[assignment]
+    elif flaw == "forged":
+
+        def authenticate(sig: signing.Signature, raw: bytes, agent: Any) -> None:
+            if agent is None:
+                from metersync.errors import ProtocolError
+
+                raise ProtocolError("UNKNOWN_AGENT", f"no enrolled agent {sig.agent_id}")
+
+        ingest.authenticate = authenticate  # type: ignore[assignment]
+    elif flaw == "doctype":
+        real_check = xml_edge.check_bytes
+
+        def check_bytes(data: bytes, max_bytes: int = xml_edge.MAX_BYTES) -> None:
+            real_check(_DOCTYPE.sub(b"", data), max_bytes)  # a bare DOCTYPE slips through
+
+        xml_edge.check_bytes = check_bytes  # type: ignore[assignment]
+    else:
+        raise SystemExit(f"unknown manager flaw {flaw!r}; known: {', '.join(MANAGER_FLAWS)}")
+
+
+def _mutate_reports(mutate: Callable[[Any], None]) -> None:
+    """Change every Report just before the agent serialises (and signs) it."""
+    import metersync_generated.v1 as model
+    from metersync import xml_edge
+
+    real = xml_edge.to_bytes
+
+    def to_bytes(obj: Any, **kw: Any) -> bytes:
+        if isinstance(obj, model.Report):
+            for dev in obj.device:
+                mutate(dev)
+        return real(obj, **kw)
+
+    xml_edge.to_bytes = to_bytes  # type: ignore[assignment]
+
+
+def break_agent(flaw: str) -> None:
+    import metersync_generated.v1 as model
+
+    if flaw == "wrong-unit":
+
+        def unit(dev: Any) -> None:
+            for c in dev.counter:
+                if c.unit == model.CounterUnit.IMPRESSIONS:
+                    c.unit = model.CounterUnit.SHEETS
+
+        _mutate_reports(unit)
+    elif flaw == "percent-3":
+
+        def percent(dev: Any) -> None:
+            for s in dev.supply:
+                if s.level.raw == -3:
+                    s.percent = Decimal(3)
+
+        _mutate_reports(percent)
+    elif flaw == "no-backoff":
+        from metersync_agent import service
+
+        def next_delay(
+            attempt: int, retry_after: float | None, rng: Any = None, **kw: Any
+        ) -> float:
+            return float(retry_after) if retry_after else 0.3
+
+        service.next_delay = next_delay  # type: ignore[assignment]
+    elif flaw == "listen":
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+
+        def serve() -> None:
+            while True:
+                conn, _ = srv.accept()
+                conn.close()
+
+        threading.Thread(target=serve, daemon=True, name="broken-listener").start()
+    else:
+        raise SystemExit(f"unknown agent flaw {flaw!r}; known: {', '.join(AGENT_FLAWS)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 2 or argv[0] not in ("manager", "agent"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    role, flaw, rest = argv[0], argv[1], argv[2:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    if role == "manager":
+        break_manager(flaw)
+        from metersync import cli
+
+        return cli.main(["manager", *rest])
+    break_agent(flaw)
+    from metersync_agent import service
+
+    return service.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""`metersync conformance …`: certify a manager or an agent, and show check coverage.
+
+    metersync conformance manager --url URL --token-command "CMD" [--classes …] [--junit F]
+    metersync conformance agent --command "… {provisioning} … {state_dir} …" [--walks DIR] …
+    metersync conformance coverage
+
+Exit codes: 0 conformant for what was tested; 1 a MUST requirement of a claimed class failed;
+2 the harness could not run (bad arguments, nothing to test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from metersync.requirements import CLASSES, load_requirements
+from metersync_conformance import coverage
+from metersync_conformance.registry import Check, Status, Verdict, fold, run_checks, select
+from metersync_conformance.results import Run, summary, write_outputs
+
+MANAGER_DEFAULT = "Manager-Core,Manager-HTTP"
+AGENT_DEFAULT = "Agent-Core,Agent-HTTP"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="conformance_cmd", metavar="MODE")
+
+    def common(p: argparse.ArgumentParser, default_classes: str) -> None:
+        p.add_argument(
+            "--classes",
+            default=default_classes,
+            help=f"conformance classes claimed, comma-separated (default {default_classes})",
+        )
+        p.add_argument("--junit", type=Path, help="write JUnit XML here")
+        p.add_argument("--html", type=Path, help="write the HTML certification report here")
+        p.add_argument("--vendor", default="unknown")
+        p.add_argument("--product", default="unknown")
+        p.add_argument("--version", default="unknown")
+        p.add_argument("--only", default="", help="run only checks whose name contains this")
+        p.add_argument("--quiet", action="store_true", help="no per-check progress")
+
+    m = sub.add_parser("manager", help="certify a manager: the harness plays agents")
+    m.add_argument("--url", required=True, help="the manager's base URL")
+    m.add_argument(
+        "--token-command", required=True, help="a shell command printing a fresh enrollment token"
+    )
+    m.add_argument("--openapi", type=Path, help="the manager's OpenAPI document, if not served")
+    m.add_argument(
+        "--openapi-examples",
+        type=int,
+        default=5,
+        help="generated requests per read operation (default 5)",
+    )
+    common(m, MANAGER_DEFAULT)
+    m.set_defaults(func=cmd_manager)
+
+    a = sub.add_parser("agent", help="certify an agent: the harness plays printers and manager")
+    a.add_argument(
+        "--command",
+        required=True,
+        help="how to start the agent; {provisioning} and {state_dir} are replaced",
+    )
+    a.add_argument(
+        "--walks", type=Path, help="a directory of <name>.snmprec recordings with <name>.truth.toml"
+    )
+    a.add_argument("--keep", type=Path, help="keep the run's files (messages, logs) here")
+    common(a, AGENT_DEFAULT)
+    a.set_defaults(func=cmd_agent)
+
+    c = sub.add_parser("coverage", help="requirements without an automatic check, per class")
+    c.set_defaults(func=cmd_coverage)
+    parser.set_defaults(func=lambda _a: (parser.print_help(), 2)[1])
+
+
+def parse_classes(text: str, role: str) -> list[str]:
+    classes = [c.strip() for c in text.split(",") if c.strip()]
+    bad = [c for c in classes if c not in CLASSES]
+    if bad:
+        raise SystemExit(f"unknown class(es) {', '.join(bad)}; known: {', '.join(CLASSES)}")
+    wrong_role = [c for c in classes if not c.lower().startswith(role)]
+    if wrong_role:
+        raise SystemExit(f"{', '.join(wrong_role)} are not {role} classes")
+    return classes
+
+
+def _progress(quiet: bool):  # type: ignore[no-untyped-def]
+    def show(chk: Check, verdicts: list[Verdict]) -> None:
+        if quiet:
+            return
+        st = {v.status for v in verdicts}
+        word = "FAIL" if Status.FAIL in st else "pass" if Status.PASS in st else "n/t"
+        secs = max((v.seconds for v in verdicts), default=0.0)
+        print(
+            f"  {word:<4} {chk.name} ({', '.join(chk.requirements)}) {secs:.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show
+
+
+def finish(run: Run, args: argparse.Namespace) -> int:
+    print(summary(run, color=sys.stdout.isatty()))
+    write_outputs(run, args.junit, args.html)
+    return run.exit_code
+
+
+async def run_manager(
+    url: str,
+    token_command: str,
+    classes: list[str],
+    *,
+    openapi: Path | None = None,
+    openapi_examples: int = 5,
+    only: str = "",
+    skip: tuple[str, ...] = (),
+    progress: object = None,
+) -> tuple[list[Verdict], float]:
+    from metersync_conformance.manager_checks import ManagerContext
+
+    checks = [c for c in select("manager", classes) if only in c.name and c.name not in skip]
+    # The answer audit looks at everything sent before it: run it last.
+    checks.sort(key=lambda c: c.name == "every_answer_is_a_metersync_document")
+    ctx = ManagerContext(
+        url=url, token_command=token_command, openapi=openapi, openapi_examples=openapi_examples
+    )
+    start = time.monotonic()
+    try:
+        verdicts = await run_checks(checks, ctx, progress)  # type: ignore[arg-type]
+    finally:
+        await ctx.aclose()
+    return verdicts, time.monotonic() - start
+
+
+def build_run(
+    role: str, classes: list[str], verdicts: list[Verdict], seconds: float, **meta: str
+) -> Run:
+    results = fold(verdicts, load_requirements(), classes, coverage.NOT_IMPLEMENTED)
+    return Run(
+        role=role,
+        classes=classes,
+        results=results,
+        seconds=seconds,
+        not_implemented=coverage.NOT_IMPLEMENTED,
+        **meta,
+    )
+
+
+def cmd_manager(args: argparse.Namespace) -> int:
+    classes = parse_classes(args.classes, "manager")
+    verdicts, secs = asyncio.run(
+        run_manager(
+            args.url,
+            args.token_command,
+            classes,
+            openapi=args.openapi,
+            openapi_examples=args.openapi_examples,
+            only=args.only,
+            progress=_progress(args.quiet),
+        )
+    )
+    run = build_run(
+        "manager",
+        classes,
+        verdicts,
+        secs,
+        vendor=args.vendor,
+        product=args.product,
+        version=args.version,
+        target=args.url,
+    )
+    return finish(run, args)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from metersync_conformance.agent_harness import run_agent
+
+    classes = parse_classes(args.classes, "agent")
+    verdicts, secs = asyncio.run(
+        run_agent(
+            args.command,
+            classes,
+            walks=args.walks,
+            keep=args.keep,
+            only=args.only,
+            progress=_progress(args.quiet),
+        )
+    )
+    run = build_run(
+        "agent",
+        classes,
+        verdicts,
+        secs,
+        vendor=args.vendor,
+        product=args.product,
+        version=args.version,
+        target=args.command,
+    )
+    return finish(run, args)
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    print(coverage.render(coverage.compute()))
+    return 0

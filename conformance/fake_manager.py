@@ -1,0 +1,259 @@
+"""The manager the harness plays against an agent under test: a small Quart app on loopback.
+
+It implements the HTTP binding's two endpoints (`POST /v1/enroll`, `POST /v1/reports`) well
+enough for an agent to run, records every request exactly as received (time, path, headers,
+body) with what it concluded, and can be told to be unavailable: answer 503 (or 429), with or
+without `Retry-After`, for the next N report posts or until told otherwise. The checks judge
+the agent from these records afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from quart import Quart, Response, request
+
+import metersync_generated.v1 as model
+from metersync import signing, xml_edge
+from metersync.errors import ProtocolError
+from metersync_conformance.wire import CONTENT_TYPE, now, xml_time
+
+
+@dataclass
+class Received:
+    """One request the agent made, and what the harness answered."""
+
+    t: float  # time.monotonic() at arrival
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes  # after Content-Encoding was undone
+    kind: str | None = None
+    obj: Any = None
+    problem: str | None = None  # why the document is not a valid MeterSync message
+    signature_problem: str | None = None
+    answer: int = 0
+    answer_kind: str = ""  # "accepted" / "duplicate" / "unavailable" / "Error <code>"
+
+    @property
+    def report_id(self) -> str | None:
+        return self.obj.report_id if self.kind == "Report" else None
+
+    @property
+    def sequence(self) -> int | None:
+        return int(self.obj.sequence) if self.kind == "Report" else None
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.body).hexdigest()
+
+
+@dataclass
+class Outage:
+    status: int = 503  # 503 or 429
+    retry_after: int | None = None
+    remaining: int | None = None  # report posts to refuse; None: until cleared
+
+
+@dataclass
+class Recorder:
+    received: list[Received] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)  # agentId -> public key (base64)
+    stored: dict[str, str] = field(default_factory=dict)  # reportId -> digest
+    outages: deque[Outage] = field(default_factory=deque)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def reports(self) -> list[Received]:
+        return [r for r in self.received if r.kind == "Report"]
+
+    def accepted_reports(self) -> list[Received]:
+        return [r for r in self.received if r.kind == "Report" and r.answer_kind == "accepted"]
+
+    def unavailable(
+        self, status: int = 503, retry_after: int | None = None, count: int | None = None
+    ) -> None:
+        self.outages.append(Outage(status, retry_after, count))
+
+    def available(self) -> None:
+        self.outages.clear()
+
+    async def wait_for(self, pred: Any, timeout: float) -> bool:
+        """Wait until pred() is true (re-evaluated after every request) or the timeout."""
+        deadline = time.monotonic() + timeout
+        while not pred():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(left, 1.0))
+        return True
+
+
+def _xml(obj: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    body = xml_edge.to_bytes(obj)
+    return Response(body, status=status, content_type=CONTENT_TYPE, headers=headers or {})
+
+
+def _error(exc: ProtocolError, headers: dict[str, str] | None = None) -> Response:
+    return _xml(xml_edge.error_message(exc), exc.http_status, headers)
+
+
+def create_app(rec: Recorder) -> Quart:
+    app = Quart("metersync-conformance-manager")
+
+    async def _receive() -> Received:
+        raw = await request.get_data()
+        body = raw
+        if request.headers.get("Content-Encoding", "").lower() == "gzip":
+            try:
+                body = gzip.decompress(raw)
+            except OSError:
+                body = raw
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        item = Received(time.monotonic(), request.path, headers, body)
+        rec.received.append(item)
+        try:
+            msg = xml_edge.parse_message(body)
+            item.kind, item.obj = msg.kind, msg.obj
+        except ProtocolError as exc:
+            item.problem = str(exc)
+        return item
+
+    def _done(item: Received, resp: Response, kind: str) -> Response:
+        item.answer, item.answer_kind = resp.status_code, kind
+        rec.changed.set()
+        return resp
+
+    @app.post("/v1/enroll")
+    async def enroll() -> Response:
+        item = await _receive()
+        if item.kind != "Enrollment":
+            exc = ProtocolError(
+                "UNKNOWN_MESSAGE", item.problem or f"not an Enrollment: {item.kind}"
+            )
+            return _done(item, _error(exc), f"Error {exc.code}")
+        enr: model.Enrollment = item.obj
+        import base64
+
+        key = base64.b64encode(enr.public_key.value).decode("ascii")
+        header = item.headers.get(signing.HEADER.lower())
+        if header:
+            try:
+                signing.verify(key, item.body, signing.parse(header))
+            except ProtocolError as exc:
+                item.signature_problem = str(exc)
+        dup = rec.keys.get(enr.agent_id) == key
+        rec.keys[enr.agent_id] = key
+        receipt = model.Receipt(
+            version=xml_edge.PROTOCOL_VERSION,
+            message_id=enr.message_id,
+            agent_id=enr.agent_id,
+            status=model.ReceiptStatus.DUPLICATE if dup else model.ReceiptStatus.ACCEPTED,
+            received_at=xml_time(now()),
+        )
+        return _done(item, _xml(receipt, 200), "duplicate" if dup else "accepted")
+
+    @app.post("/v1/reports")
+    async def reports() -> Response:
+        item = await _receive()
+        if rec.outages:
+            out = rec.outages[0]
+            if out.remaining is not None:
+                out.remaining -= 1
+                if out.remaining <= 0:
+                    rec.outages.popleft()
+            name = "RATE_LIMITED" if out.status == 429 else "SERVICE_UNAVAILABLE"
+            exc = ProtocolError(
+                name, "the conformance harness plays an outage", retry_after=out.retry_after
+            )
+            headers = {"Retry-After": str(out.retry_after)} if out.retry_after is not None else {}
+            return _done(item, _error(exc, headers), "unavailable")
+        header = item.headers.get(signing.HEADER.lower())
+        try:
+            sig = signing.parse(header)
+            key = rec.keys.get(sig.agent_id)
+            if key is None:
+                raise ProtocolError("UNKNOWN_AGENT", f"agent {sig.agent_id} never enrolled")
+            signing.verify(key, item.body, sig)
+        except ProtocolError as exc:
+            item.signature_problem = str(exc)
+            return _done(item, _error(exc), f"Error {exc.code}")
+        if item.kind != "Report":
+            exc = ProtocolError("SCHEMA_VIOLATION", item.problem or f"not a Report: {item.kind}")
+            return _done(item, _error(exc), f"Error {exc.code}")
+        rep: model.Report = item.obj
+        seen = rec.stored.get(rep.report_id)
+        if seen is not None and seen != item.digest:
+            exc = ProtocolError(
+                "REPLAYED_MESSAGE", "same reportId, different bytes", message_id=rep.report_id
+            )
+            return _done(item, _error(exc), f"Error {exc.code}")
+        rec.stored[rep.report_id] = item.digest
+        receipt = model.Receipt(
+            version=xml_edge.PROTOCOL_VERSION,
+            message_id=rep.report_id,
+            agent_id=rep.agent_id,
+            status=model.ReceiptStatus.DUPLICATE if seen else model.ReceiptStatus.ACCEPTED,
+            received_at=xml_time(now()),
+            devices_stored=0 if seen else len(rep.device),
+        )
+        return _done(item, _xml(receipt, 200), "duplicate" if seen else "accepted")
+
+    return app
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class FakeManager:
+    """The app served by Hypercorn on loopback, inside the running event loop."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.rec = Recorder()
+        self.host = host
+        self.port = free_tcp_port(host)
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> FakeManager:
+        config = Config()
+        config.bind = [f"{self.host}:{self.port}"]
+        config.accesslog = None
+        config.errorlog = None
+        config.loglevel = "WARNING"
+        app = create_app(self.rec)
+        self._task = asyncio.create_task(
+            serve(app, config, shutdown_trigger=self._stop.wait)  # type: ignore[arg-type]
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                _, w = await asyncio.open_connection(self.host, self.port)
+                w.close()
+                return self
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError("the harness manager did not start")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 5)

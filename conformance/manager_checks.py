@@ -1,0 +1,604 @@
+"""Checks of a manager under test: the harness plays agents over the HTTP(S) binding.
+
+Every check is named after what it verifies and registered with the requirement ids it proves
+(MS-DEL-2, MS-SEC-12…). The manager is a black box at a URL; enrollment tokens come from the
+vendor's own token command (`--token-command`), run once per simulated agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+import metersync_spec
+from metersync import xml_edge
+from metersync.errors import BY_CODE
+from metersync_conformance.registry import (
+    Finding,
+    Status,
+    check,
+    excerpt_of,
+    fail,
+    not_tested,
+    ok,
+)
+from metersync_conformance.wire import (
+    CONTENT_TYPE,
+    ENROLL_PATH,
+    EXAMPLE_AGENT_ID,
+    REPORTS_PATH,
+    Answer,
+    SimAgent,
+    expected_status,
+    now,
+    post,
+)
+
+CORE = ("Manager-Core",)
+HTTP = ("Manager-HTTP",)
+# The JSON read API has no numbered requirement yet: its check is informative.
+OPENAPI_READ = "X-OPENAPI-READ"
+_TOKEN = re.compile(r"[A-Za-z0-9_\-]{16,128}")
+
+
+class HarnessError(RuntimeError):
+    """The harness could not set up what a check needs (a token, an enrollment)."""
+
+
+@dataclass
+class ManagerContext:
+    url: str
+    token_command: str
+    openapi: Path | None = None
+    openapi_examples: int = 5
+    client: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=60.0))
+    answers: list[tuple[str, bytes, Answer]] = field(default_factory=list)
+    _main: SimAgent | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def token(self) -> str:
+        """A fresh enrollment token from the vendor's command (its last token-shaped word)."""
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            self.token_command,
+            shell=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if proc.returncode != 0:
+            raise HarnessError(
+                f"token command {self.token_command!r} exited {proc.returncode}: "
+                f"{proc.stderr.strip()[-300:]}"
+            )
+        for line in reversed(proc.stdout.strip().splitlines()):
+            words = [w for w in re.split(r"[\s\"':=,]+", line) if _TOKEN.fullmatch(w)]
+            if words:
+                return words[-1]
+        raise HarnessError(f"token command printed no token: {proc.stdout.strip()[-200:]!r}")
+
+    def _log(self, what: str, sent: bytes, ans: Answer) -> Answer:
+        self.answers.append((what, sent, ans))
+        return ans
+
+    async def enroll(self, agent: SimAgent, token: str | None = None) -> Answer:
+        token = token or await self.token()
+        body = agent.enrollment(token)
+        ans = await post(self.client, self.url, ENROLL_PATH, body)
+        if ans.kind == "Receipt":
+            agent.enrolled = True
+        return self._log("enroll", body, ans)
+
+    async def enrolled_agent(self) -> SimAgent:
+        agent = SimAgent()
+        ans = await self.enroll(agent)
+        if not agent.enrolled:
+            raise HarnessError(f"enrollment with a fresh token was refused: {ans.brief()}")
+        return agent
+
+    async def main_agent(self) -> SimAgent:
+        """One enrolled agent shared by the checks that only need one."""
+        async with self._lock:
+            if self._main is None:
+                self._main = await self.enrolled_agent()
+            return self._main
+
+    async def send(
+        self,
+        agent: SimAgent,
+        body: bytes,
+        *,
+        signature: str | None | bool = True,
+        what: str = "report",
+        **kw: object,
+    ) -> Answer:
+        sig = agent.sign(body) if signature is True else (signature or None)
+        ans = await post(self.client, self.url, REPORTS_PATH, body, signature=sig, **kw)  # type: ignore[arg-type]
+        return self._log(what, body, ans)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def evidence(sent: bytes, ans: Answer) -> str:
+    return f"sent:\n{excerpt_of(sent, 400)}\n\nanswer ({ans.brief()}):\n{excerpt_of(ans.body, 400)}"
+
+
+def expect_code(
+    req: str, what: str, sent: bytes, ans: Answer, code: int, *, line: int | None = None
+) -> Finding:
+    """PASS when the answer is an Error with `code`; FAIL with the exchange otherwise."""
+    name = BY_CODE[code].name if code in BY_CODE else "?"
+    if ans.kind == "Error" and ans.code == code:
+        extra = ""
+        loc = ans.obj.location
+        if line is not None and loc is not None and loc.line is not None and loc.line != line:
+            extra = f" (location line {loc.line}, the problem is on line {line})"
+        return ok(f"{what}: refused with {code} {name}{extra}", req)
+    return fail(
+        f"{what}: expected Error {code} {name}, got {ans.brief()}",
+        req,
+        expected=f"Error {code} {name} (HTTP {expected_status(code)})",
+        actual=ans.brief(),
+        excerpt=evidence(sent, ans),
+    )
+
+
+def expect_receipt(
+    req: str, what: str, sent: bytes, ans: Answer, status: str, message_id: str | None = None
+) -> Finding:
+    if ans.kind == "Receipt" and ans.receipt_status == status:
+        if message_id is not None and ans.obj.message_id != message_id:
+            return fail(
+                f"{what}: the receipt names message {ans.obj.message_id}",
+                req,
+                expected=f"Receipt for {message_id}",
+                actual=f"Receipt for {ans.obj.message_id}",
+                excerpt=evidence(sent, ans),
+            )
+        return ok(f"{what}: Receipt {status}", req)
+    return fail(
+        f"{what}: expected Receipt {status}, got {ans.brief()}",
+        req,
+        expected=f"Receipt {status}",
+        actual=ans.brief(),
+        excerpt=evidence(sent, ans),
+    )
+
+
+# --- enrollment --------------------------------------------------------------------------
+
+
+@check("MS-SEC-1", classes=CORE, role="manager")
+async def enrollment_with_fresh_token_accepted(ctx: ManagerContext) -> list[Finding]:
+    """An Enrollment with a fresh token is answered with a Receipt accepted."""
+    agent = SimAgent()
+    token = await ctx.token()
+    body = agent.enrollment(token)
+    ans = await post(ctx.client, ctx.url, ENROLL_PATH, body)
+    ctx._log("enroll", body, ans)
+    return [expect_receipt("MS-SEC-1", "enrollment with a fresh token", body, ans, "accepted")]
+
+
+@check("MS-SEC-2", classes=CORE, role="manager")
+async def enrollment_token_single_use(ctx: ManagerContext) -> list[Finding]:
+    """A token spent by one agent is refused to another (2007); an unknown token gets 2006."""
+    first = SimAgent()
+    token = await ctx.token()
+    ans1 = await ctx.enroll(first, token)
+    if not first.enrolled:
+        return [fail(f"the first enrollment with the token was refused: {ans1.brief()}")]
+    second = SimAgent()
+    body = second.enrollment(token)
+    ans2 = await post(ctx.client, ctx.url, ENROLL_PATH, body)
+    ctx._log("enroll", body, ans2)
+    out = [expect_code("MS-SEC-2", "a token reused by a second agent", body, ans2, 2007)]
+    third = SimAgent()
+    body3 = third.enrollment("ZZZZ" + uuid.uuid4().hex)
+    ans3 = await post(ctx.client, ctx.url, ENROLL_PATH, body3)
+    ctx._log("enroll", body3, ans3)
+    out.append(expect_code("MS-SEC-2", "an unknown token", body3, ans3, 2006))
+    return out
+
+
+# --- delivery and idempotency ------------------------------------------------------------
+
+
+@check("MS-MSG-6", "MS-DEL-2", classes=CORE, role="manager")
+async def valid_report_accepted(ctx: ManagerContext) -> list[Finding]:
+    """A valid, signed report is answered with a Receipt accepted naming its reportId."""
+    agent = await ctx.main_agent()
+    rid, body = agent.report()
+    ans = await ctx.send(agent, body)
+    out = [expect_receipt("MS-DEL-2", "a valid signed report", body, ans, "accepted", rid)]
+    found = expect_receipt("MS-MSG-6", "a valid signed report", body, ans, "accepted", rid)
+    if ans.kind == "Receipt" and found.status is Status.PASS:
+        r = ans.obj
+        if r.agent_id != agent.agent_id or r.devices_stored != 1 or r.received_at is None:
+            found = fail(
+                "the receipt's agentId, devicesStored or receivedAt is wrong",
+                "MS-MSG-6",
+                expected=f"agentId {agent.agent_id}, devicesStored 1, receivedAt",
+                actual=f"agentId {r.agent_id}, devicesStored {r.devices_stored}",
+                excerpt=evidence(body, ans),
+            )
+    return [*out, found]
+
+
+@check("MS-DEL-2", classes=CORE, role="manager")
+async def exact_duplicate_answered_duplicate(ctx: ManagerContext) -> list[Finding]:
+    """The same report sent twice: accepted, then duplicate (nothing stored twice)."""
+    agent = await ctx.main_agent()
+    rid, body = agent.report()
+    first = await ctx.send(agent, body)
+    second = await ctx.send(agent, body)
+    return [
+        expect_receipt("MS-DEL-2", "first delivery", body, first, "accepted", rid),
+        expect_receipt("MS-DEL-2", "the same bytes again", body, second, "duplicate", rid),
+    ]
+
+
+@check("MS-DEL-2", classes=CORE, role="manager")
+async def concurrent_duplicates_one_accepted(ctx: ManagerContext) -> list[Finding]:
+    """20 copies of one report at once: every answer a receipt, exactly one accepted."""
+    agent = await ctx.main_agent()
+    rid, body = agent.report()
+    sig = agent.sign(body)
+    answers = await asyncio.gather(*(ctx.send(agent, body, signature=sig) for _ in range(20)))
+    tally: dict[str, int] = {}
+    for a in answers:
+        key = a.receipt_status or a.brief()
+        tally[key] = tally.get(key, 0) + 1
+    accepted = tally.get("accepted", 0)
+    receipts = accepted + tally.get("duplicate", 0)
+    if accepted == 1 and receipts == 20:
+        return [ok("20 concurrent copies: 1 accepted, 19 duplicate")]
+    return [
+        fail(
+            f"20 concurrent copies of report {rid}: {tally}",
+            expected="{'accepted': 1, 'duplicate': 19}",
+            actual=str(tally),
+            excerpt=evidence(body, next(a for a in answers if a.receipt_status != "duplicate")),
+        )
+    ]
+
+
+@check("MS-DEL-4", "MS-SEC-16", classes=CORE, role="manager")
+async def same_id_different_bytes_refused(ctx: ManagerContext) -> list[Finding]:
+    """A stored reportId sent again with other content is refused with 2005."""
+    agent = await ctx.main_agent()
+    rid, body = agent.report(total=1000)
+    first = await ctx.send(agent, body)
+    if first.receipt_status != "accepted":
+        return [fail(f"the original report was not accepted: {first.brief()}")]
+    _, other = agent.report(report_id=rid, total=1001)
+    ans = await ctx.send(agent, other)
+    return [
+        expect_code(req, "same reportId, different bytes", other, ans, 2005)
+        for req in ("MS-DEL-4", "MS-SEC-16")
+    ]
+
+
+@check("MS-DEL-5", classes=CORE, role="manager")
+async def out_of_order_sequences_accepted(ctx: ManagerContext) -> list[Finding]:
+    """Reports arriving out of sequence order (5, 3, 4) are all accepted."""
+    agent = await ctx.enrolled_agent()
+    out = []
+    for seq in (5, 3, 4):
+        rid, body = agent.report(sequence=seq)
+        ans = await ctx.send(agent, body)
+        out.append(expect_receipt("MS-DEL-5", f"sequence {seq}", body, ans, "accepted", rid))
+    return out
+
+
+# --- the XML edge ------------------------------------------------------------------------
+
+
+def invalid_examples(directory: Path | None = None) -> list[tuple[str, bytes, dict[str, object]]]:
+    d = directory or (metersync_spec.EXAMPLES_DIR / "invalid")
+    table = tomllib.loads((d / "expected.toml").read_text(encoding="utf-8"))
+    return [(name, (d / name).read_bytes(), exp) for name, exp in sorted(table.items())]
+
+
+@check(
+    "MS-XML-2",
+    "MS-XML-3",
+    "MS-XML-4",
+    "MS-XML-5",
+    "MS-XML-6",
+    "MS-VER-2",
+    classes=CORE,
+    role="manager",
+    timeout=120,
+)
+async def invalid_examples_refused(ctx: ManagerContext) -> list[Finding]:
+    """Every invalid example of the spec, signed by an enrolled agent, gets its stated code."""
+    agent = await ctx.main_agent()
+    out = []
+    for name, raw, exp in invalid_examples():
+        code = int(exp["code"])  # type: ignore[call-overload]
+        req = BY_CODE[code].requirement
+        # The example's agent becomes ours, in place, so lines and columns stay the same.
+        body = raw.replace(EXAMPLE_AGENT_ID.encode(), agent.agent_id.encode())
+        ans = await ctx.send(agent, body, what=f"invalid example {name}")
+        line = exp.get("line")
+        out.append(expect_code(req, name, body, ans, code, line=line))  # type: ignore[arg-type]
+    return out
+
+
+def _with_prolog(body: bytes, prolog: bytes) -> bytes:
+    decl, _, rest = body.partition(b"\n")
+    return decl + b"\n" + prolog + b"\n" + rest
+
+
+@check("MS-XML-4", "MS-XML-8", classes=CORE, role="manager")
+async def hostile_xml_refused(ctx: ManagerContext) -> list[Finding]:
+    """DOCTYPE, XXE, entity bombs and processing instructions, validly signed: 1002 each."""
+    agent = await ctx.main_agent()
+    _, base = agent.report()
+    variants: dict[str, bytes] = {
+        "a plain DOCTYPE": _with_prolog(base, b"<!DOCTYPE Report>"),
+        "an external entity (XXE)": _with_prolog(
+            base, b'<!DOCTYPE Report [<!ENTITY xxe SYSTEM "file:///etc/hostname">]>'
+        ).replace(b"<sysName>NPI1A2B3C</sysName>", b"<sysName>&xxe;</sysName>"),
+        "a billion-laughs entity bomb": _with_prolog(
+            base,
+            b'<!DOCTYPE Report [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">'
+            b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;">]>',
+        ).replace(b"<sysName>NPI1A2B3C</sysName>", b"<sysName>&c;</sysName>"),
+        "a processing instruction": _with_prolog(
+            base, b'<?xml-stylesheet type="text/xsl" href="http://127.0.0.1:9/x.xsl"?>'
+        ),
+    }
+    out = []
+    for what, body in variants.items():
+        ans = await ctx.send(agent, body, what=what)
+        out.append(expect_code("MS-XML-4", what, body, ans, 1002))
+        if "entity" in what:  # entities refused, never expanded nor fetched
+            out.append(expect_code("MS-XML-8", what, body, ans, 1002))
+    return out
+
+
+@check("MS-LIM-2", classes=CORE, role="manager")
+async def too_deep_refused(ctx: ManagerContext) -> list[Finding]:
+    """A signed report nesting elements beyond the depth limit is refused with 1004."""
+    agent = await ctx.main_agent()
+    _, base = agent.report()
+    depth = xml_edge.MAX_DEPTH + 8
+    nest = (b'<x:e xmlns:x="urn:example:deep">' * depth) + (b"</x:e>" * depth)
+    body = base.replace(b"</Report>", b"<extensions>" + nest + b"</extensions></Report>")
+    ans = await ctx.send(agent, body, what="too deep")
+    return [expect_code("MS-LIM-2", f"elements nested {depth + 2} deep", body, ans, 1004)]
+
+
+# --- signatures and identity -------------------------------------------------------------
+
+
+@check("MS-SEC-10", classes=CORE, role="manager")
+async def missing_signature_refused(ctx: ManagerContext) -> list[Finding]:
+    """A report without a signature is refused with 2001."""
+    agent = await ctx.main_agent()
+    _, body = agent.report()
+    ans = await ctx.send(agent, body, signature=None)
+    return [expect_code("MS-SEC-10", "an unsigned report", body, ans, 2001)]
+
+
+@check("MS-SEC-11", classes=CORE, role="manager")
+async def unknown_agent_refused(ctx: ManagerContext) -> list[Finding]:
+    """A report signed by an agent that never enrolled is refused with 2002."""
+    stranger = SimAgent()
+    _, body = stranger.report()
+    ans = await ctx.send(stranger, body)
+    return [expect_code("MS-SEC-11", "a report from an agent never enrolled", body, ans, 2002)]
+
+
+@check("MS-SEC-12", classes=CORE, role="manager")
+async def forged_signature_refused(ctx: ManagerContext) -> list[Finding]:
+    """A report in an enrolled agent's name, signed with another key, is refused with 2003."""
+    agent = await ctx.main_agent()
+    forger = SimAgent(agent_id=agent.agent_id)  # same id, a key the manager never saw
+    _, body = agent.report()
+    ans = await ctx.send(agent, body, signature=forger.sign(body))
+    out = [expect_code("MS-SEC-12", "a signature by a foreign key", body, ans, 2003)]
+    # The right key over other bytes: a body changed after signing.
+    _, original = agent.report()
+    sig = agent.sign(original)
+    tampered = original.replace(b"<queueDepth>0</queueDepth>", b"<queueDepth>1</queueDepth>")
+    ans2 = await ctx.send(agent, tampered, signature=sig)
+    out.append(expect_code("MS-SEC-12", "a body changed after signing", tampered, ans2, 2003))
+    return out
+
+
+@check("MS-SEC-13", classes=CORE, role="manager")
+async def agent_id_mismatch_refused(ctx: ManagerContext) -> list[Finding]:
+    """A report whose agentId is not its signer is refused with 2009."""
+    agent = await ctx.main_agent()
+    _, body = agent.report(agent_id=str(uuid.uuid4()))
+    ans = await ctx.send(agent, body)
+    return [expect_code("MS-SEC-13", "agentId differs from the signer", body, ans, 2009)]
+
+
+@check("MS-SEC-15", classes=CORE, role="manager")
+async def clock_skew_refused(ctx: ManagerContext) -> list[Finding]:
+    """createdAt a day ahead is refused with 2004; a report three days old is accepted."""
+    agent = await ctx.main_agent()
+    _, ahead = agent.report(created_at=now() + timedelta(days=1))
+    ans = await ctx.send(agent, ahead)
+    out = [expect_code("MS-SEC-15", "createdAt one day ahead", ahead, ans, 2004)]
+    rid, old = agent.report(created_at=now() - timedelta(days=3))
+    ans2 = await ctx.send(agent, old)
+    out.append(
+        expect_receipt(
+            "MS-SEC-15",
+            "createdAt three days ago (a late outbox delivery)",
+            old,
+            ans2,
+            "accepted",
+            rid,
+        )
+    )
+    return out
+
+
+# --- the HTTP binding --------------------------------------------------------------------
+
+
+@check("MS-LIM-1", classes=CORE, role="manager", timeout=120)
+async def oversize_refused(ctx: ManagerContext) -> list[Finding]:
+    """A signed document one byte over 16 MiB is refused with 1003."""
+    agent = await ctx.main_agent()
+    _, base = agent.report()
+    pad = xml_edge.MAX_BYTES + 1 - len(base)
+    body = base.replace(b"</Report>", b"<!--" + b"x" * (pad - 7) + b"--></Report>")
+    assert len(body) == xml_edge.MAX_BYTES + 1, len(body)
+    try:
+        ans = await ctx.send(agent, body, what="oversize")
+    except httpx.TransportError as exc:
+        return [
+            fail(
+                f"the connection failed without an answer: {exc!r}",
+                expected="Error 1003 DOCUMENT_TOO_LARGE",
+                actual=repr(exc),
+            )
+        ]
+    return [expect_code("MS-LIM-1", f"a document of {len(body)} bytes", body[:2000], ans, 1003)]
+
+
+@check("MS-HTTP-4", classes=HTTP, role="manager")
+async def wrong_content_type_refused(ctx: ManagerContext) -> list[Finding]:
+    """A report sent as text/plain is refused with 1005; application/xml is accepted."""
+    agent = await ctx.main_agent()
+    _, body = agent.report()
+    ans = await ctx.send(agent, body, content_type="text/plain")
+    out = [expect_code("MS-HTTP-4", "Content-Type text/plain", body, ans, 1005)]
+    rid, body2 = agent.report()
+    ans2 = await ctx.send(agent, body2, content_type="application/xml")
+    out.append(
+        expect_receipt("MS-HTTP-4", "Content-Type application/xml", body2, ans2, "accepted", rid)
+    )
+    return out
+
+
+@check("MS-HTTP-6", classes=HTTP, role="manager")
+async def content_encoding(ctx: ManagerContext) -> list[Finding]:
+    """A gzip-encoded report is accepted; an unknown Content-Encoding is refused with 1010."""
+    agent = await ctx.main_agent()
+    rid, body = agent.report()
+    ans = await ctx.send(agent, body, gzipped=True)
+    out = [expect_receipt("MS-HTTP-6", "Content-Encoding gzip", body, ans, "accepted", rid)]
+    _, body2 = agent.report()
+    ans2 = await ctx.send(agent, body2, extra={"Content-Encoding": "x-unknown"})
+    out.append(expect_code("MS-HTTP-6", "Content-Encoding x-unknown", body2, ans2, 1010))
+    return out
+
+
+@check("MS-ERR-1", "MS-ERR-2", "MS-HTTP-3", "MS-HTTP-5", classes=CORE + HTTP, role="manager")
+async def every_answer_is_a_metersync_document(ctx: ManagerContext) -> list[Finding]:
+    """Every answer the manager gave so far is a valid Receipt or Error with the right status."""
+    if not ctx.answers:
+        agent = await ctx.main_agent()
+        _, body = agent.report()
+        await ctx.send(agent, body, signature=None)
+    out: list[Finding] = []
+    bad_doc = [(w, s, a) for w, s, a in ctx.answers if a.kind is None]
+    if bad_doc:
+        w, s, a = bad_doc[0]
+        out.append(
+            fail(
+                f"{len(bad_doc)} answers were not valid Receipt/Error documents "
+                f"(first: {w}: {a.problem})",
+                "MS-ERR-1",
+                excerpt=evidence(s, a),
+            )
+        )
+    else:
+        out.append(
+            ok(f"all {len(ctx.answers)} answers were valid Receipt or Error documents", "MS-ERR-1")
+        )
+    wrong_status = []
+    wrong_type = []
+    for w, s, a in ctx.answers:
+        want = 200 if a.kind == "Receipt" else None
+        if a.kind == "Error":
+            want = expected_status(a.code)
+        if want is not None and a.status != want:
+            wrong_status.append((w, s, a, want))
+        ctype = a.headers.get("content-type", "").split(";")[0].strip()
+        if a.kind is not None and ctype != CONTENT_TYPE:
+            wrong_type.append((w, s, a, ctype))
+    for req in ("MS-HTTP-5", "MS-ERR-2"):
+        if wrong_status:
+            w, s, a, want = wrong_status[0]
+            out.append(
+                fail(
+                    f"{len(wrong_status)} answers had an HTTP status other than their code's "
+                    f"(first: {w}: {a.brief()})",
+                    req,
+                    expected=f"HTTP {want}",
+                    actual=f"HTTP {a.status}",
+                    excerpt=evidence(s, a),
+                )
+            )
+        else:
+            out.append(ok(f"all {len(ctx.answers)} answers had their code's HTTP status", req))
+    if wrong_type:
+        w, s, a, ctype = wrong_type[0]
+        out.append(
+            fail(
+                f"{len(wrong_type)} answers were not labelled {CONTENT_TYPE} (first: {w})",
+                "MS-HTTP-3",
+                expected=CONTENT_TYPE,
+                actual=ctype or "no Content-Type",
+                excerpt=evidence(s, a),
+            )
+        )
+    else:
+        out.append(ok(f"all {len(ctx.answers)} answers labelled {CONTENT_TYPE}", "MS-HTTP-3"))
+    return out
+
+
+# --- the read API ------------------------------------------------------------------------
+
+
+@check(OPENAPI_READ, classes=HTTP, role="manager", timeout=300, informative=True)
+async def read_api_matches_openapi(ctx: ManagerContext) -> list[Finding]:
+    """The JSON read API answers as its OpenAPI document says (schemathesis, bounded)."""
+    from metersync_conformance import openapi_probe
+
+    source = ctx.openapi
+    if source is None:
+        found = await openapi_probe.find_served(ctx.client, ctx.url)
+        if found is None:
+            return [
+                not_tested(
+                    "the manager serves no OpenAPI document and none was given (--openapi FILE)"
+                )
+            ]
+        source = found
+    problems, ran = await asyncio.to_thread(
+        openapi_probe.run, source, ctx.url, ctx.openapi_examples
+    )
+    if not ran:
+        return [not_tested(f"no GET operation with a JSON answer in {source}")]
+    if problems:
+        first = problems[0]
+        return [
+            fail(
+                f"{len(problems)} of {ran} read operations broke the OpenAPI document; "
+                f"first: {first}",
+                expected="answers as documented",
+                actual=first,
+            )
+        ]
+    return [ok(f"{ran} read operations answered as documented (schemathesis)")]

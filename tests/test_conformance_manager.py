@@ -1,0 +1,116 @@
+"""The conformance suite against managers: the reference passes, each broken one is caught.
+
+Real processes on loopback: `metersync manager serve` (or the same with one flaw patched in,
+conformance/broken.py) on a free port, enrollment tokens from `metersync manager token create`,
+and the harness playing agents over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from metersync_conformance.cli import build_run, run_manager
+from metersync_conformance.registry import Status, Verdict
+
+CLASSES = ["Manager-Core", "Manager-HTTP"]
+PY = sys.executable
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def manager(tmp: Path, flaw: str | None = None) -> Iterator[tuple[str, str]]:
+    """(url, token command) of a manager process serving an SQLite file in tmp."""
+    port = _free_port()
+    data = tmp / "manager"
+    serve = ["serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{port}"]
+    if flaw:
+        argv = [PY, "-m", "metersync_conformance.broken", "manager", flaw, "--", *serve]
+    else:
+        argv = [PY, "-m", "metersync.cli", "manager", *serve]
+    log = (tmp / "manager.log").open("wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp / "manager.log").read_text())
+            time.sleep(0.1)
+        yield url, f"{PY} -m metersync.cli manager token create --data-dir {data}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def failed(verdicts: list[Verdict]) -> set[str]:
+    return {v.requirement for v in verdicts if v.status is Status.FAIL}
+
+
+def test_reference_manager_conforms_via_cli(tmp_path: Path) -> None:
+    """The whole command as a vendor runs it: exit 0, JUnit and HTML written, all PASS."""
+    junit, html = tmp_path / "r.xml", tmp_path / "r.html"
+    with manager(tmp_path) as (url, token_cmd):
+        done = subprocess.run(
+            [PY, "-m", "metersync.cli", "conformance", "manager", "--url", url,
+             "--token-command", token_cmd, "--junit", str(junit), "--html", str(html),
+             "--vendor", "MeterSync", "--product", "reference-manager", "--version", "0.1.0",
+             "--quiet", "--openapi-examples", "3"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "FAIL " not in done.stdout
+    for rid in ("MS-DEL-2", "MS-SEC-12", "MS-XML-4", "MS-LIM-1", "MS-HTTP-4", "X-OPENAPI-READ"):
+        assert f"PASS       {rid} " in done.stdout, rid
+    suite = ET.parse(junit).getroot()
+    assert suite.get("failures") == "0"
+    names = {tc.get("name", "").split()[0] for tc in suite.iter("testcase")}
+    assert {"MS-DEL-2", "MS-SEC-16", "MS-ERR-1"} <= names
+    page = html.read_text()
+    assert "reference-manager" in page and "Manager-Core, Manager-HTTP" in page
+    assert "<script" not in page and "http://" not in page.split("<body>")[0]
+
+
+BROKEN = {
+    "duplicates": {"MS-DEL-2"},
+    "forged": {"MS-SEC-12"},
+    "doctype": {"MS-XML-4"},
+}
+
+
+@pytest.mark.parametrize("flaw", sorted(BROKEN))
+def test_broken_manager_caught_by_exactly_its_requirement(tmp_path: Path, flaw: str) -> None:
+    with manager(tmp_path, flaw) as (url, token_cmd):
+        verdicts, _ = asyncio.run(
+            run_manager(url, token_cmd, CLASSES, skip=("read_api_matches_openapi",))
+        )
+    assert failed(verdicts) == BROKEN[flaw]
+    run = build_run("manager", CLASSES, verdicts, 0.0)
+    assert run.exit_code == 1
+    bad = [v for v in verdicts if v.status is Status.FAIL]
+    assert all(v.excerpt and "sent:" in v.excerpt for v in bad), "evidence carries the exchange"
