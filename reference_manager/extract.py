@@ -122,12 +122,21 @@ def _stored_int(value: str | None, what: str) -> int | None:
     return n
 
 
+_LOCAL: dict[str, str] = {}  # "{ns}name" → "name": only the schema's own element names land here
+
+
 def _children(el: etree._Element) -> dict[str, etree._Element]:
-    """Single-occurrence children by local name (the first one wins; the XSD bounds them)."""
+    """Single-occurrence children by local name (the XSD bounds them to one)."""
+    local = _LOCAL
     out: dict[str, etree._Element] = {}
     for child in el:
-        if isinstance(child.tag, str):
-            out.setdefault(child.tag[len(_NS) :] if child.tag.startswith(_NS) else child.tag, child)
+        tag = child.tag
+        name = local.get(tag)  # type: ignore[arg-type]
+        if name is None:
+            if not isinstance(tag, str):
+                continue
+            name = local[tag] = tag.rpartition("}")[2]
+        out[name] = child
     return out
 
 

@@ -327,3 +327,26 @@ def test_store_ip_change_is_an_event_not_a_new_device(store: Store) -> None:  # 
 
 def test_migrate_is_repeatable(store: Store) -> None:  # noqa: F811
     assert store.migrate() == store.migrate() == store.health()
+
+
+def test_group_commit_isolates_each_report(store: Store) -> None:  # noqa: F811
+    """Reports queued together: a failing one rolls back alone, the others are stored."""
+    a = enrolled(store)
+    raws = [a.report([Dev(f"sn:hp:{i}", counters=[("total", i, {})])]) for i in range(3)]
+    rows = [ingest.read_report(r) for r in raws]
+    rows[1].devices[0].reading["ip"] = None  # NOT NULL: fails inside its savepoint
+    same_id = dataclasses.replace(rows[2], devices=[])  # same id as rows[2], other bytes
+    futures = [
+        store.submit_report(r, ingest.digest(raw), len(raw), NOW)
+        for r, raw in zip(rows, raws, strict=True)
+    ]
+    futures.append(store.submit_report(same_id, ingest.digest(b"other"), 5, NOW))
+    assert futures[0].result().devices == 1
+    with pytest.raises(IntegrityError):
+        futures[1].result()
+    assert futures[2].result().devices == 1
+    with pytest.raises(ProtocolError) as exc:
+        futures[3].result()
+    assert code(exc) == 2005
+    assert store.count("reports") == 2 and store.count("readings") == 2
+    assert store.count("counters") == 2 and store.count("devices") == 2
