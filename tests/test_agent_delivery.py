@@ -563,7 +563,11 @@ def test_service_backs_off_while_the_manager_is_down_then_delivers(tmp_path: Pat
     mgr = ScriptedManager()
     with ServerThread(mgr.app(), port=port):  # enroll and deliver the first report
         service = AgentService(settings, state)
-        asyncio.run(_run_service(service, lambda: len(mgr.reports()) >= 1, 20))
+
+        def delivered() -> bool:  # received, and the receipt processed (else it is resent)
+            return len(mgr.reports()) >= 1 and service.outbox.status().queued == 0
+
+        asyncio.run(_run_service(service, delivered, 20))
     # the manager is down: the next report meets a refused connection and backs off
     service = AgentService(settings, state, rng=random.Random(5))
 
@@ -589,7 +593,8 @@ def test_service_backs_off_while_the_manager_is_down_then_delivers(tmp_path: Pat
 
         asyncio.run(_run_service(service, done, 30))
     tries = [s for s in mgr.reports() if s.body == queued.body]
-    assert len(tries) == 2  # refused with 503, then accepted: byte-identical both times
+    # refused with 503, then accepted: byte-identical both times
+    assert len(tries) == 2, [(s.at, s.headers.get("content-length")) for s in mgr.reports()]
     assert tries[1].at - tries[0].at >= 1.0 - 0.05  # Retry-After honoured
     assert len([s for s in mgr.seen if s.path == "enroll"]) == 1  # enrollment remembered
 
