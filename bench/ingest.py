@@ -184,7 +184,14 @@ def run_backend(name: str, url: str, args: argparse.Namespace) -> dict[str, floa
         agent_id = str(uuid.uuid4())
         reports = Reports(agent_id, args.devices)
         enrollment = _enrollment(agent_id, token, reports)
-        r = httpx.post(base + "/v1/enroll", content=enrollment, headers={"Content-Type": MEDIA})
+        r = httpx.post(
+            base + "/v1/enroll",
+            content=enrollment,
+            headers={
+                "Content-Type": MEDIA,
+                signing.HEADER: signing.sign(reports.key, enrollment, agent_id),
+            },
+        )
         assert r.status_code == 200, r.text
 
         asyncio.run(drive(port, "/v1/reports", reports, 2, args.connections))  # warm-up

@@ -265,9 +265,10 @@ def create_app(
     async def enroll() -> Response:
         async def handle() -> Response:
             raw = await read_body(max_bytes)
+            sig = ingest.signer(request.headers.get(signing.HEADER))
             enrollment = ingest.read_enrollment(raw)
-            ingest.check_enrollment_signature(enrollment, raw, request.headers.get(signing.HEADER))
             now = clock()
+            ingest.check_enrollment(enrollment, raw, sig, now, skew)
             values = {
                 "agent_id": enrollment.agent_id,
                 "public_key": ingest.public_key_b64(enrollment),

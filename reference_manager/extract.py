@@ -101,6 +101,7 @@ class ReportRows:
     created_at: datetime  # aware, UTC
     agent_status: dict[str, Any]
     devices: list[DeviceRows]
+    problem: ProtocolError | None = None  # a broken prose rule (3001), raised after dedupe
 
 
 def _text(el: etree._Element | None) -> str | None:
@@ -264,8 +265,25 @@ def _device(el: etree._Element) -> DeviceRows:
     return DeviceRows(key, polled_at, ip, identity, reading, counters, supplies, alerts, errors)
 
 
+def _created(text: str) -> tuple[datetime, ProtocolError | None]:
+    """createdAt for the checks that come before meaning (skew, idempotence): a time without
+    a time zone is read as UTC and kept as a 3001 problem for later."""
+    try:
+        return parse_datetime(text, "createdAt"), None
+    except ProtocolError as exc:
+        try:
+            return parse_datetime(text + "Z", "createdAt"), exc
+        except ProtocolError:
+            return datetime.min.replace(tzinfo=UTC), exc
+
+
 def report_rows(root: etree._Element) -> ReportRows:
-    """The rows of a schema-valid Report tree; 3001 for what breaks a prose rule."""
+    """The rows of a schema-valid Report tree.
+
+    A broken prose rule (3001) does not raise here: the spec checks meaning after the signer,
+    the clock and idempotence (MS-HTTP-8), so it is kept in `problem` and raised by the store
+    once the report id is known to be new.
+    """
     head = _children(root)
     status = _children(head["agentStatus"])
     software = _children(status["software"])
@@ -278,22 +296,31 @@ def report_rows(root: etree._Element) -> ReportRows:
         "dropped_reports": int(status["droppedReports"].text or 0),
         "licence_state": licence["state"].text,
     }
-    devices = [_device(d) for d in root.iterchildren(T_DEVICE)]
-    seen: set[str] = set()
-    for d in devices:
-        if d.device_key in seen:
-            raise ProtocolError(
-                "INVALID_VALUE",
-                f"the device {d.device_key} appears twice in one report; send one snapshot "
-                "per device per report",
-                element="device/identity/deviceKey",
-            )
-        seen.add(d.device_key)
+    created, problem = _created(head["createdAt"].text or "")
+    devices: list[DeviceRows] = []
+    sequence = 0
+    try:
+        sequence = _stored_int(head["sequence"].text, "sequence") or 0
+        devices = [_device(d) for d in root.iterchildren(T_DEVICE)]
+        seen: set[str] = set()
+        for d in devices:
+            if d.device_key in seen:
+                raise ProtocolError(
+                    "INVALID_VALUE",
+                    f"the device {d.device_key} appears twice in one report; send one snapshot "
+                    "per device per report",
+                    element="device/identity/deviceKey",
+                )
+            seen.add(d.device_key)
+    except ProtocolError as exc:
+        problem = problem or exc
+        devices = []
     return ReportRows(
         report_id=head["reportId"].text or "",
         agent_id=head["agentId"].text or "",
-        sequence=_stored_int(head["sequence"].text, "sequence") or 0,
-        created_at=parse_datetime(head["createdAt"].text or "", "createdAt"),
+        sequence=sequence,
+        created_at=created,
         agent_status=agent_status,
         devices=devices,
+        problem=problem,
     )

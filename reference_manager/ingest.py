@@ -3,9 +3,11 @@
 Plain functions over plain records and generated messages; the adapter (app.py) reads the
 records from the store and calls these in order. Every refusal is a `ProtocolError`.
 
-Report order (MS-SEC-10..16, MS-DEL-2): signature header → signer known and not revoked →
-signature over the exact bytes → XML edge + XSD → prose rules → agentId equals signer →
-clock skew → dedupe on reportId (in the store, by its primary key).
+Report order (spec section 8.3): signature header → signer known and not revoked → signature
+over the exact bytes → XML edge + XSD → agentId equals signer → clock skew → dedupe on
+reportId (in the store, by its primary key) → meaning (3001, kept in ReportRows.problem).
+Enrollment: signature header → XML edge → signer is the agentId → signature with the
+enclosed key → clock skew → token → key conflict → storage.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from metersync.errors import ProtocolError
 from metersync_manager.extract import ReportRows, parse_datetime, report_rows
 
 SKEW = timedelta(seconds=300)  # MS-SEC-15
+REPLAY_HORIZON = timedelta(days=400)  # MS-DEL-19: report ids are kept at least this long
 
 
 @dataclass(frozen=True)
@@ -63,25 +66,37 @@ def hash_token(token: str) -> str:
 
 
 def read_enrollment(raw: bytes) -> model.Enrollment:
-    msg = xml_edge.parse_message(raw, expect=("Enrollment",))
-    enrollment: model.Enrollment = msg.obj
-    parse_datetime(str(enrollment.created_at), "createdAt")  # a time zone is required
-    return enrollment
+    """The XML edge and the XSD for an Enrollment."""
+    return xml_edge.parse_message(raw, expect=("Enrollment",)).obj
 
 
-def check_enrollment_signature(
-    enrollment: model.Enrollment, raw: bytes, header: str | None
+def check_enrollment(
+    enrollment: model.Enrollment,
+    raw: bytes,
+    sig: signing.Signature,
+    now: datetime,
+    skew: timedelta = SKEW,
 ) -> None:
-    """Optional proof of possession: a signature, when sent, verifies under the enclosed key."""
-    if header is None or not header.strip():
-        return
-    sig = signing.parse(header)
+    """MS-SEC-5, MS-SEC-15: the signer is the enrolling agent, the signature verifies with the
+    enclosed key (proof of possession), and createdAt is within the skew window."""
     if sig.agent_id != enrollment.agent_id:
         raise ProtocolError(
             "AGENT_MISMATCH",
             f"the signature names agent {sig.agent_id}, the enrollment {enrollment.agent_id}",
+            element="agentId",
+            message_id=enrollment.message_id,
         )
     signing.verify(public_key_b64(enrollment), raw, sig)
+    created = parse_datetime(str(enrollment.created_at), "createdAt")
+    off = abs(created - now)
+    if off > skew:
+        raise ProtocolError(
+            "CLOCK_SKEW",
+            f"createdAt differs from the manager's clock by {int(off.total_seconds())} s; the "
+            f"window is {int(skew.total_seconds())} s: check the agent's clock",
+            element="createdAt",
+            message_id=enrollment.message_id,
+        )
 
 
 def public_key_b64(enrollment: model.Enrollment) -> str:
@@ -158,6 +173,13 @@ def check_report(rows: ReportRows, signer_id: str, now: datetime, skew: timedelt
             message_id=rows.report_id,
         )
     ahead = rows.created_at - now
+    if -ahead > REPLAY_HORIZON:
+        raise ProtocolError(
+            "CLOCK_SKEW",
+            f"createdAt is older than the {REPLAY_HORIZON.days}-day replay horizon",
+            element="createdAt",
+            message_id=rows.report_id,
+        )
     if ahead > skew:
         raise ProtocolError(
             "CLOCK_SKEW",

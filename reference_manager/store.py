@@ -328,7 +328,7 @@ class Store:
                         try:
                             with conn.begin_nested():
                                 outcome.append(self._store_one(conn, job))
-                        except (ProtocolError, IntegrityError) as exc:
+                        except (ProtocolError, IntegrityError) as exc:  # this report only
                             outcome.append(exc)
                 break
             except DBAPIError as exc:
@@ -369,6 +369,8 @@ class Store:
             if stored != job.sha256:
                 raise replayed(rows.report_id)
             return Stored(duplicate=True, devices=0)
+        if rows.problem is not None:  # meaning comes after idempotence (MS-HTTP-8)
+            raise rows.problem
         params = {f"p_{k}": v for k, v in rows.agent_status.items()}
         params.update(p_agent=rows.agent_id, p_created=created, p_received=job.received)
         conn.execute(self._upd_agent, params)

@@ -48,7 +48,7 @@ def client(server: Server) -> Iterator[httpx.Client]:
 def enroll(client: httpx.Client, store: Store, agent: TestAgent | None = None) -> TestAgent:  # noqa: F811
     agent = agent or TestAgent()
     body = agent.enrollment(new_token(store))
-    r = client.post("/v1/enroll", content=body, headers={"Content-Type": MEDIA})
+    r = client.post("/v1/enroll", content=body, headers=agent.headers(body))
     assert r.status_code == 200, r.text
     assert parse_xml(r.content).status.value == "accepted"
     return agent
@@ -78,35 +78,29 @@ def test_enrollment_is_idempotent_and_tokens_are_one_time(
     client: httpx.Client,
     store: Store,  # noqa: F811
 ) -> None:
+    def post(agent: TestAgent, body: bytes) -> httpx.Response:
+        return client.post("/v1/enroll", content=body, headers=agent.headers(body))
+
     agent = TestAgent()
     token = new_token(store)
     body = agent.enrollment(token)
-    headers = {"Content-Type": MEDIA, signing.HEADER: agent.sign(body)}
-    first = client.post("/v1/enroll", content=body, headers=headers)
-    again = client.post("/v1/enroll", content=body, headers=headers)
+    first, again = post(agent, body), post(agent, body)
     assert [parse_xml(r.content).status.value for r in (first, again)] == ["accepted", "duplicate"]
     other = TestAgent()
-    assert_error(
-        client.post("/v1/enroll", content=other.enrollment(token), headers={"Content-Type": MEDIA}),
-        403,
-        2007,
-    )
+    assert_error(post(other, other.enrollment(token)), 403, 2007)
     same_id_other_key = TestAgent(agent.agent_id)
+    assert_error(post(same_id_other_key, same_id_other_key.enrollment(new_token(store))), 409, 2010)
+    stranger = TestAgent()
+    assert_error(post(stranger, stranger.enrollment("x" * 43)), 403, 2006)
+    unsigned = TestAgent()
     assert_error(
         client.post(
             "/v1/enroll",
-            content=same_id_other_key.enrollment(new_token(store)),
+            content=unsigned.enrollment(new_token(store)),
             headers={"Content-Type": MEDIA},
         ),
-        409,
-        2010,
-    )
-    assert_error(
-        client.post(
-            "/v1/enroll", content=TestAgent().enrollment("x" * 43), headers={"Content-Type": MEDIA}
-        ),
-        403,
-        2006,
+        401,
+        2001,
     )
     assert store.count("agents") == 1
 
@@ -277,6 +271,8 @@ def test_document_refusals(client: httpx.Client, store: Store) -> None:  # noqa:
     assert_error(post_report(client, agent, b"<Report xmlns='urn:metersync:v1'>"), 400, 1001)
     invalid = raw.replace(b"<sequence>1</sequence>", b"<sequence>-1</sequence>")
     assert_error(post_report(client, agent, invalid), 400, 1008)
+    twice = agent.report([full_device(), full_device()])
+    assert_error(post_report(client, agent, twice), 422, 3001)
     assert store.count("reports") == 0
 
 
@@ -384,9 +380,8 @@ def test_cli_serve_and_token_create(tmp_path: Path) -> None:
             time.sleep(0.1)
         agent = TestAgent()
         with httpx.Client(base_url=url) as c:
-            r = c.post(
-                "/v1/enroll", content=agent.enrollment(token), headers={"Content-Type": MEDIA}
-            )
+            body = agent.enrollment(token)
+            r = c.post("/v1/enroll", content=body, headers=agent.headers(body))
             assert parse_xml(r.content).status.value == "accepted"
             raw = agent.report([Dev("sn:hp:cli")])
             assert parse_xml(post_report(c, agent, raw).content).status.value == "accepted"

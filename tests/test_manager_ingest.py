@@ -77,16 +77,24 @@ def test_enrollment_refusals(case: str, expected: int) -> None:
     assert code(exc) == expected
 
 
-def test_enrollment_signature_when_sent_must_verify() -> None:
+def test_enrollment_proof_of_possession_and_skew() -> None:
     a, b = TestAgent(), TestAgent()
     raw = a.enrollment("t" * 43)
     enr = ingest.read_enrollment(raw)
-    ingest.check_enrollment_signature(enr, raw, a.sign(raw))  # proof of possession
-    ingest.check_enrollment_signature(enr, raw, None)  # optional
-    forged = signing.sign(b.key, raw, a.agent_id)
+    now = ingest.utcnow()
+    ingest.check_enrollment(enr, raw, ingest.signer(a.sign(raw)), now)
+    for sig, at, expected in [
+        (signing.sign(b.key, raw, a.agent_id), now, 2003),  # not the enclosed key
+        (b.sign(raw), now, 2009),  # signed as another agent
+        (a.sign(raw), now + timedelta(seconds=301), 2004),
+        (a.sign(raw), now - timedelta(seconds=301), 2004),
+    ]:
+        with pytest.raises(ProtocolError) as exc:
+            ingest.check_enrollment(enr, raw, ingest.signer(sig), at)
+        assert code(exc) == expected
     with pytest.raises(ProtocolError) as exc:
-        ingest.check_enrollment_signature(enr, raw, forged)
-    assert code(exc) == 2003
+        ingest.signer(None)
+    assert code(exc) == 2001
 
 
 # --- reports --------------------------------------------------------------------------------
@@ -137,20 +145,19 @@ def test_read_report_rows_equal_the_document() -> None:
     assert dev.reading["error_flags"] == "lowToner"
 
 
-def test_read_report_prose_rules() -> None:
+def test_read_report_prose_rules_are_kept_for_after_dedupe() -> None:
     agent_id = str(uuid.uuid4())
-    twice = report_xml(agent_id, [Dev("sn:hp:1"), Dev("sn:hp:1")])
-    with pytest.raises(ProtocolError) as exc:
-        ingest.read_report(twice)
-    assert code(exc) == 3001
-    no_tz = report_xml(agent_id, [Dev("sn:hp:1")]).replace(b"Z</createdAt>", b"</createdAt>")
-    with pytest.raises(ProtocolError) as exc:
-        ingest.read_report(no_tz)
-    assert code(exc) == 3001
-    huge = report_xml(agent_id, [Dev("sn:hp:1", counters=[("total", 2**63, {})])])
-    with pytest.raises(ProtocolError) as exc:
-        ingest.read_report(huge)
-    assert code(exc) == 3001
+    twice = ingest.read_report(report_xml(agent_id, [Dev("sn:hp:1"), Dev("sn:hp:1")]))
+    no_tz = ingest.read_report(
+        report_xml(agent_id, [Dev("sn:hp:1")]).replace(b"Z</createdAt>", b"</createdAt>")
+    )
+    huge = ingest.read_report(
+        report_xml(agent_id, [Dev("sn:hp:1", counters=[("total", 2**63, {})])])
+    )
+    for rows in (twice, no_tz, huge):
+        assert rows.problem is not None and rows.problem.code == 3001
+        assert rows.devices == [] or rows is no_tz
+    assert no_tz.created_at.tzinfo is not None  # read as UTC for the skew check
     with pytest.raises(ProtocolError) as exc:
         ingest.read_report(TestAgent().enrollment("t" * 43))
     assert code(exc) == 1007
@@ -168,6 +175,10 @@ def test_check_report_signer_and_skew() -> None:
     assert code(exc) == 2009
     with pytest.raises(ProtocolError) as exc:
         ingest.check_report(rows, a.agent_id, NOW - timedelta(seconds=301))
+    assert code(exc) == 2004
+    ingest.check_report(rows, a.agent_id, NOW + timedelta(days=399))
+    with pytest.raises(ProtocolError) as exc:  # beyond the 400-day replay horizon
+        ingest.check_report(rows, a.agent_id, NOW + timedelta(days=401))
     assert code(exc) == 2004
 
 
@@ -295,6 +306,22 @@ def test_store_report_then_duplicate_then_replay(store: Store) -> None:  # noqa:
         store.store_report(rows, hashlib.sha256(b"other").hexdigest(), len(raw), NOW)
     assert code(exc) == 2005
     assert store.count("readings") == 2 and store.count("counters") == 1
+
+
+def test_store_meaning_problem_comes_after_idempotence(store: Store) -> None:  # noqa: F811
+    a = enrolled(store)
+    rid = str(uuid.uuid4())
+    good = a.report([Dev("sn:hp:1")], report_id=rid)
+    store.store_report(ingest.read_report(good), ingest.digest(good), len(good), NOW)
+    bad = a.report([Dev("sn:hp:1"), Dev("sn:hp:1")], report_id=rid)
+    with pytest.raises(ProtocolError) as exc:  # same id, other bytes: 2005 before 3001
+        store.store_report(ingest.read_report(bad), ingest.digest(bad), len(bad), NOW)
+    assert code(exc) == 2005
+    new_bad = a.report([Dev("sn:hp:1"), Dev("sn:hp:1")])
+    with pytest.raises(ProtocolError) as exc:
+        store.store_report(ingest.read_report(new_bad), ingest.digest(new_bad), len(new_bad), NOW)
+    assert code(exc) == 3001
+    assert store.count("reports") == 1 and store.count("readings") == 1
 
 
 def test_store_report_is_all_or_nothing(store: Store) -> None:  # noqa: F811
