@@ -58,16 +58,16 @@ class Settings:
     """Everything the running agent needs, already defaulted and checked."""
 
     manager_url: str
-    enrollment_token: str
+    enrollment_token: str = field(repr=False)  # secrets never reach a log line (MS-SEC-14)
     ca_bundle: str | None  # PEM text; None: the system's trust store
-    client_certificate: str | None  # PEM certificate + key
+    client_certificate: str | None = field(repr=False)  # PEM certificate + key
     proxy: str | None
     http_enabled: bool
     http_timeout: float
     gzip: bool
     targets_include: tuple[str, ...]
     targets_exclude: tuple[str, ...]
-    credentials: tuple[Credential, ...]
+    credentials: tuple[Credential, ...] = field(repr=False)
     poll_interval: float
     discovery_interval: float
     jitter: float
@@ -373,6 +373,25 @@ def settings_from_toml_text(text: str, base: Path = Path(".")) -> Settings:
 def _toml_order(doc: dict[str, Any]) -> list[str]:
     entries = doc.get("credentials") or [{"version": "2c"}]
     return ["v" + str(c.get("version", "2c")).lower().lstrip("v") for c in entries]
+
+
+def provisioning_bytes(settings: Settings) -> bytes:
+    """The settings' Provisioning document as XML, credentials in the settings' order."""
+    from lxml import etree
+
+    assert settings.provisioning is not None
+    root = etree.fromstring(xml_edge.to_bytes(settings.provisioning, pretty=True))
+    ns = f"{{{xml_edge.NAMESPACE}}}"
+    container = root.find(f"{ns}credentials")
+    pools: dict[str, list[Any]] = {"v1": [], "v2c": [], "v3": []}
+    for child in list(container):
+        pools[etree.QName(child).localname].append(child)
+        container.remove(child)
+    for c in settings.credentials:
+        container.append(pools["v" + c.version].pop(0))
+    data = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    xml_edge.parse_message(data, expect=("Provisioning",))  # still valid
+    return data
 
 
 def load_config(path: Path | str) -> Settings:

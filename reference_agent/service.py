@@ -1,4 +1,4 @@
-"""`metersync agent run` and `metersync agent enroll`: the agent as a long-lived service.
+"""`metersync agent run`, `enroll` and `provision`: the agent as a long-lived service.
 
 The pipeline, each stage with one job (STYLE.md): discover → poll → map → outbox → transport.
 
@@ -37,7 +37,7 @@ import metersync_generated.v1 as model
 from metersync import xml_edge
 from metersync_agent import enrollment
 from metersync_agent.backoff import CAP_SECONDS, Delivered, Refused, RetryLater, next_delay
-from metersync_agent.config import ConfigError, Settings, load_config
+from metersync_agent.config import ConfigError, Settings, load_config, provisioning_bytes
 from metersync_agent.enrollment import AgentIdentity, now_xml
 from metersync_agent.outbox import EnqueueContext, Outbox, OutboxError, ReportBytes
 from metersync_agent.snmp import Credential
@@ -511,12 +511,47 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
 
 
+PROVISIONING_FILE = "provisioning.xml"
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir) if args.state_dir else default_state_dir()
+
+
 def _load(args: argparse.Namespace) -> Settings | None:
+    path = Path(args.config) if args.config else _state_dir(args) / PROVISIONING_FILE
+    if not args.config and not path.exists():
+        print(f"error: no --config and nothing provisioned in {path.parent}", file=sys.stderr)
+        return None
     try:
-        return load_config(args.config)
+        return load_config(path)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
+
+
+def _provision(args: argparse.Namespace) -> int:
+    """Check a Provisioning document (XML or TOML) and keep it, as XML, in the state dir."""
+    try:
+        settings = load_config(args.file)
+    except ConfigError as exc:
+        print(f"error: {exc}; nothing was applied (MS-PRV-2)", file=sys.stderr)
+        return 2
+    assert settings.provisioning is not None
+    state_dir = _state_dir(args)
+    enrollment.prepare_state_dir(state_dir)
+    data = Path(args.file).read_bytes()
+    if Path(args.file).suffix.lower() == ".toml":
+        data = provisioning_bytes(settings)
+    # readable by the agent's account only: it holds secrets (MS-PRV-6)
+    enrollment.write_atomic(state_dir / PROVISIONING_FILE, data, 0o600)
+    again = not enrollment.is_enrolled(state_dir, settings.manager_url, settings.enrollment_token)
+    print(
+        f"provisioned {state_dir / PROVISIONING_FILE}: manager {settings.manager_url}, "
+        f"{len(settings.targets_include)} target(s), {len(settings.credentials)} credential(s)"
+        + ("; the agent enrolls at its next start" if again else "; enrollment kept")
+    )
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -524,7 +559,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
         return 2
-    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    state_dir = _state_dir(args)
 
     async def main() -> int:
         service = AgentService(settings, state_dir)
@@ -543,7 +578,7 @@ def _enroll(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
         return 2
-    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    state_dir = _state_dir(args)
 
     async def main() -> int:
         identity = enrollment.load_or_create_identity(state_dir)
@@ -562,15 +597,25 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def register_service_commands(sub: Any) -> None:
-    """Add `run` and `enroll` to the `metersync agent` subcommands."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config", required=True, help="Provisioning XML (*.xml) or the TOML form (*.toml)"
-    )
-    common.add_argument(
+    """Add `provision`, `run` and `enroll` to the `metersync agent` subcommands."""
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument(
         "--state-dir", help=f"identity, key and outbox (default {default_state_dir()})"
     )
+    common = argparse.ArgumentParser(add_help=False, parents=[state])
+    common.add_argument(
+        "--config",
+        help="Provisioning XML (*.xml) or the TOML form (*.toml); "
+        "default: the document `provision` stored in the state dir",
+    )
     common.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    provision = sub.add_parser(
+        "provision",
+        parents=[state],
+        help="check a Provisioning document and store it in the state dir (mode 0600)",
+    )
+    provision.add_argument("file", help="Provisioning XML (*.xml) or the TOML form (*.toml)")
+    provision.set_defaults(func=_provision)
     run = sub.add_parser(
         "run", parents=[common], help="run the agent: discover, poll, store, deliver"
     )

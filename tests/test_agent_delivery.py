@@ -698,9 +698,12 @@ def test_agent_process_never_listens(tmp_path: Path) -> None:
         cfg = tmp_path / "agent.toml"
         cfg.write_text(toml_config(srv.url))
         os.chmod(cfg, 0o600)
+        agent = [sys.executable, "-m", "metersync_agent.service"]
+        state = ["--state-dir", str(tmp_path / "state")]
+        # `provision` stores the document; `run` without --config uses it
+        subprocess.run([*agent, "provision", str(cfg), *state], check=True, capture_output=True)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "metersync_agent.service", "run", "--config", str(cfg)]
-            + ["--state-dir", str(tmp_path / "state"), "--log-level", "warning"],
+            [*agent, "run", *state, "--log-level", "warning"],
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -719,3 +722,23 @@ def test_agent_process_never_listens(tmp_path: Path) -> None:
             _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "outbox closed" not in err  # quiet at warning level
+
+
+def test_provision_checks_and_stores_the_document(tmp_path: Path) -> None:
+    agent = [sys.executable, "-m", "metersync_agent.service", "provision"]
+    state = tmp_path / "state"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(toml_config("http://manager.example:80"))  # plain http off loopback
+    out = subprocess.run([*agent, str(bad), "--state-dir", str(state)], capture_output=True)
+    assert out.returncode == 2 and b"MS-HTTP-11" in out.stderr
+    assert not (state / "provisioning.xml").exists()  # nothing of a refused document applied
+    good = tmp_path / "agent.toml"
+    v3_first = '[[credentials]]\nversion = "3"\nuser = "mps"\n'
+    good.write_text(v3_first + toml_config("http://127.0.0.1:8470"))
+    out = subprocess.run([*agent, str(good), "--state-dir", str(state)], capture_output=True)
+    assert out.returncode == 0, out.stderr
+    stored = state / "provisioning.xml"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert load_config(stored) == settings_from_toml_text(good.read_text())
+    assert [c.version for c in load_config(stored).credentials] == ["3", "2c"]  # TOML order
+    assert TOKEN.encode() not in out.stdout + out.stderr  # no secret on the terminal
