@@ -1,4 +1,5 @@
 """snmpsim variation: answer with an earlier OID (args: to=OID) so a walk never ends."""
+
 from pysnmp.proto import rfc1902
 
 
