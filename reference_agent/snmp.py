@@ -23,17 +23,21 @@ Usage::
             client.close()
         return result  # result.values: {oid tuple: int | bytes | str}, result.problems: [...]
 
-Design: one `SnmpEngine` (one UDP socket) per `SnmpClient`; requests go straight to pysnmp's
-command generators with pre-built `ObjectName`s, skipping its MIB layer (no `ObjectIdentity`,
-no MIB lookups) and its walk helpers, which never detect looping agents. Walks check that every
-OID strictly increases and stays in the subtree, and are capped. A session owns a device slot
-(`concurrency` of them per client) and a total time budget; when the budget ends, the slot is
-given back and every further request records `budget-exceeded`.
+Design: SNMP v1/v2c go through `snmp_codec` (a sans-IO BER codec) on one asyncio UDP socket per
+`SnmpClient`: requests are matched to answers by request-id (random start, wrapping), source
+address, version and community; each request has its own timeout and retries. SNMPv3 (USM
+authentication and privacy) goes through one pysnmp `SnmpEngine` per client, made on first use,
+with pre-built `ObjectName`s (no MIB layer, none of its walk helpers, which never detect
+looping agents). Both paths hand the walk the same values: `snmp_codec` conventions. Walks
+check that every OID strictly increases and stays in the subtree, and are capped. A session
+owns a device slot (`concurrency` of them per client) and a total time budget; when the budget
+ends, the slot is given back and every further request records `budget-exceeded`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 from collections import OrderedDict
 from collections.abc import Callable
@@ -51,6 +55,8 @@ from pysnmp.hlapi.v3arch.asyncio import (
 from pysnmp.hlapi.v3arch.asyncio import auth as _auth
 from pysnmp.hlapi.v3arch.asyncio.lcd import CommandGeneratorLcdConfigurator
 from pysnmp.proto import errind, rfc1902, rfc1905
+
+from . import snmp_codec as codec
 
 __all__ = [
     "CollectionProblem",
@@ -188,7 +194,7 @@ class Credential:
         )  # fmt: skip
 
 
-# --- value conversion: one dict lookup on the value's class ---------------------------------
+# --- pysnmp (SNMPv3) values into the codec's convention --------------------------------------
 
 
 def _ip(v: Any) -> str:
@@ -208,20 +214,20 @@ _CONVERT[univ.ObjectIdentifier] = _CONVERT[rfc1902.ObjectIdentifier] = lambda v:
 )
 _CONVERT[rfc1902.IpAddress] = _ip
 
-
-def _null(v: Any) -> SnmpValue:
-    raise ValueError("NULL instead of a value")
-
-
-_CONVERT[univ.Null] = _null
-
-_END = rfc1905.EndOfMibView
-_NOSUCH = (rfc1905.NoSuchObject, rfc1905.NoSuchInstance)
-_NULL = univ.Null("")
+_SPECIAL: dict[type, codec.Special] = {
+    rfc1905.EndOfMibView: codec.END_OF_MIB_VIEW,
+    rfc1905.NoSuchObject: codec.NO_SUCH_OBJECT,
+    rfc1905.NoSuchInstance: codec.NO_SUCH_INSTANCE,
+    univ.Null: codec.NULL,
+}
+_PYSNMP_NULL = univ.Null("")
 
 
-def _convert(value: Any) -> SnmpValue | None:
-    """int / bytes / str for a value, None if its type is not one we read (raises if corrupt)."""
+def _from_pysnmp(value: Any) -> codec.Value:
+    """A pysnmp value as the codec would have decoded it (BadValue if it cannot be read)."""
+    special = _SPECIAL.get(value.__class__)
+    if special is not None:
+        return special
     conv = _CONVERT.get(value.__class__)
     if conv is None:
         for cls, c in _CONVERT.items():  # subclasses (rare): find once, then cached
@@ -229,8 +235,14 @@ def _convert(value: Any) -> SnmpValue | None:
                 _CONVERT[value.__class__] = conv = c
                 break
         else:
-            return None
-    return conv(value)
+            for cls, sp in _SPECIAL.items():
+                if isinstance(value, cls):
+                    return sp
+            return codec.BadValue(0, f"unexpected type {type(value).__name__}")
+    try:
+        return conv(value)
+    except Exception as exc:  # pyasn1 may only fail when the value is used
+        return codec.BadValue(0, f"{type(value).__name__}: {exc}")
 
 
 _AUTH_ERRORS = (
@@ -254,10 +266,91 @@ class _Budget(Exception):
 
 _GEN_ERR, _NO_SUCH_NAME, _TOO_BIG = 5, 2, 1
 _ERROR_STATUS = {1: "tooBig", 2: "noSuchName", 3: "badValue", 4: "readOnly", 5: "genErr"}
+_PLAIN = frozenset((int, bytes, str))
+_END = codec.END_OF_MIB_VIEW
+_NO_SUCH = (codec.NO_SUCH_OBJECT, codec.NO_SUCH_INSTANCE)
+
+# (problem (code, message) | None, error-status, error-index, varbinds)
+_Reply = tuple[tuple[str, str] | None, int, int, list[tuple[Oid, codec.Value]]]
+
+
+# --- v1/v2c transport: one UDP socket, requests matched by request-id ------------------------
+
+
+class _Pending:
+    __slots__ = ("addr", "bad", "community", "fut", "version")
+
+    def __init__(self, addr: tuple[str, int], version: int, community: bytes) -> None:
+        self.addr = addr
+        self.version = version
+        self.community = community
+        self.fut: asyncio.Future[codec.Message | None] | None = None
+        self.bad = ""  # why an answer from the device could not be decoded
+
+
+class _Udp(asyncio.DatagramProtocol):
+    """The client's v1/v2c socket: sends packets, hands each answer to the request it matches.
+
+    An answer counts only if its request-id is one we are waiting for and it comes from the
+    address that request went to, with the same version and community; anything else is
+    dropped (and counted in `dropped`).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: dict[int, _Pending] = {}
+        self.dropped = 0
+        self._next_id = secrets.randbits(31)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        for p in self.pending.values():
+            if p.fut is not None and not p.fut.done():
+                p.fut.set_result(None)
+
+    def new_id(self) -> int:
+        rid = self._next_id
+        while rid in self.pending or rid == 0:
+            rid = (rid + 1) & 0x7FFFFFFF
+        self._next_id = (rid + 1) & 0x7FFFFFFF
+        return rid
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        try:
+            msg = codec.decode_message(data)
+        except codec.CodecError as exc:
+            rid = codec.peek_request_id(data)
+            p = self.pending.get(rid) if rid is not None else None
+            if p is not None and p.addr == addr[:2]:
+                p.bad = str(exc)  # keep waiting: a retry may still be answered properly
+            self.dropped += 1
+            return
+        p = self.pending.get(msg.request_id)
+        if (
+            p is None or p.addr != addr[:2] or msg.pdu_type != codec.RESPONSE
+            or msg.version != p.version or msg.community != p.community
+        ):  # fmt: skip
+            self.dropped += 1
+            return
+        fut = p.fut
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP errors cannot be told apart per request on an unconnected socket: time out
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class SnmpClient:
-    """One SNMP engine and UDP socket for the whole agent, shared by every device session."""
+    """One UDP socket (v1/v2c) and one SNMP engine (v3) for the whole agent, shared by sessions."""
 
     def __init__(
         self,
@@ -276,6 +369,7 @@ class SnmpClient:
         self._get = cmdgen.GetCommandGenerator()
         self._next = cmdgen.NextCommandGeneratorSingleRun()
         self._bulk = cmdgen.BulkCommandGeneratorSingleRun()
+        self._udp: _Udp | None = None
         self._slots: asyncio.Semaphore | None = None
         self._known: OrderedDict[tuple[str, int], Credential] = OrderedDict()
         self.known_limit = 100_000
@@ -285,6 +379,20 @@ class SnmpClient:
         if self._engine is None:
             self._engine = SnmpEngine()
         return self._engine
+
+    async def _socket(self) -> _Udp:
+        loop = asyncio.get_running_loop()
+        udp = self._udp
+        if udp is not None and udp.transport is not None and udp.loop is loop:
+            return udp
+        if udp is not None and udp.transport is not None:
+            udp.transport.close()
+        udp = _Udp(loop)
+        await loop.create_datagram_endpoint(
+            lambda: udp, local_addr=("0.0.0.0", 0), family=socket.AF_INET
+        )
+        self._udp = udp
+        return udp
 
     def known_credential(self, host: str, port: int = 161) -> Credential | None:
         """The credential that last worked for host:port, if any."""
@@ -333,7 +441,10 @@ class SnmpClient:
         return session
 
     def close(self) -> None:
-        """Close the UDP socket; the client can be reused afterwards (a new engine is made)."""
+        """Close the UDP sockets; the client can be reused afterwards (new ones are made)."""
+        udp, self._udp = self._udp, None
+        if udp is not None and udp.transport is not None:
+            udp.transport.close()
         if self._engine is not None:
             self._engine.close_dispatcher()
             self._engine = None
@@ -360,6 +471,9 @@ class SnmpSession:
         self._addr_name = ""
         self._context = b""
         self._version = "2c"
+        self._addr: tuple[str, int] | None = None  # resolved (ip, port) for v1/v2c
+        self._community = b""
+        self._mp = codec.V2C
         loop = asyncio.get_running_loop()
         self._timer = loop.call_at(deadline, self.close) if release else None
 
@@ -386,15 +500,36 @@ class SnmpSession:
 
     # -- credentials --
 
+    async def _resolve(self) -> tuple[str, int]:
+        if self._addr is None:
+            try:
+                socket.inet_pton(socket.AF_INET, self.host)
+                self._addr = (self.host, self.port)
+            except OSError:
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    self.host, self.port, family=socket.AF_INET, type=socket.SOCK_DGRAM
+                )
+                if not infos:
+                    raise OSError(f"no IPv4 address for {self.host}") from None
+                ip, port = infos[0][4][:2]
+                self._addr = (str(ip), int(port))
+        return self._addr
+
     async def _use(self, cred: Credential) -> None:
         client = self.client
-        target = await UdpTransportTarget.create(
-            (self.host, self.port), timeout=client.timeout, retries=client.retries
-        )
-        self._addr_name, _ = client._lcd.configure(
-            client.engine, cred.auth_data(), target, cred.context.encode()
-        )
-        self._context = cred.context.encode()
+        if cred.version == "3":
+            target = await UdpTransportTarget.create(
+                (self.host, self.port), timeout=client.timeout, retries=client.retries
+            )
+            self._addr_name, _ = client._lcd.configure(
+                client.engine, cred.auth_data(), target, cred.context.encode()
+            )
+            self._context = cred.context.encode()
+        else:
+            await self._resolve()
+            await client._socket()
+            self._community = cred.community.encode()
+            self._mp = codec.V1 if cred.version == "1" else codec.V2C
         self._version = cred.version
         self.credential = cred
 
@@ -416,7 +551,7 @@ class SnmpSession:
                 raise SnmpError("unreachable", f"{self.host}: {exc}") from exc
             probe = WalkResult()
             try:
-                ind, status, _, vbs = await self._request(self.client._get, [SYS_OBJECT_ID], probe)
+                ind, status, _, _ = await self._request(codec.GET, [SYS_OBJECT_ID], probe)
             except _Budget:
                 break
             if ind is None:
@@ -424,10 +559,10 @@ class SnmpSession:
                     self.client._remember(key, cred)
                     return
                 silent.append(f"{cred.describe()}: {_ERROR_STATUS.get(status, status)}")
-            elif _indication_code(ind) == "auth-failure":
-                auth_failures.append(f"{cred.describe()}: {ind}")
+            elif ind[0] == "auth-failure":
+                auth_failures.append(f"{cred.describe()}: {ind[1]}")
             else:
-                silent.append(f"{cred.describe()}: {ind}")
+                silent.append(f"{cred.describe()}: {ind[1]}")
         self.client._remember(key, None)
         where = f"{self.host}:{self.port}"
         if auth_failures:
@@ -439,11 +574,51 @@ class SnmpSession:
     # -- one PDU --
 
     async def _request(
-        self, gen: Any, oids: list[Oid], into: WalkResult, max_rep: int = 0
-    ) -> tuple[Any, int, int, Any]:
-        """Send one GET/GETNEXT/GETBULK; (errorIndication, errorStatus, errorIndex, varbinds)."""
+        self, pdu_type: int, oids: list[Oid], into: WalkResult, max_rep: int = 0
+    ) -> _Reply:
+        """Send one GET/GETNEXT/GETBULK; (problem, error-status, error-index, varbinds)."""
         if self.remaining <= 0:
             raise _Budget
+        into.pdus += 1
+        if self._version == "3":
+            return await self._request_v3(pdu_type, oids, max_rep)
+        client = self.client
+        udp = await client._socket()
+        addr = self._addr
+        assert addr is not None
+        rid = udp.new_id()
+        if pdu_type == codec.GET_BULK:
+            packet = codec.encode_get_bulk(
+                rid, oids, community=self._community, max_repetitions=max_rep
+            )
+        else:
+            packet = codec.encode_request(
+                pdu_type, rid, oids, community=self._community, version=self._mp
+            )
+        pending = _Pending(addr, self._mp, self._community)
+        udp.pending[rid] = pending
+        loop = udp.loop
+        try:
+            for _ in range(client.retries + 1):
+                if udp.transport is None:
+                    return ("other", "the client's socket was closed"), 0, 0, []
+                fut: asyncio.Future[codec.Message | None] = loop.create_future()
+                pending.fut = fut
+                udp.transport.sendto(packet, addr)
+                timer = loop.call_at(min(loop.time() + client.timeout, self.deadline), _expire, fut)
+                msg = await fut
+                timer.cancel()
+                if msg is not None:
+                    return None, msg.error_status, msg.error_index, msg.varbinds
+                if loop.time() >= self.deadline:
+                    raise _Budget
+        finally:
+            del udp.pending[rid]
+        if pending.bad:
+            return ("decode-error", f"undecodable answer: {pending.bad}"), 0, 0, []
+        return ("timeout", f"no answer within {client.timeout:g} s"), 0, 0, []
+
+    async def _request_v3(self, pdu_type: int, oids: list[Oid], max_rep: int) -> _Reply:
         client = self.client
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
@@ -452,19 +627,22 @@ class SnmpSession:
             if not fut.done():
                 fut.set_result((ind, int(status), int(index), vbs))
 
-        vbs = [(rfc1902.ObjectName(o), _NULL) for o in oids]
-        if max_rep:
-            gen.send_varbinds(
+        vbs = [(rfc1902.ObjectName(o), _PYSNMP_NULL) for o in oids]
+        if pdu_type == codec.GET_BULK:
+            client._bulk.send_varbinds(
                 client.engine, self._addr_name, None, self._context, 0, max_rep, vbs, done
             )
         else:
+            gen = client._get if pdu_type == codec.GET else client._next
             gen.send_varbinds(client.engine, self._addr_name, None, self._context, vbs, done)
-        into.pdus += 1
         try:
             async with asyncio.timeout_at(self.deadline):
-                return await fut
+                ind, status, index, answer = await fut
         except TimeoutError:
             raise _Budget from None
+        if ind is not None:
+            return (_indication_code(ind), str(ind)), status, index, []
+        return None, status, index, [(n.asTuple(), _from_pysnmp(v)) for n, v in answer]
 
     # -- public operations --
 
@@ -481,9 +659,9 @@ class SnmpSession:
 
     async def _get_batch(self, batch: list[Oid], into: WalkResult) -> None:
         while batch:
-            ind, status, index, vbs = await self._request(self.client._get, batch, into)
+            ind, status, index, vbs = await self._request(codec.GET, batch, into)
             if ind is not None:
-                into.problem(batch[0], _indication_code(ind), f"GET: {ind}")
+                into.problem(batch[0], ind[0], f"GET: {ind[1]}")
                 return
             if status == 0:
                 self._store(vbs, into)
@@ -502,11 +680,14 @@ class SnmpSession:
             into.problem(batch[0], _status_code(status), f"GET: {_ERROR_STATUS.get(status)}")
             return
 
-    def _store(self, vbs: Any, into: WalkResult) -> None:
-        for name, value in vbs:
-            if not isinstance(value, _END):
+    def _store(self, vbs: list[tuple[Oid, codec.Value]], into: WalkResult) -> None:
+        for oid, value in vbs:
+            if value is not _END:
                 into.varbinds += 1
-                self._store_slow(name.asTuple(), value, into)
+                if value.__class__ in _PLAIN:
+                    into.values[oid] = value  # type: ignore[assignment]
+                else:
+                    _store_odd(oid, value, into)
 
     async def walk(self, subtree: Oid, into: WalkResult, max_varbinds: int = 5000) -> None:
         """All values under subtree (GETBULK for v2c/v3, GETNEXT for v1), checked and capped."""
@@ -521,8 +702,9 @@ class SnmpSession:
 
     async def _walk(self, subtree: Oid, into: WalkResult, max_varbinds: int) -> None:
         n = len(subtree)
+        name = oid_str(subtree)
         bulk = self._version != "1"
-        gen = self.client._bulk if bulk else self.client._next
+        kind = codec.GET_BULK if bulk else codec.GET_NEXT
         max_rep = self.client.max_repetitions
         values = into.values
         last = subtree  # last OID read (or the OID we resumed after)
@@ -530,74 +712,84 @@ class SnmpSession:
         count = 0
         skips: list[Oid] | None = None  # step-past candidates after `read`, once computed
         fake_end = False  # resuming after an endOfMibView inside the subtree
+        # A GETNEXT after `failed` gave genErr: the failing object X is the one after `read`.
+        # It is reported only once it is known to lie inside the subtree: a GETNEXT from a
+        # step-past point inside the subtree that does not fail proves X <= that point (so
+        # inside); if all fail, one GETNEXT from just past the subtree decides (it fails only
+        # if X lies beyond). A GETBULK overshoot onto a failing object past the end is no
+        # problem of this walk.
+        failed: Oid | None = None
+
+        def gen_err(at: Oid) -> None:
+            into.problem(at, "gen-err", f"walk of {name}: genErr after {oid_str(at)}")
+
         while True:
             reps = max(1, min(max_rep, max_varbinds - count + 1)) if bulk else 0
-            ind, status, index, vbs = await self._request(gen, [last], into, reps)
+            ind, status, index, vbs = await self._request(kind, [last], into, reps)
             if ind is not None:
-                code = _indication_code(ind)
-                into.problem(last, code, f"walk of {oid_str(subtree)} stopped: {ind}")
+                if failed is not None:
+                    gen_err(failed)  # could not find out where it was: report it
+                into.problem(last, ind[0], f"walk of {name} stopped: {ind[1]}")
                 return
             ended = False
-            if status:
-                if status == _NO_SUCH_NAME and not bulk:
-                    ended = True  # SNMPv1 end of MIB view
-                elif status == _GEN_ERR and bulk:
-                    bulk, gen = False, self.client._next  # find the failing object one by one
-                    continue
-                else:
-                    if skips is None:  # once per failing object
-                        msg = f"walk of {oid_str(subtree)}: {_ERROR_STATUS.get(status)} after"
-                        into.problem(last, _status_code(status), f"{msg} {oid_str(last)}")
-                    if status != _GEN_ERR:
-                        return
-                    # genErr: step past the object that fails
-                    skips = _step_past(read, n) if skips is None else skips
-                    if not skips:
-                        return
+            if status == _GEN_ERR and bulk:
+                bulk, kind = False, codec.GET_NEXT  # find the failing object one by one
+                continue
+            if status == _GEN_ERR:
+                if skips is None:  # once per failing object
+                    failed = last
+                    skips = _step_past(read, n)
+                if skips:
                     last = skips.pop(0)
                     fake_end = False
                     continue
+                if failed is not None and await self._fails_inside(subtree, into):
+                    gen_err(failed)
+                return
+            if failed is not None:  # a GETNEXT from inside the subtree got past the failure
+                gen_err(failed)
+                failed = None
+            if status:
+                if status == _NO_SUCH_NAME and not bulk:
+                    ended = True  # SNMPv1 end of MIB view
+                else:
+                    if skips is None:
+                        msg = f"walk of {name}: {_ERROR_STATUS.get(status)} after {oid_str(last)}"
+                        into.problem(last, _status_code(status), msg)
+                    return
             elif not vbs:
                 return
-            for name, value in () if ended else vbs:
-                if value.__class__ is _END:
+            for oid, value in () if ended else vbs:
+                if value is _END:
                     ended = True
                     break
-                oid = name.asTuple()
                 if oid[:n] != subtree:
                     return  # left the subtree: done
                 if oid <= last:
                     into.problem(
-                        oid, "walk-loop", f"walk of {oid_str(subtree)}: {oid_str(oid)} "
+                        oid, "walk-loop", f"walk of {name}: {oid_str(oid)} "
                         f"after {oid_str(last)} does not increase",
                     )  # fmt: skip
                     return
                 if count >= max_varbinds:
-                    into.problem(
-                        oid, "walk-cap", f"walk of {oid_str(subtree)} stopped at {max_varbinds}"
-                    )
+                    into.problem(oid, "walk-cap", f"walk of {name} stopped at {max_varbinds}")
                     return
                 if skips is not None:  # resumed past a failing object
                     if fake_end:
                         into.problem(
-                            read, "decode-error", f"walk of {oid_str(subtree)}: the object after "
+                            read, "decode-error", f"walk of {name}: the object after "
                             f"{oid_str(read)} could not be read; resumed at {oid_str(oid)}",
                         )  # fmt: skip
                     skips = None
                     if self._version != "1":
-                        bulk, gen = True, self.client._bulk
+                        bulk, kind = True, codec.GET_BULK
                 last = read = oid
                 count += 1
                 into.varbinds += 1
-                conv = _CONVERT.get(value.__class__)
-                if conv is not None:
-                    try:
-                        values[oid] = conv(value)
-                        continue
-                    except Exception as exc:  # pyasn1 may only fail when the value is used
-                        into.problem(oid, "decode-error", f"{type(value).__name__}: {exc}")
-                        continue
-                self._store_slow(oid, value, into)
+                if value.__class__ in _PLAIN:
+                    values[oid] = value  # type: ignore[assignment]
+                else:
+                    _store_odd(oid, value, into)
             if ended:
                 # A device also says endOfMibView when it cannot encode a value (corrupt data):
                 # if the walk is still inside the subtree, look once or twice past that point.
@@ -609,18 +801,27 @@ class SnmpSession:
                 last = skips.pop(0)
                 fake_end = True
 
-    def _store_slow(self, oid: Oid, value: Any, into: WalkResult) -> None:
-        if isinstance(value, _NOSUCH):
-            return
-        try:
-            v = _convert(value)
-        except Exception as exc:
-            into.problem(oid, "decode-error", f"{type(value).__name__}: {exc}")
-            return
-        if v is None:
-            into.problem(oid, "decode-error", f"unexpected type {type(value).__name__}")
-        else:
-            into.values[oid] = v
+    async def _fails_inside(self, subtree: Oid, into: WalkResult) -> bool:
+        """After genErr from every GETNEXT tried inside subtree: is the failing object inside?
+
+        A GETNEXT from the first OID past the subtree fails too only if the failing object lies
+        beyond the subtree (or, rarely, if a second failing object follows it).
+        """
+        past = (*subtree[:-1], subtree[-1] + 1)
+        ind, status, _, _ = await self._request(codec.GET_NEXT, [past], into)
+        return ind is not None or status != _GEN_ERR
+
+
+def _store_odd(oid: Oid, value: codec.Value, into: WalkResult) -> None:
+    """A varbind value that is not plain data: noSuch* are absent, NULL and bad ones reported."""
+    if value in _NO_SUCH:
+        return
+    if value is codec.NULL:
+        into.problem(oid, "decode-error", "NULL instead of a value")
+    elif isinstance(value, codec.BadValue):
+        into.problem(oid, "decode-error", value.reason)
+    else:
+        into.problem(oid, "decode-error", f"unexpected value {value!r}")
 
 
 def _step_past(read: Oid, n: int) -> list[Oid]:

@@ -306,3 +306,117 @@ def test_slow_device_exceeds_budget_with_partial_data(slow_sim, version):
     assert {o(f"{COL}.4.1.{i}") for i in (1, 2, 3)} <= r.values.keys()
     assert len(r.values) < 11
     assert elapsed < 3.0
+
+
+# --- additions: GETBULK overshoot onto a failing object, and the v1/v2c transport -------------
+
+
+@pytest.mark.parametrize("version", ["1", "2c"])
+def test_generr_past_the_end_of_the_subtree_is_not_a_problem(sim, version):
+    # COL.4 ends at 4.1.2; the next object (5.1.1) fails, but it is outside the walked column
+    _, r = run(read(sim, [Credential(version, community="generr")], [f"{COL}.4"], timeout=1))
+    assert r.problems == []
+    assert r.values == {o(f"{COL}.4.1.1"): 11, o(f"{COL}.4.1.2"): 12}
+    # the same object inside the walked subtree is still reported
+    _, r = run(read(sim, [Credential(version, community="generr")], [f"{COL}.5"], timeout=1))
+    assert [(p.code, p.oid) for p in r.problems] == [("gen-err", f"{COL}.5")]
+
+
+class FakeDevice(asyncio.DatagramProtocol):
+    """A loopback SNMP v2c device built on snmp_codec; `answer(msg)` returns packets to send."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.requests = []
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        from metersync_agent import snmp_codec as codec
+
+        msg = codec.decode_message(data)
+        self.requests.append(msg)
+        for packet in self.answer(msg):
+            self.transport.sendto(packet, addr)
+
+
+def _reply(msg, varbinds, *, community=b"public", rid=None):
+    from metersync_agent import snmp_codec as codec
+
+    return codec.encode_message(
+        msg.version, community, codec.RESPONSE, msg.request_id if rid is None else rid, 0, 0,
+        varbinds,
+    )  # fmt: skip
+
+
+async def _with_device(answer, body):
+    loop = asyncio.get_running_loop()
+    device = FakeDevice(answer)
+    transport, _ = await loop.create_datagram_endpoint(lambda: device, local_addr=("127.0.0.1", 0))
+    try:
+        return await body(transport.get_extra_info("sockname")[1], device)
+    finally:
+        transport.close()
+
+
+def test_answers_not_matching_the_request_are_ignored():
+    from metersync_agent import snmp_codec as codec
+
+    sys_oid = codec.encode_oid(o("1.3.6.1.4.1.99999.1"))
+
+    def answer(msg):
+        good = [(o(f"{SYS}.2.0"), sys_oid)]
+        yield _reply(msg, [(o(f"{SYS}.2.0"), codec.encode_octet_string(b"spoof"))], rid=1)
+        yield _reply(msg, [(o(f"{SYS}.2.0"), codec.encode_octet_string(b"x"))], community=b"no")
+        yield _reply(msg, good)[:-3]  # truncated: dropped, the next one counts
+        yield _reply(msg, good)
+
+    async def body(port, device):
+        client = SnmpClient(timeout=1.0, retries=0)
+        try:
+            s = await client.open_session("127.0.0.1", port, [Credential("2c")])
+            r = WalkResult()
+            await s.get([o(f"{SYS}.2.0")], r)
+            s.close()
+            return r
+        finally:
+            client.close()
+
+    r = run(_with_device(answer, body))
+    assert r.values == {o(f"{SYS}.2.0"): "1.3.6.1.4.1.99999.1"}
+    assert r.problems == []
+
+
+def test_a_lost_request_is_retried_and_a_broken_answer_is_a_decode_error():
+    from metersync_agent import snmp_codec as codec
+
+    seen: dict[int, int] = {}
+
+    def answer(msg):
+        seen[msg.request_id] = seen.get(msg.request_id, 0) + 1
+        if msg.pdu_type == codec.GET:
+            if seen[msg.request_id] == 1:
+                return  # the first try is lost; the retry (same request-id) is answered
+            yield _reply(msg, [(o(f"{SYS}.2.0"), codec.encode_oid(o("1.3.6.1.4.1.9")))])
+        else:
+            yield _reply(msg, [(o(f"{PRT}.5.1.1.16.1"), codec.encode_octet_string(b"A"))])[:-1]
+
+    async def body(port, device):
+        client = SnmpClient(timeout=0.3, retries=1)
+        try:
+            s = await client.open_session("127.0.0.1", port, [Credential("2c")])
+            r = WalkResult()
+            await s.walk(o(PRT), r)
+            s.close()
+            return r, device.requests
+        finally:
+            client.close()
+
+    r, requests = run(_with_device(answer, body))
+    assert [m.pdu_type for m in requests] == [codec.GET] * 2 + [codec.GET_BULK] * 2
+    assert requests[0].request_id == requests[1].request_id
+    assert [p.code for p in r.problems] == ["decode-error"]
+    assert "undecodable answer" in r.problems[0].message
+    assert r.pdus == 1  # the walk's one request (the GET went to a probe result)
