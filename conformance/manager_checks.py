@@ -95,7 +95,8 @@ class ManagerContext:
     async def enroll(self, agent: SimAgent, token: str | None = None) -> Answer:
         token = token or await self.token()
         body = agent.enrollment(token)
-        ans = await post(self.client, self.url, ENROLL_PATH, body)
+        # Every Enrollment is signed with the key it encloses (MS-SEC-5, MS-SEC-10).
+        ans = await post(self.client, self.url, ENROLL_PATH, body, signature=agent.sign(body))
         if ans.kind == "Receipt":
             agent.enrolled = True
         return self._log("enroll", body, ans)
@@ -186,7 +187,7 @@ async def enrollment_with_fresh_token_accepted(ctx: ManagerContext) -> list[Find
     agent = SimAgent()
     token = await ctx.token()
     body = agent.enrollment(token)
-    ans = await post(ctx.client, ctx.url, ENROLL_PATH, body)
+    ans = await post(ctx.client, ctx.url, ENROLL_PATH, body, signature=agent.sign(body))
     ctx._log("enroll", body, ans)
     return [expect_receipt("MS-SEC-1", "enrollment with a fresh token", body, ans, "accepted")]
 
@@ -201,12 +202,12 @@ async def enrollment_token_single_use(ctx: ManagerContext) -> list[Finding]:
         return [fail(f"the first enrollment with the token was refused: {ans1.brief()}")]
     second = SimAgent()
     body = second.enrollment(token)
-    ans2 = await post(ctx.client, ctx.url, ENROLL_PATH, body)
+    ans2 = await post(ctx.client, ctx.url, ENROLL_PATH, body, signature=second.sign(body))
     ctx._log("enroll", body, ans2)
     out = [expect_code("MS-SEC-2", "a token reused by a second agent", body, ans2, 2007)]
     third = SimAgent()
     body3 = third.enrollment("ZZZZ" + uuid.uuid4().hex)
-    ans3 = await post(ctx.client, ctx.url, ENROLL_PATH, body3)
+    ans3 = await post(ctx.client, ctx.url, ENROLL_PATH, body3, signature=third.sign(body3))
     ctx._log("enroll", body3, ans3)
     out.append(expect_code("MS-SEC-2", "an unknown token", body3, ans3, 2006))
     return out
@@ -602,3 +603,91 @@ async def read_api_matches_openapi(ctx: ManagerContext) -> list[Finding]:
             )
         ]
     return [ok(f"{ran} read operations answered as documented (schemathesis)")]
+
+
+# --- tolerant receiver, message types, processing order ----------------------------------
+
+
+@check("MS-MSG-16", "MS-HTTP-2", classes=CORE + HTTP, role="manager")
+async def other_messages_refused_on_ingest(ctx: ManagerContext) -> list[Finding]:
+    """A Receipt or an Enrollment posted as a report, a Report as an enrollment: 1007."""
+    agent = await ctx.main_agent()
+    receipt = (metersync_spec.EXAMPLES_DIR / "valid" / "receipt.xml").read_bytes()
+    receipt = receipt.replace(EXAMPLE_AGENT_ID.encode(), agent.agent_id.encode())
+    out = []
+    ans = await ctx.send(agent, receipt, what="a Receipt posted to /v1/reports")
+    out.append(expect_code("MS-MSG-16", "a Receipt posted to /v1/reports", receipt, ans, 1007))
+    enrollment = agent.enrollment("Q" * 32)
+    ans2 = await ctx.send(agent, enrollment, what="an Enrollment posted to /v1/reports")
+    out.append(expect_code("MS-HTTP-2", "an Enrollment posted to /v1/reports", enrollment, ans2,
+                           1007))  # fmt: skip
+    _, report = agent.report()
+    ans3 = await post(ctx.client, ctx.url, ENROLL_PATH, report, signature=agent.sign(report))
+    ctx._log("a Report posted to /v1/enroll", report, ans3)
+    out.append(expect_code("MS-HTTP-2", "a Report posted to /v1/enroll", report, ans3, 1007))
+    return out
+
+
+@check("MS-VER-4", "MS-VER-6", "MS-XML-10", classes=CORE, role="manager")
+async def tolerant_receiver(ctx: ManagerContext) -> list[Finding]:
+    """Foreign extensions, a later minor version and another namespace prefix are accepted."""
+    agent = await ctx.main_agent()
+    out = []
+    rid, base = agent.report()
+    ext = base.replace(
+        b"</Report>",
+        b'<extensions><v:note xmlns:v="urn:example:vendor">x</v:note></extensions></Report>',
+    )
+    ans = await ctx.send(agent, ext, what="vendor extension")
+    out.append(expect_receipt("MS-VER-4", "an unknown vendor extension", ext, ans, "accepted", rid))
+    rid2, base2 = agent.report()
+    minor = base2.replace(b'version="1.0"', b'version="1.7"', 1)
+    ans2 = await ctx.send(agent, minor, what="minor version 1.7")
+    out.append(expect_receipt("MS-VER-6", 'version="1.7"', minor, ans2, "accepted", rid2))
+    rid3, base3 = agent.report()
+    prefixed = re.sub(rb"<(/?)(?=[A-Za-z])", rb"<\1ms:", base3).replace(
+        b'xmlns="urn:metersync:v1"', b'xmlns:ms="urn:metersync:v1"'
+    )
+    ans3 = await ctx.send(agent, prefixed, what="ms: prefix")
+    out.append(expect_receipt("MS-XML-10", "elements with an ms: prefix", prefixed, ans3,
+                              "accepted", rid3))  # fmt: skip
+    return out
+
+
+@check("MS-MSG-3", classes=CORE, role="manager")
+async def time_without_zone_refused(ctx: ManagerContext) -> list[Finding]:
+    """A date-time without a time zone is refused with 3001."""
+    agent = await ctx.main_agent()
+    _, body = agent.report()
+    body = re.sub(rb"<createdAt>([^<]*?)Z</createdAt>", rb"<createdAt>\1</createdAt>", body)
+    ans = await ctx.send(agent, body, what="createdAt without a time zone")
+    return [expect_code("MS-MSG-3", "createdAt without a time zone", body, ans, 3001)]
+
+
+@check("MS-SEC-5", classes=CORE, role="manager")
+async def enrollment_proof_of_possession(ctx: ManagerContext) -> list[Finding]:
+    """An Enrollment signed by a key other than the enclosed one is refused with 2003."""
+    agent, other = SimAgent(), SimAgent()
+    body = agent.enrollment(await ctx.token())
+    sig = other.sign(body, agent.agent_id)
+    ans = await post(ctx.client, ctx.url, ENROLL_PATH, body, signature=sig)
+    ctx._log("enrollment signed by another key", body, ans)
+    return [expect_code("MS-SEC-5", "an Enrollment signed by another key", body, ans, 2003)]
+
+
+@check("MS-HTTP-8", "MS-XML-7", classes=CORE + HTTP, role="manager")
+async def processing_order(ctx: ManagerContext) -> list[Finding]:
+    """The first failing check decides: media type, then signature, then XSD, then agentId."""
+    agent = await ctx.main_agent()
+    _, base = agent.report()
+    broken = base.replace(b"</Report>", b"</Repor>")
+    out = []
+    ans = await ctx.send(agent, broken, signature=None, content_type="text/plain")
+    out.append(expect_code("MS-HTTP-8", "unsigned, malformed, text/plain", broken, ans, 1005))
+    ans2 = await ctx.send(agent, broken, signature=None, what="unsigned and malformed")
+    out.append(expect_code("MS-HTTP-8", "unsigned and malformed", broken, ans2, 2001))
+    foreign = agent.report(agent_id=str(uuid.uuid4()))[1]
+    doc = foreign.replace(b"<percent>64</percent>", b"<percent>150</percent>")
+    ans3 = await ctx.send(agent, doc, what="schema-invalid with a foreign agentId")
+    out.append(expect_code("MS-XML-7", "percent 150 and a foreign agentId", doc, ans3, 1008))
+    return out
