@@ -316,7 +316,12 @@ class Store:
                     self._queue.put(None)
                     break
                 batch.append(nxt)
-            self._write_batch(batch)
+            # A request whose client went away cancels its future while queued: skip it (no
+            # receipt was sent; the agent resends). Once running, a future cannot be cancelled,
+            # so set_result below never meets a cancelled future.
+            batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
+            if batch:
+                self._write_batch(batch)
 
     def _write_batch(self, batch: list[_Job]) -> None:
         outcome: list[Stored | BaseException] = []

@@ -377,3 +377,20 @@ def test_group_commit_isolates_each_report(store: Store) -> None:  # noqa: F811
     assert code(exc) == 2005
     assert store.count("reports") == 2 and store.count("readings") == 2
     assert store.count("counters") == 2 and store.count("devices") == 2
+
+
+def test_writer_survives_requests_cancelled_while_queued(store: Store) -> None:  # noqa: F811
+    """A client that hangs up cancels its future; the writer must keep serving the others."""
+    a = enrolled(store)
+    raws = [a.report([Dev(f"sn:hp:c{i}", counters=[("total", i, {})])]) for i in range(40)]
+    futures = [
+        store.submit_report(ingest.read_report(r), ingest.digest(r), len(r), NOW) for r in raws
+    ]
+    cancelled = [f for f in futures if f.cancel()]  # those the writer had not started yet
+    for f in futures:
+        if f not in cancelled:
+            assert f.result(timeout=30).devices == 1
+    later = a.report([Dev("sn:hp:after", counters=[("total", 1, {})])])
+    stored = store.submit_report(ingest.read_report(later), ingest.digest(later), len(later), NOW)
+    assert stored.result(timeout=30).devices == 1
+    assert store.count("reports") == 41 - len(cancelled)
