@@ -61,7 +61,8 @@ def sign(key: Ed25519PrivateKey, data: bytes, agent_id: str) -> str:
 
 
 def parse(header: str | None) -> Signature:
-    """Parse a signature header value; refuse a missing or malformed one."""
+    """Parse a signature header value; refuse a missing or unparseable one with 2001 and an
+    algorithm other than ed25519 with 2003 (MS-SEC-10, MS-SEC-12)."""
     if not header or not header.strip():
         raise ProtocolError("SIGNATURE_MISSING", f"the {HEADER} header is missing or empty")
     params: dict[str, str] = {}
@@ -71,19 +72,19 @@ def parse(header: str | None) -> Signature:
         m = _PARAM.match(text, pos)
         if not m:
             raise ProtocolError(
-                "BAD_SIGNATURE", f"cannot parse {HEADER} near {text[pos : pos + 20]!r}"
+                "SIGNATURE_MISSING", f"cannot parse {HEADER} near {text[pos : pos + 20]!r}"
             )
         params[m.group(1)] = m.group(2)
         pos = m.end()
     missing = [p for p in ("agent", "alg", "sig") if p not in params]
     if missing:
-        raise ProtocolError("BAD_SIGNATURE", f"{HEADER} lacks {', '.join(missing)}")
+        raise ProtocolError("SIGNATURE_MISSING", f"{HEADER} lacks {', '.join(missing)}")
     if params["alg"] != ALGORITHM:
         raise ProtocolError("BAD_SIGNATURE", f"unsupported signature algorithm {params['alg']!r}")
     try:
         value = base64.b64decode(params["sig"], validate=True)
     except (binascii.Error, ValueError):
-        raise ProtocolError("BAD_SIGNATURE", "the signature is not valid base64") from None
+        raise ProtocolError("SIGNATURE_MISSING", "the signature is not valid base64") from None
     if len(value) != 64:
         raise ProtocolError("BAD_SIGNATURE", f"an Ed25519 signature has 64 bytes, not {len(value)}")
     return Signature(agent_id=params["agent"], algorithm=params["alg"], value=value)
