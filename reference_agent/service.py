@@ -84,6 +84,27 @@ def classify(snap: model.DeviceSnapshot) -> str:
     return "partial" if codes else "ok"
 
 
+def one_snapshot_per_key(
+    snapshots: list[model.DeviceSnapshot],
+) -> tuple[list[model.DeviceSnapshot], int]:
+    """One snapshot per device key in a cycle (MS-MSG-10, MS-ID-6, MS-ID-8): a device that
+    answered at its new address drops the silent snapshot of its old one, and a device seen
+    at two addresses is reported once. Returns the snapshots and how many silent ones went."""
+    answered = {s.identity.device_key for s in snapshots if classify(s) != "failed"}
+    kept: list[model.DeviceSnapshot] = []
+    seen: set[str] = set()
+    dropped_silent = 0
+    for snap in snapshots:
+        key = snap.identity.device_key
+        silent = classify(snap) == "failed"
+        if key in seen or (silent and key in answered):
+            dropped_silent += silent
+            continue
+        seen.add(key)
+        kept.append(snap)
+    return kept, dropped_silent
+
+
 def build_report(
     ctx: EnqueueContext,
     identity: AgentIdentity,
@@ -377,6 +398,8 @@ class AgentService:
                 partial += verdict == "partial"
                 self._moved(e, snap.identity)
             snapshots.append(snap)
+        snapshots, moved = one_snapshot_per_key(snapshots)
+        failed -= moved
         self._heartbeat_at = cycle_start + s.poll_interval
         cycle = CycleResult(started, finished, snapshots, failed, partial)
         self.state.last_cycle = cycle
