@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metersync.errors import ProtocolError
 from metersync.xml_edge import MAX_BYTES, MAX_DEPTH, parse_message
@@ -179,3 +181,20 @@ def test_memory_stays_bounded(label: str, make, expected: str) -> None:
     assert result["name"] == expected
     # Nothing beyond the input already in memory: growth under 32 MB whatever the attack.
     assert result["grew_kb"] < 32 * 1024, result
+
+
+_PIECES = [
+    "<a>", "</a>", "text", "&amp;", "&lt;", "&#65;", "&x;", "<!-- c -->", "<!--", "-->",
+    "<![CDATA[", "]]>", "<!DOCTYPE", "<!ENTITY", "<?pi?>", "&", "<!", "<?", "\n",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=30))
+def test_fast_scan_finds_what_a_full_regex_scan_finds(pieces: list[str]) -> None:
+    from metersync.xml_edge import _SCAN, _suspects
+
+    data = "".join(pieces).encode()
+    full = next((m for m in _SCAN.finditer(data) if m.lastgroup), None)
+    fast = next((m for m in _suspects(data, 0) if m.lastgroup), None)
+    assert (full and (full.start(), full.lastgroup)) == (fast and (fast.start(), fast.lastgroup))
