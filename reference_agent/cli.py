@@ -187,8 +187,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the agent's subcommands to `metersync agent`."""
-    parser.epilog = EXIT_CODES
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "`metersync agent COMMAND --help` gives each command's options and exit codes."
     sub = parser.add_subparsers(dest="agent_command", metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)
