@@ -82,7 +82,8 @@ class Reports:
 
 async def _post(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes, sig: str
-) -> int:
+) -> tuple[int, bool]:
+    """POST one body; (status, whether the server closes the connection after this answer)."""
     writer.write(
         (
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {MEDIA}\r\n"
@@ -96,7 +97,8 @@ async def _post(
     m = re.search(rb"(?i)content-length:\s*(\d+)", head)
     if m and int(m.group(1)):
         await reader.readexactly(int(m.group(1)))
-    return status
+    # Hypercorn closes a keep-alive connection after keep_alive_max_requests (1,000) answers.
+    return status, bool(re.search(rb"(?i)\r\nconnection:\s*close", head))
 
 
 async def drive(
@@ -114,8 +116,11 @@ async def drive(
             while time.perf_counter() < stop:
                 body, sig = reports.next()
                 t0 = time.perf_counter()
-                status = await _post(reader, writer, path, body, sig)
+                status, closing = await _post(reader, writer, path, body, sig)
                 latencies.append(time.perf_counter() - t0)
+                if closing:
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 if status == 200:
                     ok += 1
                 else:
