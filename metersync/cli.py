@@ -13,6 +13,7 @@ AREAS = [
     ("agent", "metersync_agent.cli", "the reference agent: poll, discover, run"),
     ("manager", "metersync_manager.cli", "the reference manager: serve, tokens"),
     ("conformance", "metersync_conformance.cli", "certify an agent or a manager"),
+    ("feed", "metersync.feed", "run an update feed: keys, software, licences (TUF)"),
     ("demo", "metersync.demo", "start simulated printers, a manager and an agent"),
 ]
 

@@ -82,6 +82,7 @@ class Settings:
     update_check_interval: float
     retention: RetentionLimits
     smtp_enabled: bool = False
+    update_trusted_root: str | None = field(default=None, repr=False)  # root.json (MS-UPD-4)
     provisioning: model.Provisioning | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -204,6 +205,7 @@ def settings_from_provisioning(
             max_bytes=_or(outbox.max_bytes, "max_bytes"),
         ),
         smtp_enabled=smtp_enabled,
+        update_trusted_root=p.updates.trusted_root,
         provisioning=p,
     )
 
@@ -227,6 +229,19 @@ def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
+def _text(section: dict[str, Any], key: str, base: Path) -> str | None:
+    """A text given inline (`key`) or as a file path (`key_file`, relative to the TOML file)."""
+    if section.get(key):
+        return str(section[key])
+    if section.get(f"{key}_file"):
+        path = base / str(section[f"{key}_file"])
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {key}_file {path}: {exc}") from None
+    return None
+
+
 def _pem(section: dict[str, Any], key: str, base: Path) -> str | None:
     """A PEM given inline (`key`) or as a file path (`key_file`, relative to the TOML file)."""
     if section.get(key):
@@ -248,7 +263,8 @@ def provisioning_from_toml(doc: dict[str, Any], base: Path = Path(".")) -> model
     [[credentials]] version = "1" | "2c" | "3", community | user, auth_protocol, auth_key,
     priv_protocol, priv_key, context; [schedule] poll_interval, discovery_interval, jitter,
     start_delay_max; [snmp] timeout, retries, device_budget, concurrency; [channel] enabled;
-    [updates] mode, feed_url, check_interval; [outbox] max_reports, max_age_days, max_bytes.
+    [updates] mode, feed_url, check_interval, trusted_root | trusted_root_file;
+    [outbox] max_reports, max_age_days, max_bytes.
     """
     known = {"manager", "http", "targets", "credentials", "schedule", "snmp", "channel"}
     known |= {"updates", "outbox"}
@@ -330,6 +346,7 @@ def provisioning_from_toml(doc: dict[str, Any], base: Path = Path(".")) -> model
                 mode=model.UpdateMode(updates.get("mode", "manual")),
                 feed_url=updates.get("feed_url"),
                 check_interval=updates.get("check_interval"),
+                trusted_root=_text(updates, "trusted_root", base),
             ),
             outbox=None
             if outbox is None

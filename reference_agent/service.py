@@ -112,6 +112,7 @@ def build_report(
     started_at: float,
     cycle: CycleResult | None,
     snapshots: list[model.DeviceSnapshot],
+    licence: model.LicenceState | None = None,
 ) -> ReportBytes:
     """The signed Report for these snapshots, with counter decreases flagged (MS-DEV-13)."""
     from metersync_agent.identity import flag_decreased  # the poller engineer's rule
@@ -157,7 +158,7 @@ def build_report(
             else _xml_time(ctx.oldest_queued_at),
             dropped_reports=ctx.dropped_reports,
             last_cycle=last_cycle,
-            licence=model.LicenceState(state=model.LicenceStateName.MISSING),
+            licence=licence or model.LicenceState(state=model.LicenceStateName.MISSING),
             channel_enabled=settings.channel_enabled,
             update_mode=model.UpdateMode(settings.update_mode),
         ),
@@ -237,9 +238,21 @@ class AgentService:
                     return 0
             collector = asyncio.create_task(self._collector(client), name="collector")
             sender = asyncio.create_task(self._sender(transport), name="sender")
-            done, _ = await asyncio.wait({collector, sender}, return_when=asyncio.FIRST_EXCEPTION)
+            tasks = {collector, sender}
+            if s.update_mode == "automatic":  # manual mode fetches nothing (MS-UPD-13)
+                from metersync_agent import updating
+
+                tasks.add(
+                    asyncio.create_task(
+                        updating.schedule(
+                            s, self.state_dir, self.identity.agent_id, self.stop, self.rng
+                        ),
+                        name="updater",
+                    )
+                )
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             self.stop.set()
-            await asyncio.gather(collector, sender, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             for t in done:
                 if t.exception() is not None:
                     log.error("the %s stopped: %r", t.get_name(), t.exception())
@@ -435,10 +448,13 @@ class AgentService:
 
     async def _store(self, cycle: CycleResult, snapshots: list[model.DeviceSnapshot]) -> None:
         assert self.outbox is not None and self.identity is not None
+        from metersync_agent.updating import licence_for_report
+
         identity, settings, started = self.identity, self.settings, self.started_at
+        licence = licence_for_report(self.state_dir, identity.agent_id)  # MS-UPD-20
 
         def build(ctx: EnqueueContext) -> ReportBytes:
-            return build_report(ctx, identity, settings, started, cycle, snapshots)
+            return build_report(ctx, identity, settings, started, cycle, snapshots, licence)
 
         try:
             stored = await asyncio.to_thread(self.outbox.enqueue, build)
@@ -653,6 +669,9 @@ def register_service_commands(sub: Any) -> None:
         help="give up after this many seconds of retries (default 300)",
     )
     enroll.set_defaults(func=_enroll)
+    from metersync_agent import updating
+
+    updating.register(sub, [common])
 
 
 def main(argv: list[str] | None = None) -> int:

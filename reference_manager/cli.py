@@ -4,6 +4,12 @@
                             [--certfile CERT --keyfile KEY]
     metersync manager token create [--expires 24h] [--data-dir DIR | --database URL]
     metersync manager agent revoke AGENT_ID [--data-dir DIR | --database URL]
+    metersync manager update [--check | --install] --feed-url URL --trusted-root ROOT.json
+                             [--data-dir DIR] [--version V --allow-downgrade]
+
+Updates (chapter 16): `update` is manual mode; `serve --update-mode automatic --feed-url URL
+--trusted-root ROOT.json [--update-interval 86400]` checks on a schedule instead. Update state
+(TUF metadata cache, staged software, licences) lives in DIR/updates, DIR/licences, DIR/tuf.
 
 The database is SQLite in DIR/manager.db (DIR: --data-dir, else $METERSYNC_HOME/manager, else
 ./var/manager) unless --database gives a URL (`postgresql+psycopg://user@host/db`).
@@ -59,7 +65,29 @@ def register(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--certfile", help="TLS certificate (PEM); HTTPS when given with --keyfile")
     serve.add_argument("--keyfile", help="TLS private key (PEM)")
     serve.add_argument("--bench-noop", action="store_true", help=argparse.SUPPRESS)
+    _feed_options(serve)
+    serve.add_argument(
+        "--update-mode",
+        choices=["manual", "automatic"],
+        default="manual",
+        help="automatic: check the feed on a schedule and install (default manual, MS-UPD-1)",
+    )
+    serve.add_argument(
+        "--update-interval", type=float, default=86_400.0, help="seconds between checks"
+    )
     serve.set_defaults(func=cmd_serve)
+
+    update = sub.add_parser("update", help="check the update feed, or install from it")
+    _feed_options(update)
+    update.add_argument("--data-dir", help="where update state lives (default: the data dir)")
+    mode = update.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="only say what is available")
+    mode.add_argument("--install", action="store_true", help="install (the default)")
+    update.add_argument("--version", help="install this software version")
+    update.add_argument(
+        "--allow-downgrade", action="store_true", help="allow an older --version (MS-UPD-17)"
+    )
+    update.set_defaults(func=cmd_update)
 
     token = sub.add_parser("token", help="enrollment tokens")
     token_sub = token.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
@@ -79,6 +107,71 @@ def register(parser: argparse.ArgumentParser) -> None:
     _db_options(revoke)
     revoke.add_argument("agent_id")
     revoke.set_defaults(func=cmd_agent_revoke)
+
+
+def _feed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--feed-url", help="base URL of the TUF update feed (https)")
+    p.add_argument("--trusted-root", help="the feed's root.json, obtained out of band (MS-UPD-4)")
+
+
+def _update_client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    import metersync
+    from metersync import updates
+
+    if not args.feed_url or not args.trusted_root:
+        raise updates.UpdateError("--feed-url and --trusted-root are needed for updates")
+    try:
+        root = Path(args.trusted_root).read_bytes()
+    except OSError as exc:
+        raise updates.UpdateError(f"cannot read the trusted root: {exc}") from None
+    state = Path(args.data_dir) if args.data_dir else default_data_dir()
+    return updates.UpdateClient(
+        state, args.feed_url, root, product="manager", running_version=metersync.__version__
+    )
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from metersync import updates
+
+    if args.allow_downgrade and args.version is None:
+        print("--allow-downgrade needs --version", file=sys.stderr)
+        return updates.EXIT_USAGE
+    try:
+        client = _update_client(args)
+        out = client.run(
+            install=not args.check, allow_downgrade=args.allow_downgrade, version=args.version
+        )
+    except updates.UpdateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return updates.EXIT_UNREACHABLE if "cannot be" in str(exc) else updates.EXIT_USAGE
+    print(updates.describe(out, client, install=not args.check))
+    return updates.EXIT_REFUSED if out.error else updates.EXIT_OK
+
+
+async def _update_schedule(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    """Automatic mode: check every --update-interval plus up to 10 % (MS-UPD-14, MS-UPD-18)."""
+    import random
+
+    from metersync import updates
+
+    rng = random.Random()
+    delay = rng.uniform(0, 0.1 * args.update_interval)
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+            return
+        except TimeoutError:
+            pass
+        try:
+            out = await asyncio.to_thread(_update_client(args).run, install=True)
+        except updates.UpdateError as exc:
+            print(f"update check failed: {exc}", file=sys.stderr, flush=True)
+        else:
+            if out.error:
+                print(f"update refused: {out.error}", file=sys.stderr, flush=True)
+            for path in out.installed:
+                print(f"update installed {path}", file=sys.stderr, flush=True)
+        delay = args.update_interval * (1 + rng.uniform(0, 0.1))
 
 
 def _open_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -129,6 +222,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if bool(args.certfile) != bool(args.keyfile):
         print("--certfile and --keyfile go together", file=sys.stderr)
         return 2
+    if args.update_mode == "automatic" and not (args.feed_url and args.trusted_root):
+        print("--update-mode automatic needs --feed-url and --trusted-root", file=sys.stderr)
+        return 2
     store = _open_store(args)
     app = create_app(store, bench_noop=args.bench_noop)
     config = Config()
@@ -150,7 +246,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        updater = None
+        if args.update_mode == "automatic":  # manual mode fetches nothing (MS-UPD-13)
+            updater = asyncio.create_task(_update_schedule(args, stop))
         await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        if updater is not None:
+            stop.set()
+            await updater
 
     try:
         asyncio.run(main())

@@ -368,6 +368,13 @@ class SmtpTransport:
 class UpdateSettings:
     """
     Where and how the agent updates its software and licences (MS-UPD-1).
+
+    :ivar feed_url:
+    :ivar check_interval:
+    :ivar trusted_root: The feed's initial trusted TUF root metadata
+        (the text of a root.json), provisioned out of band (MS-UPD-4);
+        without it, the root shipped with the software.
+    :ivar mode:
     """
 
     feed_url: None | str = field(
@@ -382,6 +389,14 @@ class UpdateSettings:
         default=None,
         metadata={
             "name": "checkInterval",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    trusted_root: None | str = field(
+        default=None,
+        metadata={
+            "name": "trustedRoot",
             "type": "Element",
             "namespace": "urn:metersync:v1",
         },
