@@ -127,8 +127,25 @@ def plan_devices(recordings: list[Recording], root: Path) -> tuple[list[Device],
     return devices, extra
 
 
-def provisioning(manager_url: str, devices: list[Device]) -> bytes:
+def provisioning(
+    manager_url: str,
+    devices: list[Device],
+    *,
+    mode: str = "manual",
+    feed_url: str | None = None,
+    trusted_root: str | None = None,
+    check_interval: int | None = None,
+) -> bytes:
+    from xml.sax.saxutils import escape
+
     targets = "\n".join(f"    <include>{d.host}:{d.port}</include>" for d in devices)
+    updates = "".join(
+        [
+            f"<feedUrl>{escape(feed_url)}</feedUrl>" if feed_url else "",
+            f"<checkInterval>{check_interval}</checkInterval>" if check_interval else "",
+            f"<trustedRoot>{escape(trusted_root)}</trustedRoot>" if trusted_root else "",
+        ]
+    )
     doc = f"""<?xml version="1.0" encoding="UTF-8"?>
 <Provisioning xmlns="urn:metersync:v1" version="1.0">
   <manager>
@@ -152,7 +169,7 @@ def provisioning(manager_url: str, devices: list[Device]) -> bytes:
   </schedule>
   <snmp><timeout>2</timeout><retries>1</retries><deviceBudget>20</deviceBudget><concurrency>16</concurrency></snmp>
   <channel enabled="false"/>
-  <updates mode="manual"/>
+  <updates mode="{mode}">{updates}</updates>
 </Provisioning>
 """
     data = doc.encode("utf-8")
