@@ -44,7 +44,7 @@ HOST_PREFIX = "127.3.0."
 POLL_INTERVAL = 4
 OUTAGE_SECONDS = 8.0
 RETRY_AFTER = 2
-PHASES = ("baseline", "changes", "retry_after", "outage", "restart", "recovery")
+PHASES = ("baseline", "changes", "retry_after", "outage", "restart", "recovery", "update")
 
 
 @dataclass
@@ -78,6 +78,7 @@ class AgentContext:
     exit_codes: list[int | None] = field(default_factory=list)
     mover_responder: Responder | None = None
     moved_responder: Responder | None = None
+    update: Any = None  # update_harness.UpdateRun when Agent-Update is claimed
 
     def phase(self, name: str) -> tuple[float, float]:
         t0, t1 = self.phases.get(name, (0.0, None))
@@ -330,6 +331,25 @@ async def scenario(ctx: AgentContext, agent: AgentProcess, work: Path, walks: Pa
     end("recovery", await rec.wait_for(delivered, 120))
 
 
+async def update_phase(
+    ctx: AgentContext, command: str, prov: Path, state: Path, work: Path
+) -> None:
+    """Run the update steps against the feed, then wait for a report after them."""
+    from metersync_conformance import update_harness
+
+    accepted = ctx.rec.accepted_reports()
+    if not accepted:
+        ctx.update.error = "no report was accepted, so the agent id is unknown"
+        return
+    ctx.phases["update"] = (time.monotonic(), None)
+    argv = update_harness.command_argv(command, prov, state)
+    await update_harness.run_steps(ctx.update, argv, accepted[-1].obj.agent_id, work / "update.log")
+    done = time.monotonic()
+    ok = await ctx.rec.wait_for(lambda: any(r.t > done for r in ctx.rec.accepted_reports()), 30)
+    ctx.phases["update"] = (ctx.phases["update"][0], time.monotonic())
+    ctx.reached["update"] = ok
+
+
 async def run_agent(
     command: str,
     classes: list[str],
@@ -339,6 +359,8 @@ async def run_agent(
     only: str = "",
     progress: Callable[..., None] | None = None,
     phases: tuple[str, ...] = PHASES,
+    update_command: str | None = None,
+    update_platform: str = "any",
 ) -> tuple[list[Verdict], float]:
     started = time.monotonic()
     recordings = load(walks)
@@ -366,7 +388,17 @@ async def run_agent(
         planned=phases,
     )
     prov = work / "provisioning.xml"
-    prov.write_bytes(provisioning(manager.url, devices))
+    feed_kw: dict[str, Any] = {}
+    if "Agent-Update" in classes and update_command:
+        from metersync_conformance import update_harness
+
+        ctx.update = update_harness.start_feed(work, update_platform)
+        feed_kw = {
+            "feed_url": ctx.update.server.url,
+            "trusted_root": ctx.update.feed.trusted_root().decode("utf-8"),
+            "check_interval": 86_400,
+        }
+    prov.write_bytes(provisioning(manager.url, devices, **feed_kw))
     os.chmod(prov, 0o600)
     state = work / "state"
     state.mkdir(exist_ok=True)
@@ -387,6 +419,8 @@ async def run_agent(
         await asyncio.gather(*(asyncio.to_thread(r.start) for r in responders))
         watcher = asyncio.create_task(_watch_sockets(ctx, agent, stop))
         await scenario(ctx, agent, work, walks)
+        if ctx.update is not None and "update" in phases:
+            await update_phase(ctx, update_command or "", prov, state, work)
     finally:
         stop.set()
         if watcher:
@@ -396,6 +430,10 @@ async def run_agent(
             if r is not None:
                 await asyncio.to_thread(r.stop)
         await manager.stop()
+        if ctx.update is not None:
+            from metersync_conformance import update_harness
+
+            update_harness.stop_feed(ctx.update)
     checks = [c for c in select("agent", classes) if only in c.name]
     verdicts = await run_checks(checks, ctx, progress)  # type: ignore[arg-type]
     if tmp:

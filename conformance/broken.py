@@ -11,7 +11,8 @@ a report whatever its signature, as long as the agent is enrolled), `doctype` (l
 declaration through the XML edge).
 Agents: `wrong-unit` (reports page counters in sheets instead of impressions), `percent-3`
 (reports a supply level of -3 "some remaining" as 3 %), `no-backoff` (retries every 0.3 s
-instead of backing off, still honouring Retry-After), `listen` (opens a TCP listening port).
+instead of backing off, still honouring Retry-After), `listen` (opens a TCP listening port),
+`expired-ok` (its update client accepts an expired timestamp: a freeze attack goes unnoticed).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 MANAGER_FLAWS = ("duplicates", "forged", "doctype")
-AGENT_FLAWS = ("wrong-unit", "percent-3", "no-backoff", "listen")
+AGENT_FLAWS = ("wrong-unit", "percent-3", "no-backoff", "listen", "expired-ok")
 
 _DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*>")
 
@@ -117,6 +118,10 @@ def break_agent(flaw: str) -> None:
                 conn.close()
 
         threading.Thread(target=serve, daemon=True, name="broken-listener").start()
+    elif flaw == "expired-ok":
+        from tuf.ngclient._internal import trusted_metadata_set as tms
+
+        tms.TrustedMetadataSet._check_final_timestamp = lambda self: None  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown agent flaw {flaw!r}; known: {', '.join(AGENT_FLAWS)}")
 

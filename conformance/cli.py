@@ -67,6 +67,17 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--walks", type=Path, help="a directory of <name>.snmprec recordings with <name>.truth.toml"
     )
     a.add_argument("--keep", type=Path, help="keep the run's files (messages, logs) here")
+    a.add_argument(
+        "--update-command",
+        help="with Agent-Update: the agent's manual update command (same placeholders); "
+        "exit 0 when it installed or had nothing to do, non-zero with the 6001–6006 code "
+        "printed when it refused",
+    )
+    a.add_argument(
+        "--update-platform",
+        default="any",
+        help="the platform string of software targets the agent installs (default any)",
+    )
     common(a, AGENT_DEFAULT)
     a.set_defaults(func=cmd_agent)
 
@@ -187,6 +198,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
             keep=args.keep,
             only=args.only,
             progress=_progress(args.quiet),
+            update_command=args.update_command,
+            update_platform=args.update_platform,
         )
     )
     run = build_run(

@@ -72,3 +72,36 @@ def test_broken_agents_caught_by_exactly_their_requirement() -> None:
     expected = {"wrong-unit": {"MS-DEV-11"}, "percent-3": {"MS-DEV-17"}, "listen": {"MS-CONF-2"}}
     for flaw, verdicts in got.items():
         assert by_status(verdicts, Status.FAIL) == expected[flaw], (flaw, evidence(verdicts))
+
+
+UPDATE = (
+    "{python} -m metersync_agent.service update --config {provisioning} --state-dir {state_dir}"
+)
+UPDATE_CLASSES = ["Agent-Core", "Agent-HTTP", "Agent-Update"]
+UPDATE_IDS = {"MS-UPD-1", "MS-UPD-3", "MS-UPD-5", "MS-UPD-6", "MS-UPD-7", "MS-UPD-8",
+              "MS-UPD-13", "MS-UPD-18", "MS-UPD-20", "MS-UPD-21"}  # fmt: skip
+
+
+async def _updates() -> tuple[list[Verdict], list[Verdict]]:
+    def one(flawed: bool):  # type: ignore[no-untyped-def]
+        broken = "metersync_conformance.broken agent expired-ok --"
+        update = UPDATE.replace("metersync_agent.service", broken) if flawed else UPDATE
+        return run_agent(
+            REFERENCE,
+            UPDATE_CLASSES,
+            phases=("baseline", "update"),
+            update_command=update,
+            update_platform="python",
+            only="update_",
+        )
+
+    (r, _), (b, _) = await asyncio.gather(one(False), one(True))
+    return r, b
+
+
+def test_update_feed_attacks_refused_and_a_frozen_client_caught() -> None:
+    ref, frozen = asyncio.run(_updates())
+    assert by_status(ref, Status.PASS) == UPDATE_IDS, evidence(ref)
+    assert by_status(ref, Status.FAIL) == set(), evidence(ref)
+    # The client that accepts an expired timestamp is caught by the freeze rule and nothing else.
+    assert by_status(frozen, Status.FAIL) == {"MS-UPD-7"}, evidence(frozen)

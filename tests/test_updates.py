@@ -29,8 +29,13 @@ NOWHERE = [SimpleNamespace(host="127.0.0.1", port=9)]  # no printer answers ther
 @pytest.fixture
 def feed(tmp_path: Path) -> Feed:
     f = Feed.create(tmp_path / "feed")
-    f.add_software(b"agent 0.2.0", product="agent", version="0.2.0", platform="python",
-                   filename="metersync-0.2.0.whl")  # fmt: skip
+    f.add_software(
+        b"agent 0.2.0",
+        product="agent",
+        version="0.2.0",
+        platform="python",
+        filename="metersync-0.2.0.whl",
+    )
     return f
 
 
@@ -41,8 +46,14 @@ def server(feed: Feed):
 
 
 def client(state: Path, feed: Feed, srv: FeedServer, product: str = "agent") -> UpdateClient:
-    return UpdateClient(state, srv.url, feed.trusted_root(), product=product,
-                        running_version="0.1.0", agent_id=AGENT if product == "agent" else None)  # fmt: skip
+    return UpdateClient(
+        state,
+        srv.url,
+        feed.trusted_root(),
+        product=product,
+        running_version="0.1.0",
+        agent_id=AGENT if product == "agent" else None,
+    )
 
 
 def snapshot(state: Path) -> dict[str, bytes]:
@@ -116,8 +127,9 @@ def test_licence_for_another_agent_6005_and_expired_6006(tmp_path, feed, server)
     _refused(state, feed, server, 6005)
     assert licence_state(state, "agent", AGENT).state == "invalid"
     feed.remove_target("licences/L-other.xml")
-    old = make_licence("L-old", not_before=NOW - dt.timedelta(days=400),
-                       not_after=NOW - dt.timedelta(days=1))  # fmt: skip
+    old = make_licence(
+        "L-old", not_before=NOW - dt.timedelta(days=400), not_after=NOW - dt.timedelta(days=1)
+    )
     feed.add_licence(old)
     _refused(state, feed, server, 6006)
     assert licence_state(state, "agent", AGENT).state == "expired"
@@ -149,8 +161,13 @@ def test_licence_states(tmp_path) -> None:
 
 def test_downgrade_only_on_command(tmp_path, feed, server) -> None:
     state = tmp_path / "state"
-    feed.add_software(b"agent 0.0.9", product="agent", version="0.0.9", platform="any",
-                      filename="metersync-0.0.9.whl")  # fmt: skip
+    feed.add_software(
+        b"agent 0.0.9",
+        product="agent",
+        version="0.0.9",
+        platform="any",
+        filename="metersync-0.0.9.whl",
+    )
     feed.add_software(b"mgr", product="manager", version="9.0", platform="python", filename="m")
     feed.add_software(b"win", product="agent", version="9.0", platform="windows", filename="w")
     assert client(state, feed, server).run(install=True).installed == [
@@ -164,8 +181,13 @@ def test_downgrade_only_on_command(tmp_path, feed, server) -> None:
 
 def test_feed_url_must_be_https_unless_loopback(tmp_path, feed) -> None:
     with pytest.raises(updates.UpdateError, match="https"):
-        UpdateClient(tmp_path, "http://feed.example.com", feed.trusted_root(),
-                     product="agent", running_version="0.1.0")  # fmt: skip
+        UpdateClient(
+            tmp_path,
+            "http://feed.example.com",
+            feed.trusted_root(),
+            product="agent",
+            running_version="0.1.0",
+        )
 
 
 def test_agent_manual_mode_fetches_nothing_and_update_command(tmp_path, feed, server) -> None:
@@ -181,8 +203,14 @@ def test_agent_manual_mode_fetches_nothing_and_update_command(tmp_path, feed, se
     identity = enrollment.load_or_create_identity(state)
     root = feed.trusted_root().decode()
     for mode in ("manual", "automatic"):
-        xml = provisioning("http://127.0.0.1:9", NOWHERE, mode=mode, feed_url=server.url,
-                           trusted_root=root, check_interval=60)  # fmt: skip
+        xml = provisioning(
+            "http://127.0.0.1:9",
+            NOWHERE,
+            mode=mode,
+            feed_url=server.url,
+            trusted_root=root,
+            check_interval=60,
+        )
         settings = load_provisioning_bytes(xml)
         assert settings.update_mode == mode and settings.update_trusted_root == root
     manual = load_provisioning_bytes(
@@ -190,8 +218,14 @@ def test_agent_manual_mode_fetches_nothing_and_update_command(tmp_path, feed, se
     )
 
     automatic = load_provisioning_bytes(
-        provisioning("http://127.0.0.1:9", NOWHERE, mode="automatic", feed_url=server.url,
-                     trusted_root=root, check_interval=10)  # fmt: skip
+        provisioning(
+            "http://127.0.0.1:9",
+            NOWHERE,
+            mode="automatic",
+            feed_url=server.url,
+            trusted_root=root,
+            check_interval=10,
+        )
     )
 
     async def run_briefly(settings, state_dir: Path, seconds: float) -> None:
@@ -224,7 +258,7 @@ def test_agent_manual_mode_fetches_nothing_and_update_command(tmp_path, feed, se
     # The automatic schedule's delays stay within 10 % of the interval (MS-UPD-14).
     rng = random.Random(7)
     delays = [updating.next_check_delay(100.0, rng) for _ in range(200)]
-    assert 100.0 <= min(delays) and max(delays) <= 110.0
+    assert min(delays) >= 100.0 and max(delays) <= 110.0
 
 
 def test_feed_command_line(tmp_path) -> None:
