@@ -142,7 +142,7 @@ def check(
 
 def load_all() -> dict[str, Check]:
     """Import every module that registers checks; the registry, complete."""
-    from metersync_conformance import agent_checks, manager_checks  # noqa: F401
+    from metersync_conformance import agent_checks, manager_checks, smtp_checks  # noqa: F401
 
     return REGISTRY
 
