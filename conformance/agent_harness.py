@@ -14,6 +14,11 @@ command and drives a scenario, recording everything; the agent checks judge the 
    report queued must arrive, under its first id, with its first bytes.
 
 Throughout, the agent's process tree is inspected for listening sockets.
+
+An agent claiming Agent-SMTP without Agent-HTTP is provisioned with SMTP only: it enrolls with
+the harness manager over HTTP and mails its reports to the harness relay (fake_relay), and the
+scenario is the baseline, then `smtp_transient`: the relay answers 451 to the next two mails,
+which must come again, byte for byte, and be accepted once.
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ POLL_INTERVAL = 4
 OUTAGE_SECONDS = 8.0
 RETRY_AFTER = 2
 PHASES = ("baseline", "changes", "retry_after", "outage", "restart", "recovery", "update")
+SMTP_PHASES = ("baseline", "smtp_transient")
+SMTP_FROM = "agent@conformance.invalid"
+SMTP_TO = "reports@conformance.invalid"
 
 
 @dataclass
@@ -128,9 +136,14 @@ def plan_devices(recordings: list[Recording], root: Path) -> tuple[list[Device],
     return devices, extra
 
 
+def smtp_only_mode(classes: list[str]) -> bool:
+    return "Agent-SMTP" in classes and "Agent-HTTP" not in classes
+
+
 def provisioning(
     manager_url: str,
     devices: list[Device],
+    smtp: tuple[str, int] | None = None,
     *,
     mode: str = "manual",
     feed_url: str | None = None,
@@ -140,6 +153,13 @@ def provisioning(
     from xml.sax.saxutils import escape
 
     targets = "\n".join(f"    <include>{d.host}:{d.port}</include>" for d in devices)
+    transports = '<http enabled="true"><timeout>10</timeout><gzip>false</gzip></http>'
+    if smtp is not None:
+        transports = (
+            '<http enabled="false"/><smtp enabled="true">'
+            f"<host>{smtp[0]}</host><port>{smtp[1]}</port><security>none</security>"
+            f"<from>{SMTP_FROM}</from><to>{SMTP_TO}</to></smtp>"
+        )
     updates = "".join(
         [
             f"<feedUrl>{escape(feed_url)}</feedUrl>" if feed_url else "",
@@ -154,7 +174,7 @@ def provisioning(
     <enrollmentToken>{TOKEN}</enrollmentToken>
   </manager>
   <transports>
-    <http enabled="true"><timeout>10</timeout><gzip>false</gzip></http>
+    {transports}
   </transports>
   <targets>
 {targets}
@@ -288,6 +308,20 @@ async def scenario(ctx: AgentContext, agent: AgentProcess, work: Path, walks: Pa
 
         end("changes", await rec.wait_for(changed, 40))
 
+    if "smtp_transient" in ctx.planned:
+        begin("smtp_transient")
+        n0 = len(rec.received)
+        rec.unavailable(451, count=2)
+
+        def resent() -> bool:
+            later = rec.received[n0:]
+            refused = {r.report_id for r in later if r.answer_kind == "unavailable"}
+            done = {r.report_id for r in later if r.answer_kind in ("accepted", "duplicate")}
+            return bool(refused) and not rec.outages and refused <= done
+
+        end("smtp_transient", await rec.wait_for(resent, 60))
+        return
+
     if "retry_after" not in ctx.planned:
         return
     begin("retry_after")
@@ -380,6 +414,13 @@ async def run_agent(
     if "move" in extra:
         install_recording(extra["move"][1].recording.snmprec, extra["move"][1].data_dir)
     manager = await FakeManager().start()
+    relay = None
+    if smtp_only_mode(classes):
+        from metersync_conformance.fake_relay import FakeRelay
+
+        relay = await FakeRelay(manager.rec).start()
+        if phases == PHASES:
+            phases = SMTP_PHASES
     ctx = AgentContext(
         rec=manager.rec,
         devices=devices,
@@ -398,7 +439,8 @@ async def run_agent(
             "trusted_root": ctx.update.feed.trusted_root().decode("utf-8"),
             "check_interval": 86_400,
         }
-    prov.write_bytes(provisioning(manager.url, devices, **feed_kw))
+    smtp = (relay.host, relay.port) if relay else None
+    prov.write_bytes(provisioning(manager.url, devices, smtp, **feed_kw))
     os.chmod(prov, 0o600)
     state = work / "state"
     state.mkdir(exist_ok=True)
@@ -434,6 +476,8 @@ async def run_agent(
             from metersync_conformance import update_harness
 
             update_harness.stop_feed(ctx.update)
+        if relay is not None:
+            await relay.stop()
     checks = [c for c in select("agent", classes) if only in c.name]
     verdicts = await run_checks(checks, ctx, progress)  # type: ignore[arg-type]
     if tmp:

@@ -13,6 +13,7 @@ Agents: `wrong-unit` (reports page counters in sheets instead of impressions), `
 (reports a supply level of -3 "some remaining" as 3 %), `no-backoff` (retries every 0.3 s
 instead of backing off, still honouring Retry-After), `listen` (opens a TCP listening port),
 `expired-ok` (its update client accepts an expired timestamp: a freeze attack goes unnoticed).
+`sign-base64` (signs a report's base64 text as mailed instead of its bytes: MS-SMTP-3).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 MANAGER_FLAWS = ("duplicates", "forged", "doctype")
-AGENT_FLAWS = ("wrong-unit", "percent-3", "no-backoff", "listen", "expired-ok")
+AGENT_FLAWS = ("wrong-unit", "percent-3", "no-backoff", "listen", "expired-ok", "sign-base64")
 
 _DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*>")
 
@@ -122,6 +123,19 @@ def break_agent(flaw: str) -> None:
         from tuf.ngclient._internal import trusted_metadata_set as tms
 
         tms.TrustedMetadataSet._check_final_timestamp = lambda self: None  # type: ignore[method-assign]
+    elif flaw == "sign-base64":
+        import base64
+
+        from metersync_agent import enrollment
+
+        real_sign = enrollment.AgentIdentity.sign
+
+        def sign(self: Any, data: bytes) -> str:
+            if b"<Report" in data[:200]:
+                data = base64.encodebytes(data)  # the text in the mail, not the report
+            return real_sign(self, data)
+
+        enrollment.AgentIdentity.sign = sign  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown agent flaw {flaw!r}; known: {', '.join(AGENT_FLAWS)}")
 

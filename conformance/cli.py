@@ -1,6 +1,7 @@
 """`metersync conformance …`: certify a manager or an agent, and show check coverage.
 
     metersync conformance manager --url URL --token-command "CMD" [--classes …] [--junit F]
+                                  [--smtp HOST:PORT]   (with --classes …,Manager-SMTP)
     metersync conformance agent --command "… {provisioning} … {state_dir} …" [--walks DIR] …
     metersync conformance coverage
 
@@ -54,6 +55,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         default=5,
         help="generated requests per read operation (default 5)",
     )
+    m.add_argument("--smtp", help="HOST:PORT of the manager's SMTP server (Manager-SMTP)")
     common(m, MANAGER_DEFAULT)
     m.set_defaults(func=cmd_manager)
 
@@ -129,6 +131,7 @@ async def run_manager(
     only: str = "",
     skip: tuple[str, ...] = (),
     progress: object = None,
+    smtp: str | None = None,
 ) -> tuple[list[Verdict], float]:
     from metersync_conformance.manager_checks import ManagerContext
 
@@ -136,7 +139,11 @@ async def run_manager(
     # The answer audit looks at everything sent before it: run it last.
     checks.sort(key=lambda c: c.name == "every_answer_is_a_metersync_document")
     ctx = ManagerContext(
-        url=url, token_command=token_command, openapi=openapi, openapi_examples=openapi_examples
+        url=url,
+        token_command=token_command,
+        openapi=openapi,
+        openapi_examples=openapi_examples,
+        smtp=smtp,
     )
     start = time.monotonic()
     try:
@@ -171,6 +178,7 @@ def cmd_manager(args: argparse.Namespace) -> int:
             openapi_examples=args.openapi_examples,
             only=args.only,
             progress=_progress(args.quiet),
+            smtp=args.smtp,
         )
     )
     run = build_run(

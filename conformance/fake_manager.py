@@ -43,6 +43,7 @@ class Received:
     signature_problem: str | None = None
     answer: int = 0
     answer_kind: str = ""  # "accepted" / "duplicate" / "unavailable" / "Error <code>"
+    mail: bytes | None = None  # the whole mail, when the report came by SMTP
 
     @property
     def report_id(self) -> str | None:

@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "max_age_days": 90,
     "max_bytes": 1024**3,  # 1 GiB
     "update_check_interval": 86_400,
+    "smtp_fallback_after": 3600,  # seconds of HTTP failure before reports are also mailed
 }
 MAX_AGE_DAYS_LIMIT = 365  # MS-DEL-13
 
@@ -83,6 +84,14 @@ class Settings:
     retention: RetentionLimits
     smtp_enabled: bool = False
     update_trusted_root: str | None = field(default=None, repr=False)  # root.json (MS-UPD-4)
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_security: str = "starttls"  # none (loopback only) / starttls / tls (MS-SMTP-8)
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_from: str | None = None
+    smtp_to: str | None = None
+    smtp_fallback_after: float = DEFAULTS["smtp_fallback_after"]
     provisioning: model.Provisioning | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -152,9 +161,11 @@ def settings_from_provisioning(
     smtp = p.transports.smtp
     http_enabled = bool(http and http.enabled)
     smtp_enabled = bool(smtp and smtp.enabled)
-    if not http_enabled:
-        hint = " (SMTP is not implemented by this agent yet)" if smtp_enabled else ""
-        raise ConfigError(f"transports: the HTTP transport must be enabled{hint}")
+    if not http_enabled and not smtp_enabled:
+        raise ConfigError("3001 INVALID_VALUE [MS-PRV-7]: transports: enable http, smtp or both")
+    if smtp_enabled:
+        assert smtp is not None
+        _check_smtp(smtp)
     url = p.manager.url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -206,8 +217,41 @@ def settings_from_provisioning(
         ),
         smtp_enabled=smtp_enabled,
         update_trusted_root=p.updates.trusted_root,
+        **_smtp_settings(smtp),
         provisioning=p,
     )
+
+
+def _check_smtp(smtp: model.SmtpTransport) -> None:
+    """MS-SMTP-8: TLS for every relay that is not loopback; a login only over TLS."""
+    security = smtp.security.value
+    if security == "none" and not _is_loopback(smtp.host):
+        raise ConfigError(
+            f"3001 INVALID_VALUE [MS-SMTP-8]: transports/smtp/security is none for the relay "
+            f"{smtp.host!r}, which is not loopback; use starttls or tls"
+        )
+    if security == "none" and (smtp.username or smtp.password):
+        raise ConfigError(
+            "3001 INVALID_VALUE [MS-SMTP-8]: transports/smtp has a username or password but "
+            "security none; a login is sent only over TLS (starttls or tls)"
+        )
+    if bool(smtp.username) != bool(smtp.password):
+        raise ConfigError("transports/smtp: username and password go together")
+
+
+def _smtp_settings(smtp: model.SmtpTransport | None) -> dict[str, Any]:
+    if smtp is None:
+        return {}
+    return {
+        "smtp_host": smtp.host,
+        "smtp_port": int(smtp.port),
+        "smtp_security": smtp.security.value,
+        "smtp_username": smtp.username,
+        "smtp_password": smtp.password,
+        "smtp_from": smtp.from_value,
+        "smtp_to": smtp.to,
+        "smtp_fallback_after": float(_or(smtp.fallback_after, "smtp_fallback_after")),
+    }
 
 
 def load_provisioning_bytes(data: bytes) -> Settings:
@@ -264,15 +308,17 @@ def provisioning_from_toml(doc: dict[str, Any], base: Path = Path(".")) -> model
     priv_protocol, priv_key, context; [schedule] poll_interval, discovery_interval, jitter,
     start_delay_max; [snmp] timeout, retries, device_budget, concurrency; [channel] enabled;
     [updates] mode, feed_url, check_interval, trusted_root | trusted_root_file;
-    [outbox] max_reports, max_age_days, max_bytes.
+    [outbox] max_reports, max_age_days, max_bytes;
+    [smtp] enabled, host, port, security, username, password, from, to, fallback_after.
     """
-    known = {"manager", "http", "targets", "credentials", "schedule", "snmp", "channel"}
+    known = {"manager", "http", "smtp", "targets", "credentials", "schedule", "snmp", "channel"}
     known |= {"updates", "outbox"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"unknown TOML section(s): {', '.join(sorted(unknown))}")
     m = _section(doc, "manager")
     http = _section(doc, "http")
+    smtp = doc.get("smtp")
     targets = _section(doc, "targets")
     sched = _section(doc, "schedule")
     snmp = doc.get("snmp")
@@ -320,7 +366,20 @@ def provisioning_from_toml(doc: dict[str, Any], base: Path = Path(".")) -> model
                     enabled=bool(http.get("enabled", True)),
                     timeout=http.get("timeout"),
                     gzip=http.get("gzip"),
-                )
+                ),
+                smtp=None
+                if smtp is None
+                else model.SmtpTransport(
+                    enabled=bool(smtp.get("enabled", True)),
+                    host=str(smtp["host"]),
+                    port=int(smtp.get("port", 25)),
+                    security=model.SmtpSecurity(smtp.get("security", "starttls")),
+                    username=smtp.get("username"),
+                    password=smtp.get("password"),
+                    from_value=str(smtp["from"]),
+                    to=str(smtp["to"]),
+                    fallback_after=smtp.get("fallback_after"),
+                ),
             ),
             targets=model.Targets(
                 include=[str(t) for t in targets.get("include", [])],

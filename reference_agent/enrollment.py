@@ -46,7 +46,12 @@ ENROLLED_FILE = "enrolled"
 SOFTWARE = model.SoftwareInfo(
     vendor="MeterSync", product="reference-agent", version=metersync.__version__
 )
-CAPABILITIES = [model.Capability.HTTP, model.Capability.SNMPV3, model.Capability.UPDATE]
+CAPABILITIES = [
+    model.Capability.HTTP,
+    model.Capability.SMTP,
+    model.Capability.SNMPV3,
+    model.Capability.UPDATE,
+]
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS last_counter (
     value      INTEGER NOT NULL,
     PRIMARY KEY (device_key, kind, oid)
 );
+CREATE TABLE IF NOT EXISTS mailed (
+    sequence  INTEGER PRIMARY KEY,
+    mailed_at REAL NOT NULL
+);
 INSERT OR IGNORE INTO meta (key, value) VALUES
     ('next_sequence', 1), ('dropped_reports', 0), ('delivered_reports', 0),
     ('refused_reports', 0);
@@ -321,6 +325,27 @@ class Outbox:
         with self._lock, self._tx() as db:
             if db.execute("DELETE FROM report WHERE sequence = ?", (sequence,)).rowcount:
                 self._add_meta("delivered_reports", 1)
+            db.execute("DELETE FROM mailed WHERE sequence = ?", (sequence,))
+
+    # -- SMTP fallback (an agent with HTTP too keeps a mailed report until an HTTP receipt) --
+
+    def next_unmailed(self) -> StoredReport | None:
+        """The oldest queued report not yet handed to the SMTP relay (MS-SMTP-9)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sequence, report_id, created_at, body, signature, attempts,"
+                " next_attempt_at FROM report WHERE state = 'queued'"
+                " AND sequence NOT IN (SELECT sequence FROM mailed) ORDER BY sequence LIMIT 1"
+            ).fetchone()
+        return StoredReport(*row) if row else None
+
+    def mark_mailed(self, sequence: int) -> None:
+        """The relay accepted the mail; the report stays queued for HTTP."""
+        with self._lock, self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO mailed (sequence, mailed_at) VALUES (?, ?)",
+                (sequence, self._clock()),
+            )
 
     def mark_retry(self, sequence: int, delay: float, error: str) -> float:
         """Count a failed attempt and store when to try again; returns that time."""

@@ -208,6 +208,7 @@ class AgentService:
         self._wake_sender = asyncio.Event()
         self.identity: AgentIdentity | None = None
         self.outbox: Outbox | None = None
+        self.http_failing_since: float | None = None  # start of the current failure streak
 
     # -- lifecycle --
 
@@ -230,6 +231,7 @@ class AgentService:
             timeout=s.snmp_timeout, retries=s.snmp_retries, concurrency=s.snmp_concurrency
         )
         transport = HttpTransport.from_settings(s, self.identity.agent_id, self.state_dir)
+        reports, fallback = self._smtp_transports(transport)  # chapter 9; HTTP only: unchanged
         try:
             delay = self.rng.uniform(0, s.start_delay_max) if s.start_delay_max > 0 else 0.0
             if delay:
@@ -237,7 +239,7 @@ class AgentService:
                 if await self._sleep(delay):
                     return 0
             collector = asyncio.create_task(self._collector(client), name="collector")
-            sender = asyncio.create_task(self._sender(transport), name="sender")
+            sender = asyncio.create_task(self._sender(reports, transport), name="sender")
             tasks = {collector, sender}
             if s.update_mode == "automatic":  # manual mode fetches nothing (MS-UPD-13)
                 from metersync_agent import updating
@@ -250,6 +252,8 @@ class AgentService:
                         name="updater",
                     )
                 )
+            if fallback is not None:
+                tasks.add(asyncio.create_task(fallback, name="smtp-fallback"))
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             self.stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -263,6 +267,33 @@ class AgentService:
             client.close()
             self.outbox.close()
             log.info("agent stopped; outbox closed")
+
+    def _smtp_transports(self, http: Any) -> tuple[Any, Awaitable[None] | None]:
+        """(reports transport, SMTP fallback loop or None). Enrollment always uses HTTP(S).
+
+        SMTP only: reports are mailed and the relay's 250 is the receipt (MS-SMTP-9).
+        HTTP and SMTP: HTTP first; reports are also mailed after fallbackAfter s of failure.
+        """
+        s = self.settings
+        if not s.smtp_enabled:
+            return http, None
+        from metersync_agent.transport_smtp import SmtpTransport
+
+        assert self.identity is not None and self.outbox is not None
+        smtp = SmtpTransport.from_settings(s, self.identity.agent_id)
+        if not s.http_enabled:
+            return smtp, None
+        from metersync_agent.smtp_fallback import run_fallback
+
+        loop = run_fallback(
+            self.outbox,
+            smtp,
+            lambda: self.http_failing_since,
+            s.smtp_fallback_after,
+            self.stop,
+            self.rng,
+        )
+        return http, loop
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopped first; True when stopped."""
@@ -467,13 +498,14 @@ class AgentService:
 
     # -- delivery --
 
-    async def _sender(self, transport: Any) -> None:
+    async def _sender(self, transport: Any, enroll_transport: Any = None) -> None:
         assert self.outbox is not None and self.identity is not None
         s = self.settings
+        enroll_transport = enroll_transport or transport
         while not self.stop.is_set():
             if not enrollment.is_enrolled(self.state_dir, s.manager_url, s.enrollment_token):
                 result = await enrollment.enroll(
-                    s, self.identity, transport, self.state_dir, stop=self.stop, rng=self.rng
+                    s, self.identity, enroll_transport, self.state_dir, stop=self.stop, rng=self.rng
                 )
                 if self.stop.is_set():
                     return
@@ -503,6 +535,10 @@ class AgentService:
             )
             if stopped:
                 return  # the report stays queued; it is sent again, byte for byte, next time
+            if isinstance(outcome, RetryLater):
+                self.http_failing_since = self.http_failing_since or time.time()
+            else:
+                self.http_failing_since = None
             if isinstance(outcome, Delivered):
                 await asyncio.to_thread(self.outbox.mark_delivered, item.sequence)
                 log.debug(

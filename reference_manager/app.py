@@ -26,6 +26,7 @@ import metersync_spec
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
 from metersync_manager import ingest
+from metersync_manager.accept import accept_report
 from metersync_manager.extract import utc_naive
 from metersync_manager.store import Store, iso
 
@@ -297,18 +298,8 @@ def create_app(
     async def reports() -> Response:
         async def handle() -> Response:
             raw = await read_body(max_bytes)
-            sig = ingest.signer(request.headers.get(signing.HEADER))
-            agent = await run(store.agent, sig.agent_id)
-            ingest.authenticate(sig, raw, agent)
-            rows = ingest.read_report(raw)
-            now = clock()
-            ingest.check_report(rows, sig.agent_id, now, skew)
-            stored = await asyncio.wrap_future(
-                store.submit_report(rows, ingest.digest(raw), len(raw), now)
-            )
-            receipt = ingest.receipt(
-                rows.report_id, rows.agent_id, stored.duplicate, now, stored.devices
-            )
+            header = request.headers.get(signing.HEADER)
+            receipt = await accept_report(store, raw, header, run=run, clock=clock, skew=skew)
             # Every field comes from the validated report or from us; tests validate receipts.
             return xml_response(receipt, validate=False)
 

@@ -1,9 +1,10 @@
 """`metersync manager …`: serve the manager, create enrollment tokens, revoke agents.
 
     metersync manager serve [--data-dir DIR] [--database URL] [--bind 127.0.0.1:8470]
-                            [--certfile CERT --keyfile KEY]
+                            [--certfile CERT --keyfile KEY] [--smtp-bind 127.0.0.1:8025]
     metersync manager token create [--expires 24h] [--data-dir DIR | --database URL]
     metersync manager agent revoke AGENT_ID [--data-dir DIR | --database URL]
+    metersync manager mail refusals [--limit N] [--data-dir DIR | --database URL]
     metersync manager update [--check | --install] --feed-url URL --trusted-root ROOT.json
                              [--data-dir DIR] [--version V --allow-downgrade]
 
@@ -64,6 +65,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--bind", default=DEFAULT_BIND, help=f"host:port (default {DEFAULT_BIND})")
     serve.add_argument("--certfile", help="TLS certificate (PEM); HTTPS when given with --keyfile")
     serve.add_argument("--keyfile", help="TLS private key (PEM)")
+    serve.add_argument(
+        "--smtp-bind",
+        help="also receive reports by mail (SMTP binding) on host:port; off by default",
+    )
     serve.add_argument("--bench-noop", action="store_true", help=argparse.SUPPRESS)
     _feed_options(serve)
     serve.add_argument(
@@ -107,6 +112,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     _db_options(revoke)
     revoke.add_argument("agent_id")
     revoke.set_defaults(func=cmd_agent_revoke)
+
+    mail = sub.add_parser("mail", help="the SMTP binding")
+    mail_sub = mail.add_subparsers(dest="mail_command", metavar="COMMAND", required=True)
+    refusals = mail_sub.add_parser("refusals", help="list refused mails, newest first")
+    _db_options(refusals)
+    refusals.add_argument("--limit", type=int, default=50)
+    refusals.set_defaults(func=cmd_mail_refusals)
 
 
 def _feed_options(p: argparse.ArgumentParser) -> None:
@@ -213,6 +225,22 @@ def cmd_agent_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mail_refusals(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    try:
+        rows = store.mail_refusals(args.limit)
+    finally:
+        store.close()
+    for r in rows:
+        print(
+            f"{r['received_at']}  {r['code']} {r['name']}  agent={r['agent_id'] or '-'}  "
+            f"from={r['mail_from'] or '-'}  subject={r['subject'] or '-'}\n    {r['message']}"
+        )
+    if not rows:
+        print("no refused mail", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
@@ -225,6 +253,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.update_mode == "automatic" and not (args.feed_url and args.trusted_root):
         print("--update-mode automatic needs --feed-url and --trusted-root", file=sys.stderr)
         return 2
+    smtp_bind = None
+    if args.smtp_bind:
+        from metersync_manager.smtp_ingest import parse_bind
+
+        try:
+            smtp_bind = parse_bind(args.smtp_bind)
+        except ValueError as exc:
+            print(f"--smtp-bind: {exc}", file=sys.stderr)
+            return 2
     store = _open_store(args)
     app = create_app(store, bench_noop=args.bench_noop)
     config = Config()
@@ -249,10 +286,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         updater = None
         if args.update_mode == "automatic":  # manual mode fetches nothing (MS-UPD-13)
             updater = asyncio.create_task(_update_schedule(args, stop))
-        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
-        if updater is not None:
-            stop.set()
-            await updater
+        smtp = None
+        if smtp_bind is not None:
+            from metersync_manager.smtp_ingest import start_smtp
+
+            smtp = await start_smtp(store, *smtp_bind)
+            print(f"metersync manager SMTP on {args.smtp_bind}", file=sys.stderr, flush=True)
+        try:
+            await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        finally:
+            if smtp is not None:
+                smtp.close()
+                await smtp.wait_closed()
+            if updater is not None:
+                stop.set()
+                await updater
 
     try:
         asyncio.run(main())

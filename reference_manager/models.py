@@ -200,7 +200,28 @@ collection_errors = Table(
     Column("message", Text, nullable=False),
 )
 
-SCHEMA_VERSION = 1
+# Mails refused by the SMTP binding: the manager never answers by mail, so the operator sees
+# refusals here (MS-SMTP-5). Headers are kept only to help the operator find the mail.
+mail_refusals = Table(
+    "mail_refusals",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("received_at", DateTime, nullable=False, index=True),
+    Column("code", Integer, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("agent_id", String(255)),  # the signature's agent parameter, when readable
+    Column("mail_from", String(255)),
+    Column("subject", String(255)),
+    Column("size", Integer, nullable=False),
+)
 
-# version → the step that turns version-1 into version. Empty until the schema first changes.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+SCHEMA_VERSION = 2
+
+
+def _v2_mail_refusals(conn: Connection) -> None:
+    mail_refusals.create(conn, checkfirst=True)
+
+
+# version → the step that turns version-1 into version.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_mail_refusals}

@@ -274,6 +274,19 @@ class Store:
                 continue
         raise RuntimeError("enrollment kept conflicting with concurrent enrollments")
 
+    # --- mail refusals (SMTP binding, MS-SMTP-5) ------------------------------------------------
+
+    def record_mail_refusal(self, values: dict[str, Any], now: datetime) -> None:
+        with self._write() as conn:
+            conn.execute(m.mail_refusals.insert().values(**values, received_at=utc_naive(now)))
+
+    def mail_refusals(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest refused mails, newest first."""
+        t = m.mail_refusals
+        with self._read() as conn:
+            rows = conn.execute(select(t).order_by(t.c.id.desc()).limit(limit)).mappings().all()
+        return [{**r, "received_at": iso(r["received_at"])} for r in rows]
+
     # --- reports --------------------------------------------------------------------------------
     #
     # One writer thread per Store stores reports in batches ("group commit"): it takes every
