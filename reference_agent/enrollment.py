@@ -46,7 +46,13 @@ ENROLLED_FILE = "enrolled"
 SOFTWARE = model.SoftwareInfo(
     vendor="MeterSync", product="reference-agent", version=metersync.__version__
 )
-CAPABILITIES = [model.Capability.HTTP, model.Capability.SNMPV3, model.Capability.UPDATE]
+CAPABILITIES = [
+    model.Capability.HTTP,
+    model.Capability.SNMPV3,
+    model.Capability.UPDATE,
+    model.Capability.CHANNEL_WEBSOCKET,  # Agent-Channel (MS-CONF-6): both transports
+    model.Capability.CHANNEL_LONGPOLL,
+]
 
 
 @dataclass(frozen=True)
