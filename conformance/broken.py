@@ -12,7 +12,8 @@ declaration through the XML edge).
 Agents: `wrong-unit` (reports page counters in sheets instead of impressions), `percent-3`
 (reports a supply level of -3 "some remaining" as 3 %), `no-backoff` (retries every 0.3 s
 instead of backing off, still honouring Retry-After), `listen` (opens a TCP listening port),
-`expired-ok` (its update client accepts an expired timestamp: a freeze attack goes unnoticed).
+`expired-ok` (its update client accepts an expired timestamp: a freeze attack goes unnoticed),
+`channel-post` (serves a POST, PUT or DELETE over the channel as if it were a GET).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 MANAGER_FLAWS = ("duplicates", "forged", "doctype")
-AGENT_FLAWS = ("wrong-unit", "percent-3", "no-backoff", "listen", "expired-ok")
+AGENT_FLAWS = ("wrong-unit", "percent-3", "no-backoff", "listen", "expired-ok", "channel-post")
 
 _DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*>")
 
@@ -122,6 +123,16 @@ def break_agent(flaw: str) -> None:
         from tuf.ngclient._internal import trusted_metadata_set as tms
 
         tms.TrustedMetadataSet._check_final_timestamp = lambda self: None  # type: ignore[method-assign]
+    elif flaw == "channel-post":
+        from metersync_agent.channel import ChannelResources
+
+        real_serve = ChannelResources._serve
+
+        async def serve(self: Any, req: Any) -> Any:
+            req.method = "GET"  # whatever was asked, act on it
+            return await real_serve(self, req)
+
+        ChannelResources._serve = serve  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown agent flaw {flaw!r}; known: {', '.join(AGENT_FLAWS)}")
 

@@ -142,7 +142,12 @@ def check(
 
 def load_all() -> dict[str, Check]:
     """Import every module that registers checks; the registry, complete."""
-    from metersync_conformance import agent_checks, manager_checks, update_checks  # noqa: F401
+    from metersync_conformance import (  # noqa: F401
+        agent_checks,
+        channel_checks,
+        manager_checks,
+        update_checks,
+    )
 
     return REGISTRY
 
