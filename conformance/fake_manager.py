@@ -2,8 +2,9 @@
 
 It implements the HTTP binding's two endpoints (`POST /v1/enroll`, `POST /v1/reports`) well
 enough for an agent to run, and the channel endpoints (fake_channel.py); it records every
-request exactly as received (time, path, headers, body) with what it concluded, and can be told to be unavailable: answer 503 (or 429), with or
-without `Retry-After`, for the next N report posts or until told otherwise. The checks judge
+request exactly as received (time, path, headers, body) with what it concluded, and can be
+told to be unavailable: answer 503 (or 429), with or without `Retry-After`, for the next N
+report posts or until told otherwise. The checks judge
 the agent from these records afterwards.
 """
 
