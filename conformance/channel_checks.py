@@ -390,7 +390,7 @@ async def concurrency_limits(ctx: AgentContext) -> Finding:
     if len(burst) < 2 or any(s.answer is None for s in burst):
         missing = [s for s in burst if s.answer is None]
         return fail(f"{len(missing)} of {len(burst)} burst requests were never answered")
-    busy = [s for s in burst if s.code == 5005]
+    busy = [s for s in burst if s.answer.code == 5005]
     for s in busy:
         if s.answer.status != 429 or s.answer.retry_after is None:
             return fail(f"5005 without status 429 or retryAfter: {_show(s)}", excerpt=_excerpt(s))

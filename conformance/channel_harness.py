@@ -80,6 +80,11 @@ async def run_channel_phase(
     if not run.opened:
         run.notes.append(f"no channel opened within {OPEN_WAIT:.0f} s of enabling it")
         return
+    # An agent knows its devices again once it has polled them since its start.
+    since = run.enabled_at
+    await ctx.rec.wait_for(
+        lambda: any(r.t > since and r.obj.device for r in ctx.rec.accepted_reports()), OPEN_WAIT
+    )
     key = run.keys[0] if run.keys else UNKNOWN_KEY
     await _ask_all(
         peer,
@@ -117,7 +122,7 @@ async def run_channel_phase(
     run.steps["invalid"] = [invalid]
     run.steps["garbage"] = [garbage]
     await _answers(peer, [invalid])
-    await asyncio.sleep(1.0)  # time for an answer to garbage that should not come
+    await asyncio.sleep(0.5)  # time for an answer to garbage that should not come
     await _ask_all(peer, run, "after_garbage", [("GET", "/status")])
 
     # MS-CH-14: six fresh reads at once, two of the same device.
@@ -167,4 +172,4 @@ async def run_channel_phase(
         await asyncio.sleep(HOLD_MARGIN)  # a few more polls, to judge "poll again at once"
 
 
-HOLD_MARGIN = 3.0
+HOLD_MARGIN = 1.0
