@@ -87,7 +87,7 @@ async def channel_off_unless_enabled(ctx: AgentContext) -> Finding:
     return ok(f"no channel request while off ({checked} other requests observed)")
 
 
-@check("MS-CH-2", "MS-SEC-10", classes=CHANNEL, role="agent")
+@check("MS-CH-2", "MS-SEC-10", "MS-CH-20", classes=CHANNEL, role="agent")
 async def channel_opened_signed_with_fallback(ctx: AgentContext) -> list[Finding]:
     """WebSocket upgrade of GET /v1/channel, metersync.v1, signed; long-poll when refused."""
     run = _run(ctx)
@@ -119,24 +119,14 @@ async def channel_opened_signed_with_fallback(ctx: AgentContext) -> list[Finding
     else:
         out.append(ok("GET /v1/channel upgraded to WebSocket with metersync.v1", "MS-CH-2"))
     unsigned = [a for a in peer.attempts if a.kind != "response" and a.signature_problem]
-    if unsigned:
-        a = unsigned[0]
-        out.append(
-            fail(
-                f"a {a.kind} request is not signed per section 10.3: {a.signature_problem}",
-                "MS-SEC-10",
-                excerpt=str(a.headers),
-            )
-        )
-    else:
-        n = len([a for a in peer.attempts if a.kind != "response"])
-        out.append(
-            ok(
-                f"all {n} upgrades and polls signed over <METHOD> <path> <date>, "
-                "each signature used once",
-                "MS-SEC-10",
-            )
-        )
+    n = len([a for a in peer.attempts if a.kind != "response"])
+    for req in ("MS-SEC-10", "MS-CH-20"):
+        if unsigned:
+            a = unsigned[0]
+            problem = f"a {a.kind} request is not signed per section 10.3: {a.signature_problem}"
+            out.append(fail(problem, req, excerpt=str(a.headers)))
+        else:
+            out.append(ok(f"all {n} upgrades and polls signed, each signature used once", req))
     if run.blocked_at is None:
         out.append(not_tested("the upgrade was never refused", "MS-CH-2"))
     elif run.longpoll_at is None:

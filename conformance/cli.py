@@ -54,6 +54,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         default=5,
         help="generated requests per read operation (default 5)",
     )
+    m.add_argument(
+        "--channel-command",
+        help="Manager-Channel: a shell command making the manager send GET {path} to the agent "
+        "{agent_id} over its channel (default: the reference's operator API "
+        "GET {url}/api/v1/agents/{agent_id}/channel?path={path})",
+    )
     common(m, MANAGER_DEFAULT)
     m.set_defaults(func=cmd_manager)
 
@@ -129,6 +135,7 @@ async def run_manager(
     only: str = "",
     skip: tuple[str, ...] = (),
     progress: object = None,
+    channel_command: str | None = None,
 ) -> tuple[list[Verdict], float]:
     from metersync_conformance.manager_checks import ManagerContext
 
@@ -136,7 +143,11 @@ async def run_manager(
     # The answer audit looks at everything sent before it: run it last.
     checks.sort(key=lambda c: c.name == "every_answer_is_a_metersync_document")
     ctx = ManagerContext(
-        url=url, token_command=token_command, openapi=openapi, openapi_examples=openapi_examples
+        url=url,
+        token_command=token_command,
+        openapi=openapi,
+        openapi_examples=openapi_examples,
+        channel_command=channel_command,
     )
     start = time.monotonic()
     try:
@@ -171,6 +182,7 @@ def cmd_manager(args: argparse.Namespace) -> int:
             openapi_examples=args.openapi_examples,
             only=args.only,
             progress=_progress(args.quiet),
+            channel_command=args.channel_command,
         )
     )
     run = build_run(

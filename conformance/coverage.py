@@ -17,9 +17,7 @@ from metersync_conformance.registry import Check, load_all
 # in them is reported NOT TESTED with this reason, never PASS.
 NOT_IMPLEMENTED: dict[str, str] = {
     "Agent-SMTP": "the SMTP binding is not implemented by the reference yet; no checks exist",
-    "Agent-Channel": "bidirectional mode (channel) is not implemented by the reference yet",
     "Manager-SMTP": "the SMTP binding is not implemented by the reference yet; no checks exist",
-    "Manager-Channel": "bidirectional mode (channel) is not implemented by the reference yet",
     "Manager-Update": "the reference manager updates (`metersync manager update`), but the "
     "manager harness has no update phase yet",
 }

@@ -145,6 +145,7 @@ def load_all() -> dict[str, Check]:
     from metersync_conformance import (  # noqa: F401
         agent_checks,
         channel_checks,
+        manager_channel_checks,
         manager_checks,
         update_checks,
     )

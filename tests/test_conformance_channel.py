@@ -21,7 +21,7 @@ CLASSES = ["Agent-Core", "Agent-HTTP", "Agent-Channel"]
 CHANNEL_IDS = {
     "MS-CH-1", "MS-CH-2", "MS-CH-4", "MS-CH-6", "MS-CH-7", "MS-CH-9", "MS-CH-10", "MS-CH-11",
     "MS-CH-12", "MS-CH-13", "MS-CH-14", "MS-CH-15", "MS-CH-16", "MS-MSG-9", "MS-MSG-14",
-    "MS-MSG-15", "MS-CONF-6",
+    "MS-MSG-15", "MS-CONF-6", "MS-CH-20",
 }  # fmt: skip
 
 
