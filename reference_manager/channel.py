@@ -46,7 +46,9 @@ POLL_HOLD = 30.0  # MS-CH-4: a long-poll is held at most this long
 POLL_GRACE = 10.0  # a long-poll agent counts as connected this long after its last poll
 MAX_OUTSTANDING = 4  # MS-CH-14
 ANSWER_WAIT = 45.0  # MS-CH-17: the default device budget (30 s) + 15 s
-_RESOURCE = re.compile(r"^/(status|devices|devices/(sn|mac|sys):[!-~]{1,250}?(/fresh)?)$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# Table 10-1; a device key holds no "?" or "#" here, which would make it a query or fragment.
+_RESOURCE = re.compile(r'^/(status|devices|devices/(sn|mac|sys):[!"$->@-~]{1,250}?(/fresh)?)$')
 
 
 class NotConnected(Exception):
@@ -59,7 +61,7 @@ class Busy(Exception):
 
 def resource_path_ok(path: str) -> bool:
     """A path of Table 10-1 (MS-CH-8), without query or fragment."""
-    return bool(_RESOURCE.match(path)) and "?" not in path and "#" not in path
+    return bool(_RESOURCE.match(path))
 
 
 @dataclass
@@ -328,6 +330,8 @@ def register(
     @app.get("/api/v1/agents/<agent_id>/channel")
     async def ask_agent(agent_id: str) -> Any:
         path = request.args.get("path", "")
+        if not _UUID.match(agent_id):
+            return {"status": 400, "title": "invalid parameter", "detail": "not a UUID"}, 400
         if not resource_path_ok(path):
             return {
                 "status": 400,
