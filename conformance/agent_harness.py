@@ -53,6 +53,7 @@ PHASES = ("baseline", "changes", "retry_after", "outage", "restart", "recovery",
 SMTP_PHASES = ("baseline", "smtp_transient")
 SMTP_FROM = "agent@conformance.invalid"
 SMTP_TO = "reports@conformance.invalid"
+# "channel" (channel_harness.py) follows them when Agent-Channel is claimed.
 
 
 @dataclass
@@ -87,6 +88,7 @@ class AgentContext:
     mover_responder: Responder | None = None
     moved_responder: Responder | None = None
     update: Any = None  # update_harness.UpdateRun when Agent-Update is claimed
+    channel: Any = None  # channel_harness.ChannelRun when the channel phase ran
 
     def phase(self, name: str) -> tuple[float, float]:
         t0, t1 = self.phases.get(name, (0.0, None))
@@ -149,6 +151,7 @@ def provisioning(
     feed_url: str | None = None,
     trusted_root: str | None = None,
     check_interval: int | None = None,
+    channel: bool = False,
 ) -> bytes:
     from xml.sax.saxutils import escape
 
@@ -189,7 +192,7 @@ def provisioning(
     <startDelayMax>0</startDelayMax>
   </schedule>
   <snmp><timeout>2</timeout><retries>1</retries><deviceBudget>20</deviceBudget><concurrency>16</concurrency></snmp>
-  <channel enabled="false"/>
+  <channel enabled="{"true" if channel else "false"}"/>
   <updates mode="{mode}">{updates}</updates>
 </Provisioning>
 """
@@ -397,6 +400,8 @@ async def run_agent(
     update_platform: str = "any",
 ) -> tuple[list[Verdict], float]:
     started = time.monotonic()
+    if "Agent-Channel" in classes and "channel" not in phases:
+        phases = (*phases, "channel")  # last: the channel stays off until then (MS-CH-1)
     recordings = load(walks)
     if not recordings:
         raise SystemExit(f"no <name>.snmprec with <name>.truth.toml in {walks}")
@@ -463,6 +468,18 @@ async def run_agent(
         await scenario(ctx, agent, work, walks)
         if ctx.update is not None and "update" in phases:
             await update_phase(ctx, update_command or "", prov, state, work)
+        if "channel" in phases:
+            from metersync_conformance.channel_harness import run_channel_phase
+
+            ctx.phases["channel"] = (time.monotonic(), None)
+            await run_channel_phase(
+                ctx,
+                agent,
+                prov,
+                lambda channel: provisioning(manager.url, devices, channel=channel),
+                [*responders, ctx.mover_responder, ctx.moved_responder],
+            )
+            ctx.phases["channel"] = (ctx.phases["channel"][0], time.monotonic())
     finally:
         stop.set()
         if watcher:

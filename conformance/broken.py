@@ -12,8 +12,9 @@ declaration through the XML edge).
 Agents: `wrong-unit` (reports page counters in sheets instead of impressions), `percent-3`
 (reports a supply level of -3 "some remaining" as 3 %), `no-backoff` (retries every 0.3 s
 instead of backing off, still honouring Retry-After), `listen` (opens a TCP listening port),
-`expired-ok` (its update client accepts an expired timestamp: a freeze attack goes unnoticed).
-`sign-base64` (signs a report's base64 text as mailed instead of its bytes: MS-SMTP-3).
+`expired-ok` (its update client accepts an expired timestamp: a freeze attack goes unnoticed),
+`sign-base64` (signs a report's base64 text as mailed instead of its bytes: MS-SMTP-3),
+`channel-post` (serves a POST, PUT or DELETE over the channel as if it were a GET).
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from decimal import Decimal
 from typing import Any
 
 MANAGER_FLAWS = ("duplicates", "forged", "doctype")
-AGENT_FLAWS = ("wrong-unit", "percent-3", "no-backoff", "listen", "expired-ok", "sign-base64")
+AGENT_FLAWS = (
+    "wrong-unit",
+    "percent-3",
+    "no-backoff",
+    "listen",
+    "expired-ok",
+    "sign-base64",
+    "channel-post",
+)
 
 _DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*>")
 
@@ -136,6 +145,16 @@ def break_agent(flaw: str) -> None:
             return real_sign(self, data)
 
         enrollment.AgentIdentity.sign = sign  # type: ignore[method-assign]
+    elif flaw == "channel-post":
+        from metersync_agent.channel import ChannelResources
+
+        real_serve = ChannelResources._serve
+
+        async def serve(self: Any, req: Any) -> Any:
+            req.method = "GET"  # whatever was asked, act on it
+            return await real_serve(self, req)
+
+        ChannelResources._serve = serve  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown agent flaw {flaw!r}; known: {', '.join(AGENT_FLAWS)}")
 

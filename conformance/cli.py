@@ -56,6 +56,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="generated requests per read operation (default 5)",
     )
     m.add_argument("--smtp", help="HOST:PORT of the manager's SMTP server (Manager-SMTP)")
+    m.add_argument(
+        "--channel-command",
+        help="Manager-Channel: a shell command making the manager send GET {path} to the agent "
+        "{agent_id} over its channel (default: the reference's operator API "
+        "GET {url}/api/v1/agents/{agent_id}/channel?path={path})",
+    )
     common(m, MANAGER_DEFAULT)
     m.set_defaults(func=cmd_manager)
 
@@ -132,6 +138,7 @@ async def run_manager(
     skip: tuple[str, ...] = (),
     progress: object = None,
     smtp: str | None = None,
+    channel_command: str | None = None,
 ) -> tuple[list[Verdict], float]:
     from metersync_conformance.manager_checks import ManagerContext
 
@@ -144,6 +151,7 @@ async def run_manager(
         openapi=openapi,
         openapi_examples=openapi_examples,
         smtp=smtp,
+        channel_command=channel_command,
     )
     start = time.monotonic()
     try:
@@ -179,6 +187,7 @@ def cmd_manager(args: argparse.Namespace) -> int:
             only=args.only,
             progress=_progress(args.quiet),
             smtp=args.smtp,
+            channel_command=args.channel_command,
         )
     )
     run = build_run(

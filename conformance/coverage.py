@@ -16,8 +16,6 @@ from metersync_conformance.registry import Check, load_all
 # Classes whose behaviour the reference implementations do not have yet: every requirement
 # in them is reported NOT TESTED with this reason, never PASS.
 NOT_IMPLEMENTED: dict[str, str] = {
-    "Agent-Channel": "bidirectional mode (channel) is not implemented by the reference yet",
-    "Manager-Channel": "bidirectional mode (channel) is not implemented by the reference yet",
     "Manager-Update": "the reference manager updates (`metersync manager update`), but the "
     "manager harness has no update phase yet",
 }

@@ -1,9 +1,10 @@
 """The manager the harness plays against an agent under test: a small Quart app on loopback.
 
 It implements the HTTP binding's two endpoints (`POST /v1/enroll`, `POST /v1/reports`) well
-enough for an agent to run, records every request exactly as received (time, path, headers,
-body) with what it concluded, and can be told to be unavailable: answer 503 (or 429), with or
-without `Retry-After`, for the next N report posts or until told otherwise. The checks judge
+enough for an agent to run, and the channel endpoints (fake_channel.py); it records every
+request exactly as received (time, path, headers, body) with what it concluded, and can be
+told to be unavailable: answer 503 (or 429), with or without `Retry-After`, for the next N
+report posts or until told otherwise. The checks judge
 the agent from these records afterwards.
 """
 
@@ -26,6 +27,8 @@ from quart import Quart, Response, request
 import metersync_generated.v1 as model
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
+from metersync_conformance.fake_channel import ChannelPeer
+from metersync_conformance.fake_channel import register as register_channel
 from metersync_conformance.wire import CONTENT_TYPE, now, xml_time
 
 
@@ -72,6 +75,7 @@ class Recorder:
     stored: dict[str, str] = field(default_factory=dict)  # reportId -> digest
     outages: deque[Outage] = field(default_factory=deque)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    peer: ChannelPeer | None = None  # the channel endpoints' state (fake_channel)
 
     def reports(self) -> list[Received]:
         return [r for r in self.received if r.kind == "Report"]
@@ -111,6 +115,9 @@ def _error(exc: ProtocolError, headers: dict[str, str] | None = None) -> Respons
 
 def create_app(rec: Recorder) -> Quart:
     app = Quart("metersync-conformance-manager")
+    if rec.peer is None:
+        rec.peer = ChannelPeer(rec.keys)
+    register_channel(app, rec.peer)  # records channel attempts even when the agent has it off
 
     async def _receive() -> Received:
         raw = await request.get_data()

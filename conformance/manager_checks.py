@@ -60,6 +60,7 @@ class ManagerContext:
     openapi: Path | None = None
     openapi_examples: int = 5
     smtp: str | None = None  # HOST:PORT of the manager's SMTP server (Manager-SMTP)
+    channel_command: str | None = None  # makes the manager send GET {path} to {agent_id}
     client: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=60.0))
     answers: list[tuple[str, bytes, Answer]] = field(default_factory=list)
     _main: SimAgent | None = None

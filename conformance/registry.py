@@ -144,6 +144,8 @@ def load_all() -> dict[str, Check]:
     """Import every module that registers checks; the registry, complete."""
     from metersync_conformance import (  # noqa: F401
         agent_checks,
+        channel_checks,
+        manager_channel_checks,
         manager_checks,
         smtp_checks,
         update_checks,

@@ -99,3 +99,41 @@ def verify(public_key: str, data: bytes, signature: Signature) -> None:
         raise ProtocolError(
             "BAD_SIGNATURE", "the signature does not verify over the exact bytes received"
         ) from None
+
+
+# --- requests without a body (section 10.3) -------------------------------------------------
+
+DATE_HEADER = "MeterSync-Date"
+
+
+def format_date(when: float) -> str:
+    """`MeterSync-Date` for epoch seconds `when`: RFC 3339 UTC with milliseconds, so that two
+    requests in the same second carry different signed bytes (MS-CH-20)."""
+    import datetime as dt
+
+    t = dt.datetime.fromtimestamp(when, dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def bodyless_bytes(method: str, path: str, date: str) -> bytes:
+    """The signed bytes of a request without body: `<METHOD> <path> <MeterSync-Date>`."""
+    return f"{method.upper()} {path} {date}".encode("ascii", "replace")
+
+
+def parse_date(value: str | None) -> float:
+    """A `MeterSync-Date` value → epoch seconds; refused with 2001 when missing or unreadable
+    (the signature cannot be checked without it)."""
+    import datetime as dt
+
+    text = (value or "").strip()
+    if not text:
+        raise ProtocolError("SIGNATURE_MISSING", f"the {DATE_HEADER} header is missing")
+    try:
+        when = dt.datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise ProtocolError(
+            "SIGNATURE_MISSING", f"{DATE_HEADER} {text[:40]!r} is not an RFC 3339 date-time"
+        ) from None
+    if when.tzinfo is None or "T" not in text.upper():
+        raise ProtocolError("SIGNATURE_MISSING", f"{DATE_HEADER} needs a date, time and zone")
+    return when.timestamp()

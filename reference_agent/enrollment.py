@@ -51,6 +51,8 @@ CAPABILITIES = [
     model.Capability.SMTP,
     model.Capability.SNMPV3,
     model.Capability.UPDATE,
+    model.Capability.CHANNEL_WEBSOCKET,  # Agent-Channel (MS-CONF-6): both transports
+    model.Capability.CHANNEL_LONGPOLL,
 ]
 
 

@@ -105,6 +105,38 @@ def one_snapshot_per_key(
     return kept, dropped_silent
 
 
+def status_info(
+    settings: Settings,
+    started_at: float,
+    queue_depth: int,
+    oldest_queued_at: float | None,
+    dropped_reports: int,
+    cycle: CycleResult | None,
+    licence: model.LicenceState | None = None,
+) -> model.AgentStatusInfo:
+    """AgentStatusInfo (MS-MSG-12): in every report, and the channel's /status (MS-MSG-14)."""
+    last_cycle = None
+    if cycle is not None:
+        last_cycle = model.CycleStats(
+            started_at=_xml_time(cycle.started),
+            finished_at=_xml_time(cycle.finished),
+            devices_polled=len(cycle.snapshots),
+            devices_failed=cycle.failed,
+            devices_partial=cycle.partial,
+        )
+    return model.AgentStatusInfo(
+        software=enrollment.SOFTWARE,
+        started_at=_xml_time(started_at),
+        queue_depth=queue_depth,
+        oldest_queued_at=None if oldest_queued_at is None else _xml_time(oldest_queued_at),
+        dropped_reports=dropped_reports,
+        last_cycle=last_cycle,
+        licence=licence or model.LicenceState(state=model.LicenceStateName.MISSING),
+        channel_enabled=settings.channel_enabled,
+        update_mode=model.UpdateMode(settings.update_mode),
+    )
+
+
 def build_report(
     ctx: EnqueueContext,
     identity: AgentIdentity,
@@ -133,15 +165,6 @@ def build_report(
                 c.value,
             )
         keep += [(key, c.kind.value, c.oid, c.value) for c in snap.counter]
-    last_cycle = None
-    if cycle is not None:
-        last_cycle = model.CycleStats(
-            started_at=_xml_time(cycle.started),
-            finished_at=_xml_time(cycle.finished),
-            devices_polled=len(cycle.snapshots),
-            devices_failed=cycle.failed,
-            devices_partial=cycle.partial,
-        )
     report_id = str(uuid.uuid4())
     report = model.Report(
         version=xml_edge.PROTOCOL_VERSION,
@@ -149,18 +172,14 @@ def build_report(
         agent_id=identity.agent_id,
         sequence=ctx.sequence,
         created_at=now_xml(),
-        agent_status=model.AgentStatusInfo(
-            software=enrollment.SOFTWARE,
-            started_at=_xml_time(started_at),
-            queue_depth=ctx.queue_depth,
-            oldest_queued_at=None
-            if ctx.oldest_queued_at is None
-            else _xml_time(ctx.oldest_queued_at),
-            dropped_reports=ctx.dropped_reports,
-            last_cycle=last_cycle,
-            licence=licence or model.LicenceState(state=model.LicenceStateName.MISSING),
-            channel_enabled=settings.channel_enabled,
-            update_mode=model.UpdateMode(settings.update_mode),
+        agent_status=status_info(
+            settings,
+            started_at,
+            ctx.queue_depth,
+            ctx.oldest_queued_at,
+            ctx.dropped_reports,
+            cycle,
+            licence,
         ),
         device=snapshots,
     )
@@ -180,6 +199,7 @@ class DeviceEntry:
     device_key: str | None = None
     last_good: model.DeviceIdentity | None = None
     stale: bool = False  # not found by the last discovery
+    last_snapshot: model.DeviceSnapshot | None = None  # served by the channel (MS-CH-12)
 
 
 @dataclass
@@ -209,6 +229,9 @@ class AgentService:
         self.identity: AgentIdentity | None = None
         self.outbox: Outbox | None = None
         self.http_failing_since: float | None = None  # start of the current failure streak
+        self._client: Any = None
+        self._profiles: Any = None
+        self.channel: Any = None  # the ChannelClient while bidirectional mode is on
 
     # -- lifecycle --
 
@@ -232,6 +255,7 @@ class AgentService:
         )
         transport = HttpTransport.from_settings(s, self.identity.agent_id, self.state_dir)
         reports, fallback = self._smtp_transports(transport)  # chapter 9; HTTP only: unchanged
+        self._client = client
         try:
             delay = self.rng.uniform(0, s.start_delay_max) if s.start_delay_max > 0 else 0.0
             if delay:
@@ -254,6 +278,8 @@ class AgentService:
                 )
             if fallback is not None:
                 tasks.add(asyncio.create_task(fallback, name="smtp-fallback"))
+            if s.channel_enabled and s.http_enabled:  # off unless provisioned (MS-CH-1)
+                tasks.add(asyncio.create_task(self._channel(), name="channel"))
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             self.stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -330,7 +356,7 @@ class AgentService:
 
         s = self.settings
         loop = asyncio.get_running_loop()
-        profiles = load_profiles()
+        profiles = self._profiles = load_profiles()
         targets = TargetSet.parse(s.targets_include, s.targets_exclude)
         next_discovery = loop.time()
         while not self.stop.is_set():
@@ -441,6 +467,7 @@ class AgentService:
             else:
                 partial += verdict == "partial"
                 self._moved(e, snap.identity)
+            e.last_snapshot = snap
             snapshots.append(snap)
         snapshots, moved = one_snapshot_per_key(snapshots)
         failed -= moved
@@ -495,6 +522,88 @@ class AgentService:
         self.state.reports_queued += 1
         log.debug("stored report %s (sequence %d)", stored.report_id, stored.sequence)
         self._wake_sender.set()
+
+    # -- the channel (chapter 10): read-only views of the state above --
+
+    @property
+    def agent_id(self) -> str:
+        assert self.identity is not None
+        return self.identity.agent_id
+
+    async def status_info(self) -> model.AgentStatusInfo:
+        assert self.outbox is not None
+        from metersync_agent.updating import licence_for_report
+
+        st = await asyncio.to_thread(self.outbox.status)
+        licence = await asyncio.to_thread(licence_for_report, self.state_dir, self.agent_id)
+        return status_info(
+            self.settings,
+            self.started_at,
+            st.queued,
+            st.oldest_queued_at,
+            st.dropped_reports,
+            self.state.last_cycle,
+            licence,
+        )
+
+    def snapshots(self) -> dict[str, model.DeviceSnapshot]:
+        found: dict[str, model.DeviceSnapshot] = {}
+        for e in self.state.devices.values():
+            if e.last_snapshot is not None:
+                found[e.last_snapshot.identity.device_key] = e.last_snapshot
+        return found
+
+    async def fresh(self, device_key: str) -> model.DeviceSnapshot:
+        """A new poll of the device for the channel; changes nothing it holds (MS-CH-19)."""
+        from metersync_agent.channel import FreshReadFailed
+
+        s = self.settings
+        entry = next(
+            (
+                e
+                for e in self.state.devices.values()
+                if e.last_snapshot is not None and e.last_snapshot.identity.device_key == device_key
+            ),
+            None,
+        )
+        if entry is None or self._client is None or self._profiles is None:
+            raise FreshReadFailed("the device is not known any more")
+        creds = list(s.credentials)
+        if entry.credential is not None and entry.credential in creds:
+            creds.remove(entry.credential)
+            creds.insert(0, entry.credential)
+        poll = self._poll_fn()
+        try:
+            snap = await asyncio.wait_for(
+                poll(self._client, entry.host, entry.port, creds, self._profiles, s.device_budget),
+                s.device_budget + 1.0,
+            )
+        except TimeoutError:
+            raise FreshReadFailed(f"no answer within {s.device_budget:.0f} s") from None
+        if classify(snap) == "failed":
+            codes = ", ".join(sorted({e.code.value for e in snap.collection_error}))
+            raise FreshReadFailed(codes or "nothing was read")
+        return snap
+
+    async def _channel(self) -> None:
+        from metersync_agent.channel import ChannelClient, ChannelResources
+        from metersync_agent.transport_http import ssl_context
+
+        assert self.identity is not None
+        s, identity = self.settings, self.identity
+        self.channel = ChannelClient(
+            base_url=s.manager_url,
+            agent_id=identity.agent_id,
+            sign=identity.sign,
+            resources=ChannelResources(self, enabled=s.channel_enabled),
+            stop=self.stop,
+            ready=lambda: enrollment.is_enrolled(self.state_dir, s.manager_url, s.enrollment_token),
+            verify=ssl_context(s.ca_bundle, s.client_certificate, self.state_dir),
+            proxy=s.proxy,
+            timeout=s.http_timeout,
+            rng=self.rng,
+        )
+        await self.channel.run()
 
     # -- delivery --
 

@@ -25,7 +25,7 @@ import metersync_generated.v1 as model
 import metersync_spec
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
-from metersync_manager import ingest
+from metersync_manager import channel, ingest
 from metersync_manager.accept import accept_report
 from metersync_manager.extract import utc_naive
 from metersync_manager.store import Store, iso
@@ -206,6 +206,8 @@ def create_app(
     clock: Callable[[], datetime] = ingest.utcnow,
     max_in_flight: int = 256,
     bench_noop: bool = False,
+    channel_websocket: bool = True,
+    channel_hold: float = channel.POLL_HOLD,
 ) -> Quart:
     """The manager as an ASGI app over an opened (migrated) store."""
     app = Quart("metersync_manager")
@@ -311,6 +313,25 @@ def create_app(
         async def noop() -> Response:
             await read_body(max_bytes)
             return Response(b"", status=200, content_type=MEDIA_TYPE)
+
+    # --- the bidirectional channel (chapter 10) ------------------------------------------------
+
+    async def lookup(agent_id: str) -> ingest.AgentRecord | None:
+        return await run(store.agent, agent_id)
+
+    hub = channel.ChannelHub()
+    app.extensions["metersync_channel"] = hub
+    channel.register(
+        app,
+        hub,
+        lookup=lookup,
+        read_body=lambda: read_body(max_bytes),
+        error_response=error_response,
+        clock=clock,
+        skew=skew,
+        websocket_enabled=channel_websocket,
+        hold=channel_hold,
+    )
 
     # --- JSON read API -------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
     metersync manager serve [--data-dir DIR] [--database URL] [--bind 127.0.0.1:8470]
                             [--certfile CERT --keyfile KEY] [--smtp-bind 127.0.0.1:8025]
+                            [--no-channel-websocket]
     metersync manager token create [--expires 24h] [--data-dir DIR | --database URL]
     metersync manager agent revoke AGENT_ID [--data-dir DIR | --database URL]
     metersync manager mail refusals [--limit N] [--data-dir DIR | --database URL]
@@ -79,6 +80,18 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--update-interval", type=float, default=86_400.0, help="seconds between checks"
+    )
+    serve.add_argument(
+        "--no-channel-websocket",
+        action="store_true",
+        help="refuse WebSocket upgrades on /v1/channel: agents use long-poll (as behind a "
+        "proxy that blocks WebSocket)",
+    )
+    serve.add_argument(
+        "--channel-hold",
+        type=float,
+        default=30.0,
+        help="seconds a channel long-poll is held when no request waits (at most 30)",
     )
     serve.set_defaults(func=cmd_serve)
 
@@ -263,7 +276,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"--smtp-bind: {exc}", file=sys.stderr)
             return 2
     store = _open_store(args)
-    app = create_app(store, bench_noop=args.bench_noop)
+    if not 0 < args.channel_hold <= 30:
+        print("--channel-hold is more than 0 and at most 30 s (MS-CH-4)", file=sys.stderr)
+        return 2
+    app = create_app(
+        store,
+        bench_noop=args.bench_noop,
+        channel_websocket=not args.no_channel_websocket,
+        channel_hold=args.channel_hold,
+    )
     config = Config()
     config.bind = [args.bind]
     config.certfile = args.certfile

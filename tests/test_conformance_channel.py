@@ -1,0 +1,51 @@
+"""The conformance suite's channel checks against the reference agent and a broken one.
+
+Real processes, as in test_conformance_agent.py: snmpsim responders, the harness manager on
+loopback, the agent as `python -m metersync_agent.service run`. Each run is the baseline phase
+(channel off: MS-CH-1) followed by the channel phase (channel_harness.py). The broken agent
+serves a POST over the channel as if it were a GET and must fail exactly MS-CH-7.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from test_conformance_agent import REFERENCE, broken, by_status, evidence
+
+from metersync_conformance.agent_harness import run_agent
+from metersync_conformance.registry import Status, Verdict
+from metersync_conformance.truth import default_walks
+
+CLASSES = ["Agent-Core", "Agent-HTTP", "Agent-Channel"]
+CHANNEL_IDS = {
+    "MS-CH-1", "MS-CH-2", "MS-CH-4", "MS-CH-6", "MS-CH-7", "MS-CH-9", "MS-CH-10", "MS-CH-11",
+    "MS-CH-12", "MS-CH-13", "MS-CH-14", "MS-CH-15", "MS-CH-16", "MS-MSG-9", "MS-MSG-14",
+    "MS-MSG-15", "MS-CONF-6", "MS-CH-20",
+}  # fmt: skip
+
+
+# Five printers are enough for the channel (and its burst of fresh reads): a short baseline.
+PRINTERS = ["brother_hl", "canon_iradv", "epson_wf", "kyocera_ecosys", "lexmark_ms"]
+
+
+def _walks(root: Path) -> Path:
+    for name in PRINTERS:
+        for ext in (".snmprec", ".truth.toml"):
+            (root / f"{name}{ext}").symlink_to(default_walks() / f"{name}{ext}")
+    return root
+
+
+async def _both(walks: Path) -> tuple[list[Verdict], list[Verdict]]:
+    ref = run_agent(REFERENCE, CLASSES, walks=walks, phases=("baseline",))
+    bad = run_agent(broken("channel-post"), CLASSES, walks=walks, phases=("baseline",))
+    (r, _), (b, _) = await asyncio.gather(ref, bad)
+    return r, b
+
+
+def test_channel_checks_pass_the_reference_and_catch_a_post(tmp_path: Path) -> None:
+    ref, post = asyncio.run(_both(_walks(tmp_path)))
+    passed = by_status(ref, Status.PASS)
+    assert not CHANNEL_IDS - passed, (sorted(CHANNEL_IDS - passed), evidence(ref))
+    assert by_status(ref, Status.FAIL) == set(), evidence(ref)
+    assert by_status(post, Status.FAIL) == {"MS-CH-7"}, evidence(post)
