@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -70,6 +71,17 @@ enrollment_tokens = Table(
     Column("expires_at", DateTime, nullable=False),
     Column("used_by", String(36)),
     Column("used_at", DateTime),
+    Column("agent_id", String(36)),  # set: a re-enrollment token for this agent (MS-SEC-8)
+)
+
+# Keys an agent rotated away from (MS-SEC-8): they still verify reports created before
+# `superseded_at`; the current key is agents.public_key.
+agent_keys = Table(
+    "agent_keys",
+    metadata,
+    Column("agent_id", String(36), ForeignKey("agents.agent_id"), nullable=False, index=True),
+    Column("public_key", String(64), nullable=False),
+    Column("superseded_at", DateTime, nullable=False),
 )
 
 reports = Table(
@@ -200,7 +212,14 @@ collection_errors = Table(
     Column("message", Text, nullable=False),
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-# version → the step that turns version-1 into version. Empty until the schema first changes.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+def _v2(conn: Connection) -> None:
+    """Key rotation: tokens bound to an agent, and the agents' superseded keys."""
+    conn.execute(text("ALTER TABLE enrollment_tokens ADD COLUMN agent_id VARCHAR(36)"))
+    agent_keys.create(conn)
+
+
+# version → the step that turns version-1 into version.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2}
