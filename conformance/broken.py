@@ -47,10 +47,12 @@ def break_manager(flaw: str) -> None:
     elif flaw == "forged":
 
         def authenticate(sig: signing.Signature, raw: bytes, agent: Any) -> None:
-            if agent is None:
-                from metersync.errors import ProtocolError
+            from metersync.errors import ProtocolError
 
+            if agent is None:
                 raise ProtocolError("UNKNOWN_AGENT", f"no enrolled agent {sig.agent_id}")
+            if agent.revoked:
+                raise ProtocolError("AGENT_REVOKED", f"agent {sig.agent_id} was revoked")
 
         ingest.authenticate = authenticate  # type: ignore[assignment]
     elif flaw == "doctype":
