@@ -8,7 +8,8 @@ behaviour, so that a conformance run must catch it by exactly the requirement it
 
 Managers: `duplicates` (answers `accepted` to a byte-identical report again), `forged` (accepts
 a report whatever its signature, as long as the agent is enrolled), `doctype` (lets a DOCTYPE
-declaration through the XML edge).
+declaration through the XML edge), `ignores-revocation` (verifies a revoked agent's reports as
+if it were not revoked), `no-retry-after` (answers 429 without Retry-After).
 Agents: `wrong-unit` (reports page counters in sheets instead of impressions), `percent-3`
 (reports a supply level of -3 "some remaining" as 3 %), `no-backoff` (retries every 0.3 s
 instead of backing off, still honouring Retry-After), `listen` (opens a TCP listening port),
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-MANAGER_FLAWS = ("duplicates", "forged", "doctype")
+MANAGER_FLAWS = ("duplicates", "forged", "doctype", "ignores-revocation", "no-retry-after")
 AGENT_FLAWS = (
     "wrong-unit",
     "percent-3",
@@ -56,10 +57,12 @@ def break_manager(flaw: str) -> None:
     elif flaw == "forged":
 
         def authenticate(sig: signing.Signature, raw: bytes, agent: Any) -> None:
-            if agent is None:
-                from metersync.errors import ProtocolError
+            from metersync.errors import ProtocolError
 
+            if agent is None:
                 raise ProtocolError("UNKNOWN_AGENT", f"no enrolled agent {sig.agent_id}")
+            if agent.revoked:
+                raise ProtocolError("AGENT_REVOKED", f"agent {sig.agent_id} was revoked")
 
         ingest.authenticate = authenticate  # type: ignore[assignment]
     elif flaw == "doctype":
@@ -69,6 +72,27 @@ def break_manager(flaw: str) -> None:
             real_check(_DOCTYPE.sub(b"", data), max_bytes)  # a bare DOCTYPE slips through
 
         xml_edge.check_bytes = check_bytes  # type: ignore[assignment]
+    elif flaw == "ignores-revocation":
+        from dataclasses import replace
+
+        real_auth = ingest.authenticate
+
+        def authenticate_revoked(sig: signing.Signature, raw: bytes, agent: Any) -> Any:
+            return real_auth(sig, raw, replace(agent, revoked=False) if agent else agent)
+
+        ingest.authenticate = authenticate_revoked  # type: ignore[assignment]
+    elif flaw == "no-retry-after":
+        from metersync_manager import app
+
+        real_error = app.error_response
+
+        def error_response(exc: Any) -> Any:
+            resp = real_error(exc)
+            if resp.status_code == 429:
+                del resp.headers["Retry-After"]
+            return resp
+
+        app.error_response = error_response  # type: ignore[assignment]
     else:
         raise SystemExit(f"unknown manager flaw {flaw!r}; known: {', '.join(MANAGER_FLAWS)}")
 

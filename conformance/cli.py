@@ -48,7 +48,18 @@ def register(parser: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--token-command", required=True, help="a shell command printing a fresh enrollment token"
     )
-    m.add_argument("--openapi", type=Path, help="the manager's OpenAPI document, if not served")
+    m.add_argument(
+        "--revoke-command",
+        help="a shell command revoking an agent; {agent_id} is replaced (MS-SEC-9)",
+    )
+    m.add_argument(
+        "--reenroll-command",
+        help="a shell command printing a re-enrollment token for {agent_id} (MS-SEC-8)",
+    )
+    m.add_argument("--cacert", type=Path, help="CA certificate(s) to trust for an https URL")
+    m.add_argument(
+        "--openapi", type=Path, help="the manager's OpenAPI document (default: the spec's)"
+    )
     m.add_argument(
         "--openapi-examples",
         type=int,
@@ -139,12 +150,17 @@ async def run_manager(
     progress: object = None,
     smtp: str | None = None,
     channel_command: str | None = None,
+    revoke_command: str | None = None,
+    reenroll_command: str | None = None,
+    cacert: Path | None = None,
 ) -> tuple[list[Verdict], float]:
     from metersync_conformance.manager_checks import ManagerContext
 
     checks = [c for c in select("manager", classes) if only in c.name and c.name not in skip]
-    # The answer audit looks at everything sent before it: run it last.
-    checks.sort(key=lambda c: c.name == "every_answer_is_a_metersync_document")
+    # Failed enrollments block this address for a minute: near the end. The answer audits
+    # look at everything sent before them: last.
+    late = ("failed_enrollments_limited", "answers_audit", "every_answer_is_a_metersync_document")
+    checks.sort(key=lambda c: late.index(c.name) + 1 if c.name in late else 0)
     ctx = ManagerContext(
         url=url,
         token_command=token_command,
@@ -152,6 +168,9 @@ async def run_manager(
         openapi_examples=openapi_examples,
         smtp=smtp,
         channel_command=channel_command,
+        revoke_command=revoke_command,
+        reenroll_command=reenroll_command,
+        cacert=cacert,
     )
     start = time.monotonic()
     try:
@@ -188,6 +207,9 @@ def cmd_manager(args: argparse.Namespace) -> int:
             progress=_progress(args.quiet),
             smtp=args.smtp,
             channel_command=args.channel_command,
+            revoke_command=args.revoke_command,
+            reenroll_command=args.reenroll_command,
+            cacert=args.cacert,
         )
     )
     run = build_run(

@@ -12,6 +12,7 @@ import base64
 import copy
 import gzip
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -85,8 +86,10 @@ class SimAgent:
         agent_id: str | None = None,
         total: int = 48213,
         serial: str | None = None,
+        mutate: Callable[[model.Report], None] | None = None,
     ) -> tuple[str, bytes]:
-        """(reportId, bytes) of a valid report; `total` varies the content for the same id."""
+        """(reportId, bytes) of a valid report; `total` varies the content for the same id;
+        `mutate` changes the report object last (its result need not be schema-valid)."""
         if sequence is None:
             self.sequence += 1
             sequence = self.sequence
@@ -105,6 +108,9 @@ class SimAgent:
             for c in dev.counter:
                 if c.kind == model.CounterKind.TOTAL:
                     c.value = total
+        if mutate is not None:
+            mutate(rep)
+            return rid, xml_edge.to_bytes(rep, validate=False)
         return rid, xml_edge.to_bytes(rep)
 
 

@@ -99,7 +99,7 @@ def _context() -> XmlContext:
     return XmlContext()
 
 
-_too_deep = etree.XPath("boolean(/" + "/".join(["*"] * (MAX_DEPTH + 1)) + ")")
+_too_deep = etree.XPath("(/" + "/".join(["*"] * (MAX_DEPTH + 1)) + ")[1]")
 
 
 def _line_of(data: bytes, offset: int) -> tuple[int, int]:
@@ -182,8 +182,14 @@ def parse_tree(data: bytes, max_bytes: int = MAX_BYTES) -> etree._Element:
                 column=column,
             ) from None
         raise ProtocolError("MALFORMED_XML", text, line=line, column=column) from None
-    if _too_deep(root):
-        raise ProtocolError("DOCUMENT_TOO_DEEP", f"elements nest deeper than {MAX_DEPTH} levels")
+    deep = _too_deep(root)
+    if deep:  # MS-XML-11: where the nesting first goes too deep
+        raise ProtocolError(
+            "DOCUMENT_TOO_DEEP",
+            f"elements nest deeper than {MAX_DEPTH} levels",
+            line=deep[0].sourceline,
+            element=etree.QName(deep[0]).localname,
+        )
     qname = etree.QName(root)
     ns_match = _METERSYNC_NS.match(qname.namespace or "")
     if qname.namespace != NAMESPACE:

@@ -33,9 +33,9 @@ async def accept_report(
     """Verify and store one report's exact bytes; the Receipt, or a ProtocolError."""
     sig = ingest.signer(signature)
     agent = await run(store.agent, sig.agent_id)
-    ingest.authenticate(sig, raw, agent)
+    superseded = ingest.authenticate(sig, raw, agent)  # a rotated-out key: when (MS-SEC-8)
     rows = ingest.read_report(raw)
     now = clock()
-    ingest.check_report(rows, sig.agent_id, now, skew)
+    ingest.check_report(rows, sig.agent_id, now, skew, superseded)
     stored = await asyncio.wrap_future(store.submit_report(rows, ingest.digest(raw), len(raw), now))
     return ingest.receipt(rows.report_id, rows.agent_id, stored.duplicate, now, stored.devices)

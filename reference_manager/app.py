@@ -28,6 +28,7 @@ from metersync.errors import ProtocolError
 from metersync_manager import channel, ingest
 from metersync_manager.accept import accept_report
 from metersync_manager.extract import utc_naive
+from metersync_manager.limits import FailureWindow, RateLimiter
 from metersync_manager.store import Store, iso
 
 log = logging.getLogger("metersync.manager")
@@ -43,6 +44,7 @@ _T = TypeVar("_T")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _DEVICE_KEY = re.compile(r"^(sn|mac|sys):[!-~]{1,250}$")
 _INT = re.compile(r"^[0-9]{1,10}$")
+_SIG_AGENT = re.compile(r'agent\s*=\s*"([^"]{1,64})"')
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)$"
 )
@@ -58,6 +60,18 @@ def xml_response(
 ) -> Response:
     data = xml_edge.to_bytes(obj, validate=validate)
     return Response(data, status=status, content_type=MEDIA_TYPE, headers=headers or {})
+
+
+def _client_key() -> tuple[str, str]:
+    """(rate-limit key, client address): the agent named in the signature header, else the
+    address; unverified on purpose, the limit comes first in the processing order (8.3)."""
+    addr = request.remote_addr or "?"
+    m = _SIG_AGENT.search(request.headers.get(signing.HEADER) or "")
+    return (f"agent:{m.group(1)}" if m else f"addr:{addr}"), addr
+
+
+def _rate_limited(what: str, seconds: int) -> ProtocolError:
+    return ProtocolError("RATE_LIMITED", f"{what}; retry in {seconds} s", retry_after=seconds)
 
 
 def error_response(exc: ProtocolError) -> Response:
@@ -208,6 +222,8 @@ def create_app(
     bench_noop: bool = False,
     channel_websocket: bool = True,
     channel_hold: float = channel.POLL_HOLD,
+    rate_limit: int = 600,
+    enroll_failures: int = 10,
 ) -> Quart:
     """The manager as an ASGI app over an opened (migrated) store."""
     app = Quart("metersync_manager")
@@ -215,6 +231,8 @@ def create_app(
     app.config["BODY_TIMEOUT"] = 120
     executor: ThreadPoolExecutor | None = None  # one per serving (lifespan) period
     in_flight = 0
+    rate = RateLimiter(rate_limit)  # MS-LIM-5: requests per agent per minute
+    enroll_fails = FailureWindow(enroll_failures)  # MS-LIM-6: per client address
 
     async def run(fn: Callable[..., _T], *args: Any) -> _T:
         nonlocal executor
@@ -229,9 +247,20 @@ def create_app(
             executor.shutdown(wait=True)
             executor = None
 
-    async def guarded(handler: Callable[[], Any]) -> Response:
-        """Capacity, then the handler; ProtocolError → its Error, database trouble → 503."""
+    async def guarded(handler: Callable[[], Any], enrolling: bool = False) -> Response:
+        """Limits, then the handler; ProtocolError → its Error, database trouble → 503."""
         nonlocal in_flight
+        key, addr = _client_key()
+        wait = enroll_fails.blocked(addr) if enrolling else None
+        if wait is not None:
+            await _drain(DRAIN_FACTOR * max_bytes)
+            return error_response(_rate_limited(f"too many failed enrollments from {addr}", wait))
+        wait = rate.take(key)
+        if wait is not None:
+            await _drain(DRAIN_FACTOR * max_bytes)
+            return error_response(
+                _rate_limited(f"more than {rate_limit} requests per minute", wait)
+            )
         if in_flight >= max_in_flight:
             return error_response(
                 ProtocolError(
@@ -244,6 +273,8 @@ def create_app(
         try:
             return await handler()
         except ProtocolError as exc:
+            if enrolling and exc.code < 4000:
+                enroll_fails.failed(addr)
             # Read what is left of a refused body (bounded), so the connection stays usable.
             await _drain(DRAIN_FACTOR * max_bytes)
             return error_response(exc)
@@ -294,7 +325,7 @@ def create_app(
                 ingest.receipt(enrollment.message_id, enrollment.agent_id, duplicate, now)
             )
 
-        return await guarded(handle)
+        return await guarded(handle, enrolling=True)
 
     @app.post("/v1/reports")
     async def reports() -> Response:

@@ -2,8 +2,9 @@
 
     metersync manager serve [--data-dir DIR] [--database URL] [--bind 127.0.0.1:8470]
                             [--certfile CERT --keyfile KEY] [--smtp-bind 127.0.0.1:8025]
-                            [--no-channel-websocket]
-    metersync manager token create [--expires 24h] [--data-dir DIR | --database URL]
+                            [--no-channel-websocket] [--rate-limit 600] [--enroll-failures 10]
+    metersync manager token create [--expires 24h] [--agent AGENT_ID]
+                                   [--data-dir DIR | --database URL]
     metersync manager agent revoke AGENT_ID [--data-dir DIR | --database URL]
     metersync manager mail refusals [--limit N] [--data-dir DIR | --database URL]
     metersync manager update [--check | --install] --feed-url URL --trusted-root ROOT.json
@@ -70,6 +71,18 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--smtp-bind",
         help="also receive reports by mail (SMTP binding) on host:port; off by default",
     )
+    serve.add_argument(
+        "--rate-limit",
+        type=int,
+        default=600,
+        help="requests per agent per minute before 429 (at least 60; default 600)",
+    )
+    serve.add_argument(
+        "--enroll-failures",
+        type=int,
+        default=10,
+        help="failed enrollments per client address per minute before 429 (default 10)",
+    )
     serve.add_argument("--bench-noop", action="store_true", help=argparse.SUPPRESS)
     _feed_options(serve)
     serve.add_argument(
@@ -116,6 +129,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         type=parse_duration,
         default=timedelta(hours=24),
         help="validity, e.g. 30m, 24h, 7d (default 24h)",
+    )
+    create.add_argument(
+        "--agent",
+        metavar="AGENT_ID",
+        help="a re-enrollment token for this enrolled agent: key rotation (MS-SEC-8)",
     )
     create.set_defaults(func=cmd_token_create)
 
@@ -215,7 +233,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         token = ingest.new_token()
         now = ingest.utcnow()
         expires = now + args.expires
-        store.add_token(ingest.hash_token(token), expires, now)
+        store.add_token(ingest.hash_token(token), expires, now, agent_id=args.agent)
     finally:
         store.close()
     print(token)
@@ -254,6 +272,18 @@ def cmd_mail_refusals(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loopback(bind: str) -> bool:
+    import ipaddress
+
+    host = bind.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
@@ -266,6 +296,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.update_mode == "automatic" and not (args.feed_url and args.trusted_root):
         print("--update-mode automatic needs --feed-url and --trusted-root", file=sys.stderr)
         return 2
+    if not args.certfile and not _loopback(args.bind):
+        print("plain HTTP only on loopback: give --certfile and --keyfile (MS-HTTP-12)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if args.rate_limit < 60:
+        print("--rate-limit must allow at least 60 requests per minute (MS-LIM-5)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     smtp_bind = None
     if args.smtp_bind:
         from metersync_manager.smtp_ingest import parse_bind
@@ -275,15 +313,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"--smtp-bind: {exc}", file=sys.stderr)
             return 2
-    store = _open_store(args)
     if not 0 < args.channel_hold <= 30:
         print("--channel-hold is more than 0 and at most 30 s (MS-CH-4)", file=sys.stderr)
         return 2
+    store = _open_store(args)
     app = create_app(
         store,
         bench_noop=args.bench_noop,
         channel_websocket=not args.no_channel_websocket,
         channel_hold=args.channel_hold,
+        rate_limit=args.rate_limit,
+        enroll_failures=args.enroll_failures,
     )
     config = Config()
     config.bind = [args.bind]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from lxml import etree
@@ -182,6 +182,29 @@ def _supply(el: etree._Element) -> dict[str, Any]:
     }
 
 
+def check_percent(s: dict[str, Any]) -> None:
+    """MS-DEV-17: `percent` only where defined, and then 100 × level ÷ capacity (±0.01)."""
+    if s["percent_x100"] is None:
+        return
+    lvl, cap = s["level_raw"], s["max_raw"]
+    where = f"supply {s['idx']}"
+    defined = s["level_meaning"] == "exact" and s["max_meaning"] == "exact" and cap > 0
+    if not defined or lvl > cap:
+        raise ProtocolError(
+            "INVALID_VALUE",
+            f"{where} carries a percent, but its level {lvl} of capacity {cap} defines none; "
+            "omit percent unless both are exact, the capacity is above 0 and the level not above",
+            element="percent",
+        )
+    want = (Decimal(100 * lvl) / Decimal(cap)).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    if abs(Decimal(s["percent_x100"]) / 100 - want) > Decimal("0.01"):
+        raise ProtocolError(
+            "INVALID_VALUE",
+            f"{where} has percent {s['percent_x100'] / 100}, but 100 × {lvl} ÷ {cap} is {want}",
+            element="percent",
+        )
+
+
 def _alert(el: etree._Element) -> dict[str, Any]:
     c = _children(el)
     sev, tl, grp, code = c["severity"], c.get("trainingLevel"), c.get("group"), c["code"]
@@ -219,6 +242,7 @@ def _device(el: etree._Element) -> DeviceRows:
             counters.append(_counter(child))
         elif tag == T_SUPPLY:
             supplies.append(_supply(child))
+            check_percent(supplies[-1])
         elif tag == T_ALERT:
             alerts.append(_alert(child))
         elif tag == T_COLLECTION_ERROR:
@@ -296,6 +320,7 @@ def report_rows(root: etree._Element) -> ReportRows:
         "dropped_reports": int(status["droppedReports"].text or 0),
         "licence_state": licence["state"].text,
     }
+    max_devices = _int(_text(licence.get("maxDevices")))
     created, problem = _created(head["createdAt"].text or "")
     devices: list[DeviceRows] = []
     sequence = 0
@@ -312,6 +337,13 @@ def report_rows(root: etree._Element) -> ReportRows:
                     element="device/identity/deviceKey",
                 )
             seen.add(d.device_key)
+        if max_devices is not None and len(devices) > max_devices:
+            raise ProtocolError(
+                "LICENCE_EXCEEDED",
+                f"the report holds {len(devices)} devices; the agent's licence allows "
+                f"{max_devices} (agentStatus/licence/maxDevices)",
+                element="device",
+            )
     except ProtocolError as exc:
         problem = problem or exc
         devices = []

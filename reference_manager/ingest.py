@@ -35,6 +35,8 @@ class AgentRecord:
     agent_id: str
     public_key: str  # base64 of the 32 raw Ed25519 bytes
     revoked: bool = False
+    # (key, superseded_at) of keys rotated away from (MS-SEC-8), newest first
+    previous: tuple[tuple[str, datetime], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,13 @@ class TokenRecord:
     token_hash: str
     expires_at: datetime  # aware
     used_by: str | None = None
+    agent_id: str | None = None  # a re-enrollment token of this agent (MS-SEC-8)
 
 
 class Decision(Enum):
     REGISTER = "register"  # store the agent and spend the token
     DUPLICATE = "duplicate"  # already enrolled with this key: answer duplicate, change nothing
+    ROTATE = "rotate"  # a re-enrollment token of this agent: the new key replaces the old
 
 
 # --- enrollment tokens -------------------------------------------------------------------
@@ -115,6 +119,11 @@ def decide_enrollment(
     repeat = agent is not None and agent.public_key == key
     if token is None:
         raise ProtocolError("INVALID_ENROLLMENT_TOKEN", "the enrollment token is unknown")
+    if token.agent_id is not None and token.agent_id != agent_id:
+        raise ProtocolError(
+            "INVALID_ENROLLMENT_TOKEN",
+            "the enrollment token was issued for the re-enrollment of another agent",
+        )
     if token.used_by is not None and token.used_by != agent_id:
         raise ProtocolError(
             "ENROLLMENT_TOKEN_USED", "the enrollment token was already used by another agent"
@@ -125,6 +134,8 @@ def decide_enrollment(
     if agent is not None:
         if agent.revoked:
             raise ProtocolError("AGENT_REVOKED", f"the agent {agent_id} was revoked")
+        if not repeat and token.agent_id == agent_id and token.used_by is None:
+            return Decision.ROTATE
         if not repeat:
             raise ProtocolError(
                 "AGENT_ALREADY_ENROLLED",
@@ -142,13 +153,27 @@ def signer(header: str | None) -> signing.Signature:
     return signing.parse(header)
 
 
-def authenticate(sig: signing.Signature, raw: bytes, agent: AgentRecord | None) -> None:
-    """Steps 2-3: the signer is an enrolled, unrevoked agent and the signature verifies."""
+def authenticate(sig: signing.Signature, raw: bytes, agent: AgentRecord | None) -> datetime | None:
+    """Steps 2-3: the signer is an enrolled, unrevoked agent and the signature verifies.
+
+    Returns None for the current key; for a superseded key (MS-SEC-8), the time it was
+    superseded: the report must have been created before it (`check_report`).
+    """
     if agent is None:
         raise ProtocolError("UNKNOWN_AGENT", f"no enrolled agent has the id {sig.agent_id!r}")
     if agent.revoked:
         raise ProtocolError("AGENT_REVOKED", f"the agent {agent.agent_id} was revoked")
-    signing.verify(agent.public_key, raw, sig)
+    try:
+        signing.verify(agent.public_key, raw, sig)
+        return None
+    except ProtocolError as exc:
+        for key, superseded_at in agent.previous:
+            try:
+                signing.verify(key, raw, sig)
+            except ProtocolError:
+                continue
+            return superseded_at
+        raise exc
 
 
 def read_report(raw: bytes) -> ReportRows:
@@ -163,8 +188,22 @@ def read_report(raw: bytes) -> ReportRows:
     return report_rows(root)
 
 
-def check_report(rows: ReportRows, signer_id: str, now: datetime, skew: timedelta = SKEW) -> None:
-    """Steps 5-6: the document's agentId is the signer's; createdAt is not in the future."""
+def check_report(
+    rows: ReportRows,
+    signer_id: str,
+    now: datetime,
+    skew: timedelta = SKEW,
+    key_superseded_at: datetime | None = None,
+) -> None:
+    """Steps 5-6: the document's agentId is the signer's; createdAt is not in the future; a
+    report signed with a superseded key was created before the rotation."""
+    if key_superseded_at is not None and rows.created_at >= key_superseded_at:
+        raise ProtocolError(
+            "BAD_SIGNATURE",
+            "the report is signed with a key the agent replaced before the report's createdAt; "
+            "sign with the current key",
+            message_id=rows.report_id,
+        )
     if rows.agent_id != signer_id:
         raise ProtocolError(
             "AGENT_MISMATCH",

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -70,6 +71,17 @@ enrollment_tokens = Table(
     Column("expires_at", DateTime, nullable=False),
     Column("used_by", String(36)),
     Column("used_at", DateTime),
+    Column("agent_id", String(36)),  # set: a re-enrollment token for this agent (MS-SEC-8)
+)
+
+# Keys an agent rotated away from (MS-SEC-8): they still verify reports created before
+# `superseded_at`; the current key is agents.public_key.
+agent_keys = Table(
+    "agent_keys",
+    metadata,
+    Column("agent_id", String(36), ForeignKey("agents.agent_id"), nullable=False, index=True),
+    Column("public_key", String(64), nullable=False),
+    Column("superseded_at", DateTime, nullable=False),
 )
 
 reports = Table(
@@ -216,12 +228,18 @@ mail_refusals = Table(
     Column("size", Integer, nullable=False),
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _v2_mail_refusals(conn: Connection) -> None:
     mail_refusals.create(conn, checkfirst=True)
 
 
+def _v3_key_rotation(conn: Connection) -> None:
+    """Key rotation: tokens bound to an agent, and the agents' superseded keys."""
+    conn.execute(text("ALTER TABLE enrollment_tokens ADD COLUMN agent_id VARCHAR(36)"))
+    agent_keys.create(conn)
+
+
 # version → the step that turns version-1 into version.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_mail_refusals}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_mail_refusals, 3: _v3_key_rotation}

@@ -202,13 +202,17 @@ class Store:
 
     # --- tokens and agents --------------------------------------------------------------------
 
-    def add_token(self, token_hash: str, expires_at: datetime, now: datetime) -> None:
+    def add_token(
+        self, token_hash: str, expires_at: datetime, now: datetime, agent_id: str | None = None
+    ) -> None:
+        """A one-time token; with `agent_id`, a re-enrollment (key rotation) token of it."""
         with self._write() as conn:
             conn.execute(
                 m.enrollment_tokens.insert().values(
                     token_hash=token_hash,
                     created_at=utc_naive(now),
                     expires_at=utc_naive(expires_at),
+                    agent_id=agent_id,
                 )
             )
 
@@ -223,7 +227,16 @@ class Store:
                 m.agents.c.agent_id == agent_id
             )
         ).first()
-        return None if row is None else AgentRecord(row.agent_id, row.public_key, row.revoked)
+        if row is None:
+            return None
+        k = m.agent_keys.c
+        old = conn.execute(
+            select(k.public_key, k.superseded_at)
+            .where(k.agent_id == agent_id)
+            .order_by(k.superseded_at.desc())
+        ).all()
+        previous = tuple((x.public_key, _aware(x.superseded_at)) for x in old)
+        return AgentRecord(row.agent_id, row.public_key, row.revoked, previous)
 
     def revoke(self, agent_id: str, now: datetime) -> bool:
         with self._write() as conn:
@@ -253,17 +266,32 @@ class Store:
                     token = (
                         None
                         if row is None
-                        else TokenRecord(row.token_hash, _aware(row.expires_at), row.used_by)
-                    )
-                    decision = decide(token, self._agent(conn, agent_id))
-                    if decision is Decision.REGISTER:
-                        spent = conn.execute(
-                            update(tokens)
-                            .where(tokens.c.token_hash == token_hash, tokens.c.used_by.is_(None))
-                            .values(used_by=agent_id, used_at=utc_naive(now))
+                        else TokenRecord(
+                            row.token_hash, _aware(row.expires_at), row.used_by, row.agent_id
                         )
-                        if spent.rowcount != 1:  # spent meanwhile: decide again
-                            raise IntegrityError("token spent concurrently", None, Exception())
+                    )
+                    current = self._agent(conn, agent_id)
+                    decision = decide(token, current)
+                    if decision is Decision.ROTATE:
+                        assert current is not None
+                        self._spend(conn, token_hash, agent_id, now)
+                        conn.execute(
+                            m.agent_keys.insert().values(
+                                agent_id=agent_id,
+                                public_key=current.public_key,
+                                superseded_at=utc_naive(now),
+                            )
+                        )
+                        conn.execute(
+                            update(m.agents)
+                            .where(m.agents.c.agent_id == agent_id)
+                            .values(
+                                public_key=agent_values["public_key"],
+                                algorithm=agent_values["algorithm"],
+                            )
+                        )
+                    if decision is Decision.REGISTER:
+                        self._spend(conn, token_hash, agent_id, now)
                         conn.execute(
                             m.agents.insert().values(
                                 **agent_values, enrolled_at=utc_naive(now), revoked=False
@@ -286,6 +314,17 @@ class Store:
         with self._read() as conn:
             rows = conn.execute(select(t).order_by(t.c.id.desc()).limit(limit)).mappings().all()
         return [{**r, "received_at": iso(r["received_at"])} for r in rows]
+
+    @staticmethod
+    def _spend(conn: Connection, token_hash: str, agent_id: str, now: datetime) -> None:
+        tokens = m.enrollment_tokens
+        spent = conn.execute(
+            update(tokens)
+            .where(tokens.c.token_hash == token_hash, tokens.c.used_by.is_(None))
+            .values(used_by=agent_id, used_at=utc_naive(now))
+        )
+        if spent.rowcount != 1:  # spent meanwhile: decide again
+            raise IntegrityError("token spent concurrently", None, Exception())
 
     # --- reports --------------------------------------------------------------------------------
     #
@@ -561,6 +600,7 @@ class Store:
         q = select(m.agents, n_reports.label("n_reports")).order_by(a.agent_id)
         q = q.where(a.agent_id == agent_id) if agent_id else q.limit(limit).offset(offset)
         with self._read() as conn:
+            gaps = self._missing_sequences(conn, agent_id) if agent_id else None
             return [
                 {
                     "agentId": r.agent_id,
@@ -577,9 +617,34 @@ class Store:
                     "droppedReports": r.dropped_reports,
                     "licenceState": r.licence_state,
                     "reports": r.n_reports,
+                    **({} if gaps is None else {"missingSequences": gaps}),
                 }
                 for r in conn.execute(q)
             ]
+
+    MAX_GAPS = 1000
+
+    def _missing_sequences(self, conn: Connection, agent_id: str) -> list[dict[str, int]]:
+        """MS-DEL-6: the ranges of sequence numbers not received below the highest received
+        (from 1), oldest first, at most MAX_GAPS ranges."""
+        r = m.reports.c
+        prev = func.lag(r.sequence).over(order_by=r.sequence).label("prev")
+        inner = select(r.sequence, prev).where(r.agent_id == agent_id).subquery()
+        q = (
+            select(inner.c.sequence, inner.c.prev)
+            .where(
+                or_(
+                    and_(inner.c.prev.is_(None), inner.c.sequence > 1),
+                    inner.c.sequence - inner.c.prev > 1,
+                )
+            )
+            .order_by(inner.c.sequence)
+            .limit(self.MAX_GAPS)
+        )
+        return [
+            {"from": 1 if x.prev is None else x.prev + 1, "to": x.sequence - 1}
+            for x in conn.execute(q)
+        ]
 
     def devices(
         self, device_key: str | None = None, limit: int = 100, offset: int = 0

@@ -38,7 +38,9 @@ def manager(tmp: Path, flaw: str | None = None) -> Iterator[tuple[str, str]]:
     """(url, token command) of a manager process serving an SQLite file in tmp."""
     port = _free_port()
     data = tmp / "manager"
-    serve = ["serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{port}"]
+    # A lower rate limit than the default, so the rate check finds it in few requests.
+    serve = ["serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{port}",
+             "--rate-limit", "120"]  # fmt: skip
     if flaw:
         argv = [PY, "-m", "metersync_conformance.broken", "manager", flaw, "--", *serve]
     else:
@@ -68,6 +70,13 @@ def manager(tmp: Path, flaw: str | None = None) -> Iterator[tuple[str, str]]:
         log.close()
 
 
+def operator_commands(token_cmd: str) -> tuple[str, str]:
+    """(revoke command, re-enrollment token command) for the manager of `token_cmd`."""
+    data = token_cmd.rsplit("--data-dir ", 1)[1]
+    revoke = f"{PY} -m metersync.cli manager agent revoke {{agent_id}} --data-dir {data}"
+    return revoke, f"{token_cmd} --agent {{agent_id}}"
+
+
 def failed(verdicts: list[Verdict]) -> set[str]:
     return {v.requirement for v in verdicts if v.status is Status.FAIL}
 
@@ -76,16 +85,19 @@ def test_reference_manager_conforms_via_cli(tmp_path: Path) -> None:
     """The whole command as a vendor runs it: exit 0, JUnit and HTML written, all PASS."""
     junit, html = tmp_path / "r.xml", tmp_path / "r.html"
     with manager(tmp_path) as (url, token_cmd):
+        revoke, reenroll = operator_commands(token_cmd)
         done = subprocess.run(
             [PY, "-m", "metersync.cli", "conformance", "manager", "--url", url,
              "--token-command", token_cmd, "--junit", str(junit), "--html", str(html),
+             "--revoke-command", revoke, "--reenroll-command", reenroll,
              "--vendor", "MeterSync", "--product", "reference-manager", "--version", "0.1.0",
              "--quiet", "--openapi-examples", "3"],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "FAIL " not in done.stdout
-    for rid in ("MS-DEL-2", "MS-SEC-12", "MS-XML-4", "MS-LIM-1", "MS-HTTP-4", "X-OPENAPI-READ"):
+    for rid in ("MS-DEL-2", "MS-SEC-12", "MS-XML-4", "MS-LIM-1", "MS-HTTP-4", "MS-HTTP-17",
+                "MS-SEC-8", "MS-SEC-9", "MS-LIM-5", "MS-HTTP-9", "MS-DEL-6"):  # fmt: skip
         assert f"PASS       {rid} " in done.stdout, rid
     suite = ET.parse(junit).getroot()
     assert suite.get("failures") == "0"
@@ -98,17 +110,21 @@ def test_reference_manager_conforms_via_cli(tmp_path: Path) -> None:
 
 BROKEN = {
     "duplicates": {"MS-DEL-2"},
-    "forged": {"MS-SEC-12"},
+    "forged": {"MS-SEC-12", "MS-SEC-8"},  # no signature check: a superseded key works too
     "doctype": {"MS-XML-4"},
+    "ignores-revocation": {"MS-SEC-9"},
+    "no-retry-after": {"MS-LIM-5", "MS-HTTP-9"},
 }
 
 
 @pytest.mark.parametrize("flaw", sorted(BROKEN))
 def test_broken_manager_caught_by_exactly_its_requirement(tmp_path: Path, flaw: str) -> None:
     with manager(tmp_path, flaw) as (url, token_cmd):
+        revoke, reenroll = operator_commands(token_cmd)
         verdicts, _ = asyncio.run(
-            run_manager(url, token_cmd, CLASSES, skip=("read_api_matches_openapi",))
-        )
+            run_manager(url, token_cmd, CLASSES, skip=("read_api_matches_openapi",),
+                        revoke_command=revoke, reenroll_command=reenroll)
+        )  # fmt: skip
     assert failed(verdicts) == BROKEN[flaw]
     run = build_run("manager", CLASSES, verdicts, 0.0)
     assert run.exit_code == 1
