@@ -125,7 +125,9 @@ def test_broken_manager_caught_by_exactly_its_requirement(tmp_path: Path, flaw: 
             run_manager(url, token_cmd, CLASSES, skip=("read_api_matches_openapi",),
                         revoke_command=revoke, reenroll_command=reenroll)
         )  # fmt: skip
-    assert failed(verdicts) == BROKEN[flaw]
+    assert failed(verdicts) == BROKEN[flaw], [
+        (v.requirement, v.summary, v.actual) for v in verdicts if v.status is Status.FAIL
+    ]
     run = build_run("manager", CLASSES, verdicts, 0.0)
     assert run.exit_code == 1
     bad = [v for v in verdicts if v.status is Status.FAIL]
