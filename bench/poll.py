@@ -39,7 +39,13 @@ SUBTREES = [
     "1.3.6.1.2.1.25.3.5",  # hrPrinterTable
     "1.3.6.1.2.1.43",  # Printer-MIB
 ]
-LIBRENMS = Path(__file__).resolve().parents[2] / "shared" / "walks" / "librenms"
+LIBRENMS = (
+    Path(
+        os.environ.get("METERSYNC_WALKS")
+        or Path(__file__).resolve().parents[2] / "shared" / "walks"
+    )
+    / "librenms"
+)
 REAL = ["konica", "jetdirect_m252dw", "xerox", "sharp"]
 
 

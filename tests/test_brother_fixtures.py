@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from metersync_agent.poller import poll_device, snapshot_xml, validate_snapshot_
 from metersync_agent.profiles import load_profiles
 from metersync_agent.snmp import Credential, SnmpClient
 
-WALKS = Path(__file__).resolve().parents[2] / "shared" / "walks" / "brother"
+REPO = Path(__file__).resolve().parents[1]
+WALKS = Path(os.environ.get("METERSYNC_WALKS") or REPO.parent / "shared" / "walks") / "brother"
 NAMES = sorted(p.name.removesuffix(".snmprec") for p in WALKS.glob("*.snmprec"))
 pytestmark = pytest.mark.skipif(not NAMES, reason=f"no Brother fixtures at {WALKS}")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -27,7 +28,7 @@ from metersync_agent.profiles import load_profiles
 from metersync_agent.snmp import Credential, SnmpClient
 
 ROOT = Path(__file__).resolve().parents[1]
-WALKS = ROOT.parent / "shared" / "walks" / "librenms"
+WALKS = Path(os.environ.get("METERSYNC_WALKS") or ROOT.parent / "shared" / "walks") / "librenms"
 TABLE = ROOT / "reference_agent" / "recordings" / "LIBRENMS-DIFFERENCES.md"
 NAMES = sorted(p.name.removesuffix(".snmprec") for p in WALKS.glob("*.snmprec"))
 BROKEN = {"okilan_9450g", "zebra"}  # a corrupt value stops a walk part-way (by their contributors)
