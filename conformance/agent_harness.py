@@ -13,6 +13,13 @@ command and drives a scenario, recording everything; the agent checks judge the 
    then the agent is stopped, the manager comes back and the agent is started again: every
    report queued must arrive, under its first id, with its first bytes.
 
+A second kind of run (`Setup(fringe=True)`, phases `answers`, `limits`) plays the manager's
+and the network's hard cases on a few printers: credentials in an order where an SNMPv3 user
+with a wrong key and a wrong community come first, targets given as a range with an excluded
+address (a UDP listener there must never hear a packet), a device that is no printer, a printer
+slow enough to spend its device budget, then scripted answers to report posts (answers.py),
+then a re-provisioning with a tiny outbox during an outage (retention limits).
+
 Throughout, the agent's process tree is inspected for listening sockets.
 
 An agent claiming Agent-SMTP without Agent-HTTP is provisioned with SMTP only: it enrolls with
@@ -28,6 +35,7 @@ import contextlib
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,9 +46,11 @@ from pathlib import Path
 from typing import Any
 
 from metersync import xml_edge
-from metersync_conformance import sockets
+from metersync_conformance import answers, sockets
 from metersync_conformance.fake_manager import FakeManager, Received, Recorder
+from metersync_conformance.proxy import Proxy
 from metersync_conformance.registry import Verdict, run_checks, select
+from metersync_conformance.relay import Relay, trap
 from metersync_conformance.simulator import Printer, Responder, free_udp_port, install_recording
 from metersync_conformance.truth import Recording, load, variation_dir
 
@@ -48,12 +58,86 @@ TOKEN = "conformanceToken0123456789abcdef"
 HOST_PREFIX = "127.3.0."
 POLL_INTERVAL = 4
 OUTAGE_SECONDS = 8.0
+LIMITS_SECONDS = 4.0  # the shortest outage of the fringe run's limits phase
 RETRY_AFTER = 2
 PHASES = ("baseline", "changes", "retry_after", "outage", "restart", "recovery", "update")
 SMTP_PHASES = ("baseline", "smtp_transient")
 SMTP_FROM = "agent@conformance.invalid"
 SMTP_TO = "reports@conformance.invalid"
 # "channel" (channel_harness.py) follows them when Agent-Channel is claimed.
+FRINGE_PHASES = ("baseline", "answers", "limits", "recovery")
+LIMIT_REPORTS = 1  # outbox/maxReports of the limits phase
+V3_WRONG = ("simulator", "wrong-auth-key-31337", "wrong-priv-key-73313")
+DECOY_COMMUNITY = "decoy-community-4711"
+PROXY_LOGIN = ("agent", "proxy-pass-2718")
+
+# A device that answers SNMP but is no printer (a router): discovery must not report it.
+NOT_A_PRINTER = """1.3.6.1.2.1.1.1.0|4|Conformance edge router
+1.3.6.1.2.1.1.2.0|6|1.3.6.1.4.1.9.1.1
+1.3.6.1.2.1.1.3.0|67|99
+1.3.6.1.2.1.1.5.0|4|router
+1.3.6.1.2.1.2.2.1.6.1|4x|020000c0ffee
+1.3.6.1.2.1.25.3.2.1.1.1|2|1
+1.3.6.1.2.1.25.3.2.1.2.1|6|1.3.6.1.2.1.25.3.1.3
+1.3.6.1.2.1.25.3.2.1.3.1|4|CPU
+"""
+
+# A printer whose tables each answer after 1.2 s (snmpsim's delay module, below the SNMP
+# timeout): its poll spends the device budget; what was read before must still be reported. It
+# is switched on only for the limits phase (a restart, so a new discovery), because every cycle
+# waits for its slowest device.
+SLOW_PRINTER = """1.3.6.1.2.1.1.1.0|4|Slow printer
+1.3.6.1.2.1.1.2.0|6|1.3.6.1.4.1.99997.1
+1.3.6.1.2.1.1.3.0|67|77
+1.3.6.1.2.1.1.5.0|4|slow
+1.3.6.1.2.1.2.2.1.6.1|4x|020000511077
+1.3.6.1.2.1.25.3.2.1.1.1|2|1
+1.3.6.1.2.1.25.3.2.1.2.1|6|1.3.6.1.2.1.25.3.1.5
+1.3.6.1.2.1.25.3.2.1.3.1|4|Slow printer
+1.3.6.1.2.1.25.3.2.1.5.1|2|2
+1.3.6.1.2.1.25.3.5.1.1.1|2|3
+1.3.6.1.2.1.43.5.1.1.17.1|4|SLOW0001
+1.3.6.1.2.1.43.8.2.1.9.1.1|2:delay|value=500,wait=1200
+1.3.6.1.2.1.43.10.2.1.4.1.1|65:delay|value=42,wait=1200
+1.3.6.1.2.1.43.11.1.1.9.1.1|2:delay|value=50,wait=1200
+1.3.6.1.2.1.43.16.5.1.2.1.1|4:delay|value=READY,wait=1200
+1.3.6.1.2.1.43.18.1.1.7.1.1|2:delay|value=8,wait=1200
+"""
+SLOW_KEY = "sn:ent99997:slow0001"
+# In the limits phase the text printer is replaced by another one at the same address: another
+# serial number, a lower counter (MS-ID-5: a new device, no counter carried over).
+REPLACED = ("text_latin1", "TX-0001", "TX-0002", "1234", "5")
+REPLACED_KEY = "sn:ent99998:tx-0002"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a run serves and provisions (the defaults: the full scenario on every recording)."""
+
+    recordings: tuple[str, ...] | None = None  # recording names; None: all of the walks
+    poll_interval: int = POLL_INTERVAL
+    discovery_interval: int = POLL_INTERVAL
+    http_timeout: int = 10
+    gzip: bool = True
+    snmp: tuple[float, int, int] = (2, 1, 20)  # timeout, retries, deviceBudget
+    fringe: bool = False  # wrong credentials first, a range with an exclusion, odd devices
+    vanish: str | None = None  # a recording served alone and switched off in phase changes
+    script: tuple[str, ...] | None = None  # answers played in phase answers; None: all
+    relay: str | None = None  # a recording whose SNMP requests are watched (relay.py)
+    proxy: bool = False  # the manager is reached through the harness's HTTP proxy (proxy.py)
+    refusals: bool = True  # with fringe: first start the agent with bad Provisioning documents
+
+
+FRINGE = Setup(
+    recordings=("brother_hl", "text_latin1"),
+    relay="brother_hl",
+    proxy=True,
+    poll_interval=2,
+    discovery_interval=600,
+    http_timeout=4,
+    snmp=(1.5, 0, 3),
+    fringe=True,
+)
 
 
 @dataclass
@@ -89,6 +173,22 @@ class AgentContext:
     moved_responder: Responder | None = None
     update: Any = None  # update_harness.UpdateRun when Agent-Update is claimed
     channel: Any = None  # channel_harness.ChannelRun when the channel phase ran
+    setup: Setup = field(default_factory=Setup)
+    classes: tuple[str, ...] = ()
+    provisioned: list[bytes] = field(default_factory=list)  # every document given, in order
+    secrets: tuple[str, ...] = ()  # what must never appear in a report or a log
+    excluded: tuple[str, int] | None = None  # an excluded target (a silent UDP listener)
+    excluded_hits: int = 0  # datagrams the excluded address received
+    not_printer: str | None = None  # host of the device that is no printer
+    slow: str | None = None  # host of the printer that spends its budget
+    vanished: Device | None = None
+    vanish_responder: Responder | None = None
+    replaced: str | None = None  # host where REPLACED took place
+    relay: Relay | None = None
+    proxy: Proxy | None = None
+    trap_payload: bytes = b""  # sent in a trap to UDP 162 during the baseline (MS-SNMP-3)
+    refusals: list[tuple[str, str, int | None, str, int]] = field(default_factory=list)
+    # (bad document, expected code, exit code, output, requests the manager got meanwhile)
 
     def phase(self, name: str) -> tuple[float, float]:
         t0, t1 = self.phases.get(name, (0.0, None))
@@ -104,13 +204,18 @@ class AgentContext:
         return ""
 
 
-def plan_devices(recordings: list[Recording], root: Path) -> tuple[list[Device], dict[str, Any]]:
-    """Addresses and roles: movers and their moved twins, swap pairs, and the rest."""
+def plan_devices(
+    recordings: list[Recording], root: Path, fringe: int = 0
+) -> tuple[list[Device], dict[str, Any]]:
+    """Addresses and roles: movers and their moved twins, swap pairs, and the rest; `fringe`
+    more addresses (excluded, not a printer, slow) in the middle of the range."""
     by_name = {r.name: r for r in recordings}
     devices: list[Device] = []
     extra: dict[str, Any] = {}
-    hosts = [f"{HOST_PREFIX}{10 + i}" for i in range(len(recordings))]
+    hosts = [f"{HOST_PREFIX}{10 + i}" for i in range(len(recordings) + fringe)]
     port = free_udp_port(hosts)
+    if fringe:
+        extra["fringe"] = tuple(hosts.pop(1) for _ in range(fringe))
     taken = iter(hosts)
 
     def add(rec: Recording, role: str, host: str | None = None) -> Device:
@@ -147,6 +252,10 @@ def provisioning(
     devices: list[Device],
     smtp: tuple[str, int] | None = None,
     *,
+    setup: Setup | None = None,
+    targets: str | None = None,
+    outbox: str = "",
+    proxy: str = "",
     mode: str = "manual",
     feed_url: str | None = None,
     trusted_root: str | None = None,
@@ -155,8 +264,11 @@ def provisioning(
 ) -> bytes:
     from xml.sax.saxutils import escape
 
-    targets = "\n".join(f"    <include>{d.host}:{d.port}</include>" for d in devices)
-    transports = '<http enabled="true"><timeout>10</timeout><gzip>false</gzip></http>'
+    setup = setup or Setup()
+    if targets is None:
+        targets = "\n".join(f"    <include>{d.host}:{d.port}</include>" for d in devices)
+    http = f"<timeout>{setup.http_timeout}</timeout><gzip>{str(setup.gzip).lower()}</gzip>"
+    transports = f'<http enabled="true">{http}</http>'
     if smtp is not None:
         transports = (
             '<http enabled="false"/><smtp enabled="true">'
@@ -170,11 +282,21 @@ def provisioning(
             f"<trustedRoot>{escape(trusted_root)}</trustedRoot>" if trusted_root else "",
         ]
     )
+    if setup.fringe:
+        user, auth, priv = V3_WRONG
+        creds = (
+            f'<v3 user="{user}" authProtocol="MD5" authKey="{auth}" privProtocol="DES" '
+            f'privKey="{priv}"/>\n    <v2c community="{DECOY_COMMUNITY}"/>\n'
+            '    <v1 community="public"/>'
+        )
+    else:
+        creds = '<v2c community="public"/>'
+    timeout, retries, budget = setup.snmp
     doc = f"""<?xml version="1.0" encoding="UTF-8"?>
 <Provisioning xmlns="urn:metersync:v1" version="1.0">
   <manager>
     <url>{manager_url}</url>
-    <enrollmentToken>{TOKEN}</enrollmentToken>
+    <enrollmentToken>{TOKEN}</enrollmentToken>{f"<proxy>{proxy}</proxy>" if proxy else ""}
   </manager>
   <transports>
     {transports}
@@ -183,17 +305,17 @@ def provisioning(
 {targets}
   </targets>
   <credentials>
-    <v2c community="public"/>
+    {creds}
   </credentials>
   <schedule>
-    <pollInterval>{POLL_INTERVAL}</pollInterval>
-    <discoveryInterval>{POLL_INTERVAL}</discoveryInterval>
+    <pollInterval>{setup.poll_interval}</pollInterval>
+    <discoveryInterval>{setup.discovery_interval}</discoveryInterval>
     <jitter>0</jitter>
     <startDelayMax>0</startDelayMax>
   </schedule>
-  <snmp><timeout>2</timeout><retries>1</retries><deviceBudget>20</deviceBudget><concurrency>16</concurrency></snmp>
+  <snmp><timeout>{timeout}</timeout><retries>{retries}</retries><deviceBudget>{budget}</deviceBudget><concurrency>16</concurrency></snmp>
   <channel enabled="{"true" if channel else "false"}"/>
-  <updates mode="{mode}">{updates}</updates>
+  <updates mode="{mode}">{updates}</updates>{outbox}
 </Provisioning>
 """
     data = doc.encode("utf-8")
@@ -208,6 +330,7 @@ class AgentProcess:
         text = command.replace("{provisioning}", shlex.quote(str(provisioning)))
         text = text.replace("{state_dir}", shlex.quote(str(state_dir)))
         text = text.replace("{python}", shlex.quote(sys.executable))
+        self.command = command
         self.argv = shlex.split(text)
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
@@ -281,9 +404,11 @@ async def scenario(ctx: AgentContext, agent: AgentProcess, work: Path, walks: Pa
     if not rec.accepted_reports():
         return  # delivery cannot be judged when nothing is ever accepted: the checks say so
 
-    if (ctx.move or ctx.swap) and "changes" in ctx.planned:
+    if (ctx.move or ctx.swap or ctx.vanished) and "changes" in ctx.planned:
         begin("changes")
         t0 = clock()
+        if ctx.vanish_responder:
+            await asyncio.to_thread(ctx.vanish_responder.stop)
         if ctx.swap:
             install_recording(ctx.swap[1].recording.snmprec, ctx.swap[1].data_dir)
         if ctx.move:
@@ -307,6 +432,12 @@ async def scenario(ctx: AgentContext, agent: AgentProcess, work: Path, walks: Pa
                 totals = {c.value for d in snaps if d.identity.device_key == key for c in d.counter}
                 wanted = {int(c["value"]) for c in ctx.swap[1].recording.counters()}
                 done &= bool(wanted & totals)
+            if ctx.vanished:
+                key = ctx.vanished.recording.key
+                done &= any(
+                    d.identity.device_key == key and d.collection_error and not d.counter
+                    for d in snaps
+                )
             return done
 
         end("changes", await rec.wait_for(changed, 40))
@@ -387,6 +518,140 @@ async def update_phase(
     ctx.reached["update"] = ok
 
 
+async def scenario_fringe(
+    ctx: AgentContext,
+    agent: AgentProcess,
+    prov: Path,
+    remake: Callable[[str], bytes],
+    slow: Responder | None,
+) -> None:
+    """Hard cases on a few printers: see the module docstring."""
+    rec = ctx.rec
+    clock = time.monotonic
+
+    def begin(name: str) -> None:
+        ctx.phases[name] = (clock(), None)
+
+    def end(name: str, reached: bool) -> None:
+        ctx.phases[name] = (ctx.phases[name][0], clock())
+        ctx.reached[name] = reached
+
+    want = {d.recording.key for d in ctx.devices}
+    if ctx.setup.refusals:
+        await refusals(ctx, agent, prov)
+    begin("baseline")
+    agent.start()
+    ok = await rec.wait_for(lambda: bool(rec.accepted_reports()), 30)
+    if ok:  # the agent runs: a trap from a printer must change nothing it reports
+        ctx.trap_payload = b"trap-payload-" + os.urandom(4).hex().encode()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((ctx.devices[0].host, 0))
+            s.sendto(trap(ctx.trap_payload), ("127.0.0.1", 162))
+    end("baseline", await rec.wait_for(lambda: want <= _keys_in(rec.accepted_reports()), 45))
+    if not rec.accepted_reports() or "answers" not in ctx.planned:
+        return
+    begin("answers")
+    n0 = len(rec.received)
+    script = answers.script(ctx.setup.script)
+    rec.play(script)
+    idle: list[float] = []
+
+    def answered() -> bool:
+        if rec.scripts:
+            return False
+        idle[:1] = idle[:1] or [clock()]
+        posts = [r for r in rec.received[n0:] if r.kind == "Report"]
+        retry = {r.report_id for r in posts if answers.EXPECT.get(r.script or "") == "retry"}
+        done = {r.report_id for r in posts if r.answer_kind in ("accepted", "duplicate")}
+        return retry <= done or clock() - idle[0] > 15  # an agent that never resends
+
+    end("answers", await rec.wait_for(answered, 100))
+    if "limits" not in ctx.planned:
+        return
+    begin("limits")
+    ctx.exit_codes.append(await agent.stop())
+    rec.unavailable(503)
+    if slow is not None:
+        await asyncio.to_thread(slow.start)
+    for d in ctx.devices:
+        if d.recording.name == REPLACED[0]:
+            name, old, new, v_old, v_new = REPLACED
+            text = d.recording.snmprec.read_text(encoding="utf-8")
+            text = text.replace(old.encode().hex(), new.encode().hex())
+            text = text.replace(f"|65|{v_old}", f"|65|{v_new}")
+            other = prov.parent / f"{name}_replaced.snmprec"
+            other.write_text(text, encoding="utf-8")
+            install_recording(other, d.data_dir)
+            ctx.replaced = d.host
+    limits = f"\n  <outbox><maxReports>{LIMIT_REPORTS}</maxReports></outbox>"
+    prov.write_bytes(remake(limits))
+    ctx.provisioned.append(prov.read_bytes())
+    ctx.restart_at = clock()
+    top = max((r.sequence or 0 for r in rec.reports()), default=0)
+    agent.start()
+    await asyncio.sleep(LIMITS_SECONDS)
+
+    def overflowed() -> bool:  # enough new reports for the limit to bite (seen as posts)
+        return max((r.sequence or 0 for r in rec.reports()), default=0) >= top + 2 + LIMIT_REPORTS
+
+    end("limits", await rec.wait_for(overflowed, 25))
+    begin("recovery")
+    rec.available()
+
+    def drained() -> bool:
+        t0 = ctx.phases["recovery"][0]
+        return any(
+            r.t > t0 and int(r.obj.agent_status.queue_depth) == 0 for r in rec.accepted_reports()
+        )
+
+    end("recovery", await rec.wait_for(drained, 60))
+
+
+BAD_DOCUMENTS = {
+    # name: (change to the valid document, the error code the refusal must name)
+    "no-transport": (('<http enabled="true">', '<http enabled="false">'), "3001"),
+    "plain-http-remote": (("http://127.0.0.1:", "http://mps.example.com:"), "3001"),
+    "not-valid": (("<credentials>", "<credentials><v9/>"), "1008"),
+}
+
+
+async def refusals(ctx: AgentContext, agent: AgentProcess, prov: Path) -> None:
+    """Start the agent with each bad document: it must refuse it, name the code, and send
+    nothing (MS-PRV-2, MS-PRV-7, MS-HTTP-11)."""
+    good = prov.read_text(encoding="utf-8")
+
+    async def one(name: str, old_new: tuple[str, str], code: str) -> None:
+        bad = prov.parent / f"bad-{name}.xml"
+        bad.write_text(good.replace(*old_new), encoding="utf-8")
+        state = prov.parent / f"state-{name}"
+        state.mkdir(exist_ok=True)
+        log = prov.parent / f"bad-{name}.log"
+        proc = AgentProcess(agent.command, bad, state, log)
+        n0 = len(ctx.rec.received)
+        proc.start()
+        deadline = time.monotonic() + 15
+        while proc.pid is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        still = proc.pid is not None
+        rc = await proc.stop()
+        out = log.read_text(errors="replace") if log.exists() else ""
+        got = len(ctx.rec.received) - n0
+        ctx.refusals.append((name, code, None if still else rc, out[-600:], got))
+
+    await asyncio.gather(*(one(n, c, code) for n, (c, code) in BAD_DOCUMENTS.items()))
+
+
+def _sniff(sock: socket.socket) -> int:
+    """Datagrams waiting on a socket nobody answered from."""
+    sock.setblocking(False)
+    n = 0
+    with contextlib.suppress(BlockingIOError, OSError):
+        while True:
+            sock.recv(65535)
+            n += 1
+    return n
+
+
 async def run_agent(
     command: str,
     classes: list[str],
@@ -395,14 +660,20 @@ async def run_agent(
     keep: Path | None = None,
     only: str = "",
     progress: Callable[..., None] | None = None,
-    phases: tuple[str, ...] = PHASES,
+    phases: tuple[str, ...] | None = None,
+    setup: Setup | None = None,
     update_command: str | None = None,
     update_platform: str = "any",
 ) -> tuple[list[Verdict], float]:
     started = time.monotonic()
-    if "Agent-Channel" in classes and "channel" not in phases:
+    setup = setup or Setup()
+    explicit = phases is not None
+    phases = phases or (FRINGE_PHASES if setup.fringe else PHASES)
+    if "Agent-Channel" in classes and "channel" not in phases and not setup.fringe:
         phases = (*phases, "channel")  # last: the channel stays off until then (MS-CH-1)
     recordings = load(walks)
+    if setup.recordings is not None:
+        recordings = [r for r in recordings if r.name in setup.recordings]
     if not recordings:
         raise SystemExit(f"no <name>.snmprec with <name>.truth.toml in {walks}")
     tmp = None
@@ -412,7 +683,7 @@ async def run_agent(
     else:
         tmp = tempfile.TemporaryDirectory(prefix="metersync-conformance-")
         work = Path(tmp.name)
-    devices, extra = plan_devices(recordings, work)
+    devices, extra = plan_devices(recordings, work, fringe=3 if setup.fringe else 0)
     for d in devices:
         if d.role != "moved":
             install_recording(d.recording.snmprec, d.data_dir)
@@ -424,7 +695,7 @@ async def run_agent(
         from metersync_conformance.fake_relay import FakeRelay
 
         relay = await FakeRelay(manager.rec).start()
-        if phases == PHASES:
+        if not explicit and not setup.fringe:
             phases = SMTP_PHASES
     ctx = AgentContext(
         rec=manager.rec,
@@ -432,8 +703,38 @@ async def run_agent(
         move=extra.get("move"),
         swap=extra.get("swap"),
         planned=phases,
+        setup=setup,
+        classes=tuple(classes),
+        secrets=(TOKEN, *V3_WRONG[1:], DECOY_COMMUNITY) if setup.fringe else (TOKEN,),
     )
+    port = devices[0].port
+    targets = None
+    sniffer: socket.socket | None = None
+    vdir = variation_dir(walks)
+    fringe_printers: list[Printer] = []
+    slow_printers: list[Printer] = []
+    if setup.fringe:
+        excluded, odd, slow = extra["fringe"]
+        ctx.excluded, ctx.not_printer, ctx.slow = (excluded, port), odd, slow
+        sniffer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sniffer.bind(ctx.excluded)
+        for host, text, into in ((odd, NOT_A_PRINTER, fringe_printers),
+                                 (slow, SLOW_PRINTER, slow_printers)):  # fmt: skip
+            ddir = work / "printers" / host
+            ddir.mkdir(parents=True, exist_ok=True)
+            (ddir / "public.snmprec").write_text(text, encoding="utf-8")
+            into.append(Printer(host, port, ddir))
+        hosts = sorted(
+            [d.host for d in devices] + [excluded, odd, slow], key=lambda h: int(h.split(".")[-1])
+        )
+        targets = (
+            f"    <include>{hosts[0]}-{hosts[-1].split('.')[-1]}:{port}</include>\n"
+            f"    <exclude>{excluded}:{port}</exclude>"
+        )
     prov = work / "provisioning.xml"
+    if setup.proxy:
+        ctx.proxy = await Proxy().start()
+
     feed_kw: dict[str, Any] = {}
     if "Agent-Update" in classes and update_command:
         from metersync_conformance import update_harness
@@ -445,17 +746,40 @@ async def run_agent(
             "check_interval": 86_400,
         }
     smtp = (relay.host, relay.port) if relay else None
-    prov.write_bytes(provisioning(manager.url, devices, smtp, **feed_kw))
+
+    def remake(outbox: str = "") -> bytes:
+        # Until the limits phase the slow printer's address is excluded too (it is silent and
+        # would only slow the first discovery down); the second document includes it.
+        t = targets
+        if t is not None and not outbox:
+            t += f"\n    <exclude>{ctx.slow}:{port}</exclude>"
+        via = ctx.proxy.url(*PROXY_LOGIN) if ctx.proxy else ""
+        return provisioning(
+            manager.url, devices, smtp, setup=setup, targets=t, outbox=outbox, proxy=via, **feed_kw
+        )
+
+    prov.write_bytes(remake())
+    ctx.provisioned.append(prov.read_bytes())
     os.chmod(prov, 0o600)
     state = work / "state"
     state.mkdir(exist_ok=True)
     ctx.log_path = work / "agent.log"
     agent = AgentProcess(command, prov, state, ctx.log_path)
-    vdir = variation_dir(walks)
+    alone = {setup.vanish} if setup.vanish else set()
+    relayed = {d.recording.name: d for d in devices if d.recording.name == setup.relay}
+    behind = free_udp_port([d.host for d in relayed.values()]) if relayed else 0
     main_printers = [
-        Printer(d.host, d.port, d.data_dir) for d in devices if d.role in ("plain", "swap")
-    ]
+        Printer(d.host, behind if d.recording.name in relayed else d.port, d.data_dir)
+        for d in devices
+        if d.role in ("plain", "swap") and d.recording.name not in alone
+    ] + fringe_printers
     responders = [Responder(main_printers, variation_dir=vdir)]
+    slow_responder = Responder(slow_printers, variation_dir=vdir) if slow_printers else None
+    for d in devices:
+        if d.recording.name in alone:
+            ctx.vanished = d
+            ctx.vanish_responder = Responder([Printer(d.host, d.port, d.data_dir)])
+            responders.append(ctx.vanish_responder)
     if ctx.move:
         b = ctx.move[0]
         ctx.mover_responder = Responder([Printer(b.host, b.port, b.data_dir)], variation_dir=vdir)
@@ -464,8 +788,14 @@ async def run_agent(
     watcher = None
     try:
         await asyncio.gather(*(asyncio.to_thread(r.start) for r in responders))
+        for d in relayed.values():
+            watch = Relay((d.host, d.port), (d.host, behind), timeout=float(setup.snmp[0]))
+            ctx.relay = await watch.start()
         watcher = asyncio.create_task(_watch_sockets(ctx, agent, stop))
-        await scenario(ctx, agent, work, walks)
+        if setup.fringe:
+            await scenario_fringe(ctx, agent, prov, remake, slow_responder)
+        else:
+            await scenario(ctx, agent, work, walks)
         if ctx.update is not None and "update" in phases:
             await update_phase(ctx, update_command or "", prov, state, work)
         if "channel" in phases:
@@ -485,18 +815,64 @@ async def run_agent(
         if watcher:
             await watcher
         ctx.exit_codes.append(await agent.stop())
-        for r in [*responders, ctx.moved_responder]:
+        for r in [*responders, ctx.moved_responder, slow_responder]:
             if r is not None:
                 await asyncio.to_thread(r.stop)
         await manager.stop()
+        if ctx.relay is not None:
+            ctx.relay.close()
+        if ctx.proxy is not None:
+            await ctx.proxy.close()
         if ctx.update is not None:
             from metersync_conformance import update_harness
 
             update_harness.stop_feed(ctx.update)
         if relay is not None:
             await relay.stop()
+        if sniffer is not None:
+            ctx.excluded_hits = _sniff(sniffer)
+            sniffer.close()
     checks = [c for c in select("agent", classes) if only in c.name]
     verdicts = await run_checks(checks, ctx, progress)  # type: ignore[arg-type]
     if tmp:
         tmp.cleanup()
     return verdicts, time.monotonic() - started
+
+
+async def run_all(
+    command: str,
+    classes: list[str],
+    *,
+    walks: Path | None = None,
+    keep: Path | None = None,
+    only: str = "",
+    progress: Callable[..., None] | None = None,
+    update_command: str | None = None,
+    update_platform: str = "any",
+) -> tuple[list[Verdict], float]:
+    """Both scenarios at once, as a certification run does: the full scenario on every
+    recording, and the hard cases (FRINGE) on two of them; the verdicts of both together."""
+    started = time.monotonic()
+    names = [r.name for r in load(walks)]
+    main = Setup(
+        vanish="oki_c" if "oki_c" in names else None,
+        relay="lexmark_ms" if "lexmark_ms" in names else None,
+    )
+    runs = [run_agent(command, classes, walks=walks, keep=keep and keep / "main", only=only,
+                      progress=progress, setup=main, update_command=update_command,
+                      update_platform=update_platform)]  # fmt: skip
+    pair = [n for n in FRINGE.recordings or () if n in names]
+    if len(pair) == 2:
+        runs.append(
+            run_agent(
+                command,
+                classes,
+                walks=walks,
+                keep=keep and keep / "fringe",
+                only=only,
+                progress=progress,
+                setup=FRINGE,
+            )  # fmt: skip
+        )
+    results = await asyncio.gather(*runs)
+    return [v for verdicts, _ in results for v in verdicts], time.monotonic() - started

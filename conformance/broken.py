@@ -15,7 +15,9 @@ Agents: `wrong-unit` (reports page counters in sheets instead of impressions), `
 instead of backing off, still honouring Retry-After), `listen` (opens a TCP listening port),
 `expired-ok` (its update client accepts an expired timestamp: a freeze attack goes unnoticed),
 `sign-base64` (signs a report's base64 text as mailed instead of its bytes: MS-SMTP-3),
-`channel-post` (serves a POST, PUT or DELETE over the channel as if it were a GET).
+`channel-post` (serves a POST, PUT or DELETE over the channel as if it were a GET),
+`no-exclude` (polls the excluded targets too), `foreign-receipt` (takes a Receipt for another
+report or agent as delivery).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ AGENT_FLAWS = (
     "expired-ok",
     "sign-base64",
     "channel-post",
+    "no-exclude",
+    "foreign-receipt",
 )
 
 _DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*>")
@@ -179,6 +183,28 @@ def break_agent(flaw: str) -> None:
             return await real_serve(self, req)
 
         ChannelResources._serve = serve  # type: ignore[method-assign]
+    elif flaw == "no-exclude":
+        from metersync_agent.targets import TargetSet
+
+        real_parse = TargetSet.parse.__func__  # type: ignore[attr-defined]
+
+        def parse(cls: Any, include: Any, exclude: Any = ()) -> Any:
+            return real_parse(cls, include, [])
+
+        TargetSet.parse = classmethod(parse)  # type: ignore[method-assign, assignment]
+    elif flaw == "foreign-receipt":
+        from metersync_agent import transport_http
+        from metersync_agent.backoff import Delivered, RetryLater
+
+        real_interpret = transport_http.interpret
+
+        def interpret(status: int, answer: bytes, *args: Any, **kw: Any) -> Any:
+            out = real_interpret(status, answer, *args, **kw)
+            if isinstance(out, RetryLater) and "a Receipt for message" in out.reason:
+                return Delivered()
+            return out
+
+        transport_http.interpret = interpret  # type: ignore[assignment]
     else:
         raise SystemExit(f"unknown agent flaw {flaw!r}; known: {', '.join(AGENT_FLAWS)}")
 

@@ -13,6 +13,7 @@ from typing import Any
 from metersync_conformance.agent_harness import AgentContext
 from metersync_conformance.channel_harness import ChannelRun
 from metersync_conformance.fake_channel import Sent
+from metersync_conformance.fake_manager import BASE_PATH
 from metersync_conformance.registry import Finding, check, excerpt_of, fail, not_tested, ok
 
 CORE = ("Agent-Core",)
@@ -114,8 +115,10 @@ async def channel_opened_signed_with_fallback(ctx: AgentContext) -> list[Finding
                 actual=", ".join(first.subprotocols) or "none",
             )
         )
-    elif first.path != "/v1/channel":
-        out.append(fail(f"the upgrade went to {first.path}", "MS-CH-2", expected="/v1/channel"))
+    elif first.path != BASE_PATH + "/v1/channel":
+        out.append(
+            fail(f"the upgrade went to {first.path}", "MS-CH-2", expected=BASE_PATH + "/v1/channel")
+        )
     else:
         out.append(ok("GET /v1/channel upgraded to WebSocket with metersync.v1", "MS-CH-2"))
     unsigned = [a for a in peer.attempts if a.kind != "response" and a.signature_problem]

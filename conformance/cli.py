@@ -226,11 +226,11 @@ def cmd_manager(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from metersync_conformance.agent_harness import run_agent
+    from metersync_conformance.agent_harness import run_all
 
     classes = parse_classes(args.classes, "agent")
     verdicts, secs = asyncio.run(
-        run_agent(
+        run_all(
             args.command,
             classes,
             walks=args.walks,

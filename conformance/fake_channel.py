@@ -196,8 +196,8 @@ class ChannelPeer:
         self.changed.set()
 
 
-def register(app: Quart, peer: ChannelPeer) -> None:
-    @app.websocket("/v1/channel")
+def register(app: Quart, peer: ChannelPeer, base: str = "") -> None:
+    @app.websocket(base + "/v1/channel")
     async def channel_ws() -> Any:
         at = peer._record("websocket", "GET", websocket.path, websocket.headers)
         at.subprotocols = list(websocket.requested_subprotocols)
@@ -234,7 +234,7 @@ def register(app: Quart, peer: ChannelPeer) -> None:
             peer.changed.set()
         return None
 
-    @app.post("/v1/channel/poll")
+    @app.post(base + "/v1/channel/poll")
     async def channel_poll() -> Response:
         at = peer._record("poll", "POST", request.path, request.headers)
         peer._check_bodyless(at)
@@ -253,7 +253,7 @@ def register(app: Quart, peer: ChannelPeer) -> None:
         peer.changed.set()
         return Response(item.raw, status=200, content_type=CONTENT_TYPE)
 
-    @app.post("/v1/channel/responses")
+    @app.post(base + "/v1/channel/responses")
     async def channel_responses() -> Response:
         raw = await request.get_data()
         at = peer._record("response", "POST", request.path, request.headers)

@@ -4,8 +4,10 @@ It implements the HTTP binding's two endpoints (`POST /v1/enroll`, `POST /v1/rep
 enough for an agent to run, and the channel endpoints (fake_channel.py); it records every
 request exactly as received (time, path, headers, body) with what it concluded, and can be
 told to be unavailable: answer 503 (or 429), with or without `Retry-After`, for the next N
-report posts or until told otherwise. The checks judge
-the agent from these records afterwards.
+report posts or until told otherwise, or play a script of answers (answers.py: receipts for
+another report, hostile XML, redirects, vendor codes…), one per report post. It is served under
+a base path (MS-HTTP-1); requests anywhere else are recorded as strays. The checks judge the
+agent from these records afterwards.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from metersync_conformance.fake_channel import ChannelPeer
 from metersync_conformance.fake_channel import register as register_channel
 from metersync_conformance.wire import CONTENT_TYPE, now, xml_time
 
+BASE_PATH = "/metersync-base"  # the manager URL's path: every endpoint must be under it
+
 
 @dataclass
 class Received:
@@ -47,6 +51,8 @@ class Received:
     answer: int = 0
     answer_kind: str = ""  # "accepted" / "duplicate" / "unavailable" / "Error <code>"
     mail: bytes | None = None  # the whole mail, when the report came by SMTP
+    script: str | None = None  # the scripted answer played, if any (answers.py)
+    encoding: str = ""  # the request's Content-Encoding
 
     @property
     def report_id(self) -> str | None:
@@ -74,6 +80,9 @@ class Recorder:
     keys: dict[str, str] = field(default_factory=dict)  # agentId -> public key (base64)
     stored: dict[str, str] = field(default_factory=dict)  # reportId -> digest
     outages: deque[Outage] = field(default_factory=deque)
+    scripts: deque[str] = field(default_factory=deque)
+    strays: list[tuple[float, str, str]] = field(default_factory=list)  # (t, method, path)
+    base_url: str = ""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     peer: ChannelPeer | None = None  # the channel endpoints' state (fake_channel)
 
@@ -90,6 +99,10 @@ class Recorder:
 
     def available(self) -> None:
         self.outages.clear()
+
+    def play(self, scripts: list[str]) -> None:
+        """Answer the next report posts with these scripted answers (answers.ANSWERS), in order."""
+        self.scripts.extend(scripts)
 
     async def wait_for(self, pred: Any, timeout: float) -> bool:
         """Wait until pred() is true (re-evaluated after every request) or the timeout."""
@@ -117,7 +130,9 @@ def create_app(rec: Recorder) -> Quart:
     app = Quart("metersync-conformance-manager")
     if rec.peer is None:
         rec.peer = ChannelPeer(rec.keys)
-    register_channel(app, rec.peer)  # records channel attempts even when the agent has it off
+    register_channel(
+        app, rec.peer, BASE_PATH
+    )  # records channel attempts even when the agent has it off
 
     async def _receive() -> Received:
         raw = await request.get_data()
@@ -129,6 +144,7 @@ def create_app(rec: Recorder) -> Quart:
                 body = raw
         headers = {k.lower(): v for k, v in request.headers.items()}
         item = Received(time.monotonic(), request.path, headers, body)
+        item.encoding = headers.get("content-encoding", "")
         rec.received.append(item)
         try:
             msg = xml_edge.parse_message(body)
@@ -142,7 +158,21 @@ def create_app(rec: Recorder) -> Quart:
         rec.changed.set()
         return resp
 
-    @app.post("/v1/enroll")
+    @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "DELETE", "HEAD"])
+    @app.route("/<path:path>", methods=["GET", "POST", "PUT", "DELETE", "HEAD"])
+    async def anywhere(path: str) -> Response:
+        full = "/" + path
+        if request.method == "POST" and full == BASE_PATH + "/v1/enroll":
+            return await enroll()
+        if request.method == "POST" and full == BASE_PATH + "/v1/reports":
+            return await reports()
+        rec.strays.append((time.monotonic(), request.method, full))
+        if request.method == "POST":  # a MeterSync document posted to the wrong place: kept
+            item = await _receive()
+            return _done(item, Response("", status=404), "Error 404")
+        rec.changed.set()
+        return Response("", status=404)
+
     async def enroll() -> Response:
         item = await _receive()
         if item.kind != "Enrollment":
@@ -171,9 +201,16 @@ def create_app(rec: Recorder) -> Quart:
         )
         return _done(item, _xml(receipt, 200), "duplicate" if dup else "accepted")
 
-    @app.post("/v1/reports")
     async def reports() -> Response:
         item = await _receive()
+        if rec.scripts and item.kind == "Report":
+            from metersync_conformance.answers import play
+
+            name = rec.scripts.popleft()
+            item.script = name
+            answer = await play(name, item, rec)
+            if answer is not None:
+                return _done(item, *answer)
         if rec.outages:
             out = rec.outages[0]
             if out.remaining is not None:
@@ -238,7 +275,7 @@ class FakeManager:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.host}:{self.port}{BASE_PATH}"
 
     async def start(self) -> FakeManager:
         config = Config()
@@ -246,6 +283,7 @@ class FakeManager:
         config.accesslog = None
         config.errorlog = None
         config.loglevel = "WARNING"
+        self.rec.base_url = self.url
         app = create_app(self.rec)
         self._task = asyncio.create_task(
             serve(app, config, shutdown_trigger=self._stop.wait)  # type: ignore[arg-type]

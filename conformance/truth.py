@@ -9,8 +9,14 @@ worked out by hand from the recording and the MIBs (the format of reference_agen
     flags = ["lowToner"]            # detectedErrorState flags
     alert_codes = [1104, 8]         # prtAlertCode raw values, in any order
     errors = ["gen-err"]            # collectionError codes, in any order
-    [[counter]] kind, oid, value, source, unit (optional)
-    [[supply]]  index, source, level, max, meaning, max_meaning, percent (optional string)
+    console = ["READY"]             # consoleLine, in order
+    device_status, printer_status   # hrDeviceStatus / hrPrinterStatus names
+    alert_descriptions = ["…"]      # prtAlertDescription as decoded (MS-DEV-7), in order
+    [text] sys_descr, sys_name, location, contact   # decoded system group texts (MS-DEV-7)
+    [[counter]] kind, oid, value, source, unit
+    [[supply]]  index, source, level, max, meaning, max_meaning, percent (optional string),
+                description (optional, as decoded)
+    [[tray]]    index, level, max, meaning, max_meaning
 
 A counter's unit, when the truth file does not give it, is derived for Printer-MIB marker
 counters from prtMarkerCounterUnit in the same recording (RFC 3805). An optional `variation/`

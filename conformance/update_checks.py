@@ -99,7 +99,10 @@ async def update_foreign_and_expired_licences_refused(ctx: AgentContext) -> list
         _refused(run.step("expired-lic"), 6006, "expired licence"),
     ]
     t0 = run.started or 0.0
-    valid_at = run.step("valid").t if run.step("valid") else float("inf")
+    # Until the "valid" step starts (the end of the step before it): the valid licence can be
+    # installed, and reported by the running agent, before the valid step's command exits.
+    before = run.step("expired-lic")
+    valid_at = before.t if before and run.step("valid") else float("inf")
     wrong = [
         r for r in ctx.rec.accepted_reports() if t0 <= r.t < valid_at and _state(r)[0] == "valid"
     ]

@@ -8,7 +8,8 @@ outbox stores the resulting wait. The rules are the spec's Table 11-1 and sectio
   5004, 5005: try again after the backoff.
 - Codes 2001, 2002, 2003, 2008, 2009 (the agent's enrollment or key): try again after the
   backoff, and alert the operator.
-- Any other code, and an unknown vendor code with a status other than 429 or 5xx: refused;
+- Any other code, and an unknown reserved (7000-8999) or vendor (9000-9999) code with a status
+  other than 429 or 5xx: refused;
   the report goes to the outbox's rejected area and is not retried automatically.
 - The wait after the n-th consecutive failure is uniform(0, min(900 s, 5 s * 2**(n-1))) (full
   jitter), never shorter than the receiver's Retry-After (MS-DEL-10, MS-DEL-11).
@@ -27,7 +28,7 @@ CAP_SECONDS = 900.0
 # Codes about the agent's enrollment or key: retried, and the operator is alerted.
 AGENT_LEVEL_CODES = frozenset({2001, 2002, 2003, 2008, 2009})
 RETRY_CODES = frozenset({2004, 5004, 5005})  # besides the whole 4000-4999 range
-VENDOR_CODES = range(9000, 10000)
+BY_STATUS_CODES = range(7000, 10000)  # reserved (7000-8999) and vendor codes: by HTTP status
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def is_retryable_code(code: int, http_status: int) -> bool:
     """Whether an Error with this code is retried (Table 11-1)."""
     if code in RETRY_CODES or code in AGENT_LEVEL_CODES or code // 1000 == 4:
         return True
-    if code in VENDOR_CODES and code not in BY_CODE:
+    if code in BY_STATUS_CODES and code not in BY_CODE:  # Table 13-2
         return http_status == 429 or http_status >= 500
     return False
 

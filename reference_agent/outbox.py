@@ -258,22 +258,28 @@ class Outbox:
             return StoredReport(seq, built.report_id, now, built.body, built.signature, 0, 0.0)
 
     def _apply_retention(self, now: float, keep: int) -> None:
-        """Drop the oldest rows beyond the limits, never the report just stored (`keep`)."""
+        """Drop the oldest rows beyond the limits, never the report just stored (`keep`).
+
+        maxReports and maxBytes bound the unsent (queued) reports; the rejected area is bound
+        by maxAgeDays only (MS-DEL-12). Only unsent reports count in droppedReports (MS-DEL-14).
+        """
         lim = self.limits
-        doomed: list[tuple[int, str, str]] = []
+        doomed: list[tuple[int, str, str, str]] = []
         if lim.max_age_days is not None:
             cutoff = now - lim.max_age_days * 86400
             doomed += [
-                (s, r, "older than maxAgeDays")
-                for s, r in self._db.execute(
-                    "SELECT sequence, report_id FROM report WHERE created_at < ? AND sequence != ?",
+                (s, r, st, "older than maxAgeDays")
+                for s, r, st in self._db.execute(
+                    "SELECT sequence, report_id, state FROM report"
+                    " WHERE created_at < ? AND sequence != ?",
                     (cutoff, keep),
                 )
             ]
-        gone = {s for s, _, _ in doomed}
+        gone = {s for s, *_ in doomed}
         if lim.max_reports is not None or lim.max_bytes is not None:
             rows = self._db.execute(
-                "SELECT sequence, report_id, size FROM report ORDER BY sequence DESC"
+                "SELECT sequence, report_id, size FROM report WHERE state = 'queued'"
+                " ORDER BY sequence DESC"
             ).fetchall()
             count = total = 0
             for seq, rid, size in rows:  # newest first: keep while within limits
@@ -284,20 +290,25 @@ class Outbox:
                 if seq == keep:
                     continue
                 if lim.max_reports is not None and count > lim.max_reports:
-                    doomed.append((seq, rid, "beyond maxReports"))
+                    doomed.append((seq, rid, "queued", "beyond maxReports"))
                 elif lim.max_bytes is not None and total > lim.max_bytes:
-                    doomed.append((seq, rid, "beyond maxBytes"))
+                    doomed.append((seq, rid, "queued", "beyond maxBytes"))
                 else:
                     continue
                 count -= 1
                 total -= size
         if not doomed:
             return
-        self._db.executemany("DELETE FROM report WHERE sequence = ?", [(s,) for s, _, _ in doomed])
-        self._add_meta("dropped_reports", len(doomed))
-        for seq, rid, why in doomed:
+        self._db.executemany("DELETE FROM report WHERE sequence = ?", [(s,) for s, *_ in doomed])
+        self._add_meta("dropped_reports", sum(st == "queued" for _, _, st, _ in doomed))
+        for seq, rid, st, why in doomed:
+            what = "unsent" if st == "queued" else "rejected"
             log.warning(
-                "outbox retention dropped unsent report sequence=%d reportId=%s (%s)", seq, rid, why
+                "outbox retention dropped %s report sequence=%d reportId=%s (%s)",
+                what,
+                seq,
+                rid,
+                why,
             )
 
     # --- delivery --------------------------------------------------------------------------

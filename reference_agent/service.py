@@ -46,6 +46,7 @@ log = logging.getLogger("metersync.agent")
 
 MAX_DEVICES_PER_REPORT = 500
 BATCH_WINDOW = 2.0  # devices due within this many seconds are polled in the same cycle
+BATCH_SHARE = 0.05  # ... but never more than this share of the poll interval early (MS-PRV-4)
 FAILED_CODES = {"unreachable", "auth-failure"}
 OUTBOX_FILE = "outbox.sqlite3"
 
@@ -385,7 +386,8 @@ class AgentService:
                     len(self.state.devices),
                 )
             now = loop.time()
-            due = [e for e in self.state.devices.values() if e.next_poll <= now + BATCH_WINDOW]
+            window = min(BATCH_WINDOW, BATCH_SHARE * s.poll_interval)
+            due = [e for e in self.state.devices.values() if e.next_poll <= now + window]
             if due or (not self.state.devices and self._heartbeat_due(now)):
                 if not await self._cycle(client, profiles, due):
                     return

@@ -174,6 +174,18 @@ def test_retention_max_reports_drops_oldest_and_counts(tmp_path: Path, caplog) -
     assert ids[0] in dropped_logs[0] and "maxReports" in dropped_logs[0]
 
 
+def test_retention_max_reports_bounds_unsent_reports_not_the_rejected_area(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite3", limits=RetentionLimits(max_reports=1)) as ob:
+        rejected = ob.enqueue(_build)
+        ob.mark_refused(rejected.sequence, "1008 SCHEMA_VIOLATION: test")
+        first = ob.enqueue(_build)
+        assert {r for _, r in ob.report_ids()} == {rejected.report_id, first.report_id}
+        assert ob.status().dropped_reports == 0  # a refused report is no unsent report
+        second = ob.enqueue(_build)
+        assert {r for _, r in ob.report_ids()} == {rejected.report_id, second.report_id}
+        assert ob.status().dropped_reports == 1
+
+
 def test_retention_max_bytes_never_drops_the_new_report(tmp_path: Path) -> None:
     with Outbox(tmp_path / "o.sqlite3", limits=RetentionLimits(max_bytes=1000)) as ob:
         a = ob.enqueue(lambda c: _build(c, 400))

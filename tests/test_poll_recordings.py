@@ -75,8 +75,29 @@ def test_snapshot_validates_and_matches_truth(snapshots, name):
     if "console" in truth:
         assert snap.status is not None and snap.status.console_line == truth["console"]
     assert {e.code.value for e in snap.collection_error} == set(truth["errors"])
-    got = sorted((c.kind.value, c.oid, c.value, c.source) for c in snap.counter)
-    want = sorted((c["kind"], c["oid"], c["value"], c["source"]) for c in truth.get("counter", []))
+    for field, attr in (("sys_descr", "sys_descr"), ("sys_name", "sys_name"),
+                        ("location", "location"), ("contact", "contact")):  # fmt: skip
+        if field in truth.get("text", {}):
+            assert getattr(ident, attr) == truth["text"][field], field
+    if "device_status" in truth:
+        assert snap.status.device_status.value.value == truth["device_status"]
+        assert snap.status.printer_status.value.value == truth["printer_status"]
+    if "alert_descriptions" in truth:
+        assert [a.description for a in snap.alert] == truth["alert_descriptions"]
+    descr = {s["index"]: s["description"] for s in truth.get("supply", []) if "description" in s}
+    for s in snap.supply:
+        if s.index in descr:
+            assert s.description == descr[s.index]
+    trays = sorted(
+        (t.index, t.level.raw, t.level.meaning.value, t.max_capacity.raw) for t in snap.input_tray
+    )
+    if "tray" in truth:
+        want_t = [(t["index"], t["level"], t["meaning"], t["max"]) for t in truth["tray"]]
+        assert trays == sorted(want_t)
+    got = sorted((c.kind.value, c.oid, c.value, c.source, c.unit.value) for c in snap.counter)
+    want = sorted(
+        (c["kind"], c["oid"], c["value"], c["source"], c["unit"]) for c in truth.get("counter", [])
+    )
     assert got == want
     got_s = sorted(
         (
