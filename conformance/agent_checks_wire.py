@@ -181,6 +181,7 @@ async def agent_status_as_running(ctx: AgentContext) -> list[Finding]:
         return [f]
     probs: list[tuple[str, Received]] = []
     licence = set()
+    channel_on = ctx.phases.get("channel", (float("inf"), None))[0]  # re-provisioned: on
     for r in ctx.rec.reports():
         st = r.obj.agent_status
         created = r.obj.created_at.to_datetime()
@@ -195,7 +196,7 @@ async def agent_status_as_running(ctx: AgentContext) -> list[Finding]:
             probs.append(("no droppedReports", r))
         if st.last_cycle is None:
             probs.append(("no lastCycle", r))
-        if bool(st.channel_enabled):
+        if bool(st.channel_enabled) and r.t < channel_on:
             probs.append(("channelEnabled true, provisioned false", r))
         if _name(st.update_mode) != "manual":
             probs.append((f"updateMode {_name(st.update_mode)}, provisioned manual", r))
