@@ -196,7 +196,7 @@ async def enrollment_as_provisioned(ctx: AgentContext) -> list[Finding]:
     return out
 
 
-@check("MS-HTTP-2", "MS-HTTP-3", "MS-HTTP-7", "MS-SEC-10", classes=(*CORE, *HTTP), role="agent")
+@check("MS-HTTP-2", "MS-HTTP-3", "MS-HTTP-7", "MS-SEC-10", classes=HTTP, role="agent")
 async def http_requests_well_formed(ctx: AgentContext) -> list[Finding]:
     """Right path per document, the MeterSync content type, a signature that verifies."""
     out: list[Finding] = []

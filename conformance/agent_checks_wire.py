@@ -10,7 +10,14 @@ from typing import Any
 
 from lxml import etree
 
-from metersync_conformance.agent_checks import CORE, HTTP, _excerpt, _name, _needs_reports
+from metersync_conformance.agent_checks import (
+    CORE,
+    HTTP,
+    _excerpt,
+    _name,
+    _needs_reports,
+    _sig_finding,
+)
 from metersync_conformance.agent_harness import AgentContext
 from metersync_conformance.fake_manager import BASE_PATH, Received
 from metersync_conformance.registry import Finding, check, fail, not_tested, ok
@@ -445,3 +452,18 @@ async def extensions_in_own_namespace(ctx: AgentContext) -> list[Finding]:
                     ]
                 n += 1
     return [ok(f"{n} extension elements, each in the vendor's own namespace")]
+
+
+@check("MS-SEC-10", classes=CORE, role="agent")
+async def every_message_signed(ctx: AgentContext) -> list[Finding]:
+    """Every Enrollment and Report is signed (header, or report.xml.sig by mail) and verifies."""
+    items = [r for r in ctx.rec.received if r.kind in ("Enrollment", "Report")]
+    if not items:
+        return [fail("the agent sent no readable document", excerpt=ctx.agent_log())]
+    unsigned = [
+        r
+        for r in items
+        if getattr(r, "mail", None) is None and not r.headers.get("metersync-signature")
+    ]
+    bad_sig = [r for r in items if r.signature_problem]
+    return [_sig_finding("MS-SEC-10", items, unsigned, bad_sig)]
