@@ -118,7 +118,8 @@ class Relay(asyncio.DatagramProtocol):
                 s.communities[community] = s.communities.get(community, 0) + 1
             s.requests[name] = s.requests.get(name, 0) + 1
             s.max_repetitions = max(s.max_repetitions, reps)
-            live = [t for t in self.pending.values() if now - t < self.timeout * 0.9]
+            # A retransmission (same request-id) is not a second outstanding request.
+            live = [t for r, t in self.pending.items() if r != rid and now - t < self.timeout * 0.9]
             s.most_outstanding = max(s.most_outstanding, len(live) + 1)
             self.pending = {r: t for r, t in self.pending.items() if now - t < self.timeout}
             self.pending[rid] = now
