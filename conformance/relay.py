@@ -3,7 +3,7 @@
 The agent talks to the relay at the printer's address; the relay forwards each datagram to the
 responder (same host, another port) and the answers back. For every SNMPv1/v2c request it
 records the PDU type, max-repetitions of a GETBULK, and how many of the agent's requests were
-outstanding at once (sent less than `timeout` seconds ago and not answered yet). SNMPv3 messages
+outstanding at once (sent less than half a `timeout` ago and not answered yet). SNMPv3 messages
 are forwarded and counted, not decoded. Also: `trap()` builds an SNMPv2 trap for MS-SNMP-3.
 """
 
@@ -118,8 +118,10 @@ class Relay(asyncio.DatagramProtocol):
                 s.communities[community] = s.communities.get(community, 0) + 1
             s.requests[name] = s.requests.get(name, 0) + 1
             s.max_repetitions = max(s.max_repetitions, reps)
-            # A retransmission (same request-id) is not a second outstanding request.
-            live = [t for r, t in self.pending.items() if r != rid and now - t < self.timeout * 0.9]
+            # A retransmission (same request-id) is not a second outstanding request, and one
+            # sent over half a timeout ago may have timed out at the agent already (the relay
+            # sees datagrams late under load); true parallel requests arrive together.
+            live = [t for r, t in self.pending.items() if r != rid and now - t < self.timeout * 0.5]
             s.most_outstanding = max(s.most_outstanding, len(live) + 1)
             self.pending = {r: t for r, t in self.pending.items() if now - t < self.timeout}
             self.pending[rid] = now
