@@ -8,13 +8,23 @@ off, the agent makes no channel request at all. The others need the channel phas
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
+from metersync.errors import BY_CODE
 from metersync_conformance.agent_harness import AgentContext
 from metersync_conformance.channel_harness import ChannelRun
 from metersync_conformance.fake_channel import Sent
 from metersync_conformance.fake_manager import BASE_PATH
-from metersync_conformance.registry import Finding, check, excerpt_of, fail, not_tested, ok
+from metersync_conformance.registry import (
+    Finding,
+    Status,
+    check,
+    excerpt_of,
+    fail,
+    not_tested,
+    ok,
+)
 
 CORE = ("Agent-Core",)
 CHANNEL = ("Agent-Channel",)
@@ -484,3 +494,77 @@ async def channel_capabilities_declared(ctx: AgentContext) -> Finding:
             actual=str(sorted(caps)),
         )
     return ok(f"capabilities {sorted(caps)}")
+
+
+ERROR_AUDIT = ("MS-ERR-1", "MS-MSG-7", "MS-ERR-2", "MS-ERR-4", "MS-XML-11")
+
+
+def _error_problems(item: Sent) -> dict[str, str]:
+    """What is wrong with one Error the agent answered, by requirement."""
+    a = item.answer
+    assert a is not None and a.obj is not None
+    err = a.obj.body.error
+    code, spec = int(err.code), BY_CODE.get(int(err.code))
+    out: dict[str, str] = {}
+    if spec is None and not 9000 <= code <= 9999:
+        out["MS-ERR-2"] = f"code {code} is neither in Table 13-1 nor in the vendor range"
+    elif spec is not None and a.status != spec.http_status:
+        out["MS-ERR-2"] = f"status {a.status} for {code}, the table gives {spec.http_status}"
+    if spec is not None and err.name != spec.name:
+        out["MS-ERR-1"] = out["MS-MSG-7"] = f"name {err.name} for {code}, not {spec.name}"
+    elif not (err.message or "").strip():
+        out["MS-ERR-1"] = out["MS-MSG-7"] = f"error {code} without a message"
+    elif spec is not None and spec.retry and err.retry_after is None:
+        out["MS-ERR-1"] = out["MS-MSG-7"] = f"error {code} without retryAfter"
+    if 9000 <= code <= 9999 and not re.fullmatch(r"[A-Z][A-Z0-9_]+", err.name or ""):
+        out["MS-ERR-4"] = f"vendor error {code} named {err.name!r}"
+    loc = err.location
+    if code in (1001, 1002, 1004, 1008) and (loc is None or loc.line is None):
+        out["MS-XML-11"] = f"error {code} without a line in location"
+    return out
+
+
+@check(*ERROR_AUDIT, classes=CORE + CHANNEL, role="agent")
+async def channel_errors_audit(ctx: AgentContext) -> list[Finding]:
+    """Every Error the agent answered over the channel: table code, name, status, message."""
+    if ctx.channel is None:
+        why = "an agent sends Error documents only over the channel; Agent-Channel is not claimed"
+        return [not_tested(why, r) for r in ERROR_AUDIT]
+    run = _run(ctx)
+    if isinstance(run, Finding):
+        return [run]
+    errors = [s for s in ctx.rec.peer.sent if s.answer is not None and s.answer.code is not None]
+    if not errors:
+        return [not_tested("the agent answered no request with an Error", r) for r in ERROR_AUDIT]
+    found: dict[str, tuple[Sent, str]] = {}
+    for item in errors:
+        for req, why in _error_problems(item).items():
+            found.setdefault(req, (item, why))
+    out = []
+    codes = sorted({s.answer.code for s in errors if s.answer and s.answer.code})
+    for req in ERROR_AUDIT:
+        if req in found:
+            item, why = found[req]
+            out.append(fail(f"{_show(item)}: {why}", req, excerpt=_excerpt(item)))
+        elif req == "MS-ERR-4" and not any(9000 <= c <= 9999 for c in codes):
+            out.append(ok(f"no vendor codes used among {len(errors)} Errors ({codes})", req))
+        else:
+            out.append(ok(f"{len(errors)} Errors, codes {codes}", req))
+    return out
+
+
+@check("MS-XML-7", classes=CORE + CHANNEL, role="agent")
+async def pipeline_order(ctx: AgentContext) -> Finding:
+    """A request failing two pipeline steps is refused with the earlier step's code."""
+    if ctx.channel is None:
+        return not_tested("an agent receives documents only over the channel; not claimed")
+    run = _run(ctx)
+    if isinstance(run, Finding):
+        return run
+    items = run.step("order")
+    if len(items) != 2:
+        return not_tested("the pipeline-order requests were not sent")
+    first = _expect("MS-XML-7", items[:1], 400, 1002, "DOCTYPE and schema-invalid")
+    if first.status != Status.PASS:
+        return first
+    return _expect("MS-XML-7", items[1:], 400, 1004, "nested 40 deep and schema-invalid")

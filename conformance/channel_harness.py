@@ -121,7 +121,21 @@ async def run_channel_phase(
     garbage = peer.request("GET", "", raw=b"<ChannelRequest xmlns='urn:metersync:v1'><request")
     run.steps["invalid"] = [invalid]
     run.steps["garbage"] = [garbage]
-    await _answers(peer, [invalid])
+    # MS-XML-7: two faults each; the code of the earlier pipeline step must win.
+    order = []
+    for prefix, inner in (
+        ("<!DOCTYPE ChannelRequest>", ""),  # step 3 (1002) before step 8 (1008)
+        ("", "<x>" * 40 + "</x>" * 40),  # step 5 (1004) before step 8 (1008)
+    ):
+        orid = str(uuid.uuid4())
+        doc = (
+            f'{prefix}<ChannelRequest xmlns="urn:metersync:v1" version="1.0">'
+            f"<requestId>{orid}</requestId><method>GET</method><path>/status</path>"
+            f"<createdAt>yesterday</createdAt>{inner}</ChannelRequest>"
+        ).encode()
+        order.append(peer.request("GET", "/status", raw=doc, request_id=orid))
+    run.steps["order"] = order
+    await _answers(peer, [invalid, *order])
     await asyncio.sleep(0.5)  # time for an answer to garbage that should not come
     await _ask_all(peer, run, "after_garbage", [("GET", "/status")])
 

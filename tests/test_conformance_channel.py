@@ -21,7 +21,8 @@ CLASSES = ["Agent-Core", "Agent-HTTP", "Agent-Channel"]
 CHANNEL_IDS = {
     "MS-CH-1", "MS-CH-2", "MS-CH-4", "MS-CH-6", "MS-CH-7", "MS-CH-9", "MS-CH-10", "MS-CH-11",
     "MS-CH-12", "MS-CH-13", "MS-CH-14", "MS-CH-15", "MS-CH-16", "MS-MSG-9", "MS-MSG-14",
-    "MS-MSG-15", "MS-CONF-6", "MS-CH-20",
+    "MS-MSG-15", "MS-CONF-6", "MS-CH-20", "MS-ERR-1", "MS-MSG-7", "MS-ERR-2", "MS-ERR-4",
+    "MS-XML-11", "MS-XML-7",
 }  # fmt: skip
 
 
