@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shlex
 import time
 from typing import Any
@@ -30,6 +31,7 @@ CHANNEL = ("Manager-Channel",)
 SUBPROTOCOL = "metersync.v1"
 RESOURCES = ("/status", "/devices", "/devices/sn:conformance:abc123", "/devices/sn:x:y/fresh")
 HOLD_LIMIT = 30.0
+UUID_V4_V7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[47][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 def _ws_url(base: str) -> str:
@@ -183,7 +185,10 @@ async def channel_requests_authenticated(ctx: ManagerContext) -> list[Finding]:
     return out or [ok("unsigned, unknown, forged, skewed and replayed channel requests refused")]
 
 
-@check("MS-CH-5", "MS-CH-8", "MS-MSG-8", classes=CHANNEL, role="manager", timeout=90)
+@check(
+    "MS-CH-5", "MS-CH-8", "MS-MSG-8", "MS-MSG-4", "MS-DEL-1",
+    classes=CHANNEL, role="manager", timeout=90,
+)  # fmt: skip
 async def only_get_requests_over_the_channel(ctx: ManagerContext) -> list[Finding]:
     """Each request: one text message, a valid ChannelRequest, GET, a path of Table 10-1."""
     agent = await ctx.main_agent()
@@ -231,7 +236,16 @@ async def only_get_requests_over_the_channel(ctx: ManagerContext) -> list[Findin
                     )
                 )
             if req.request_id in ids:
-                out.append(fail("a requestId was used twice", "MS-MSG-8", actual=req.request_id))
+                for r in ("MS-MSG-8", "MS-DEL-1"):
+                    out.append(fail("a requestId was used twice", r, actual=req.request_id))
+            if not UUID_V4_V7.fullmatch(str(req.request_id)):
+                out.append(
+                    fail(
+                        "the requestId is not a canonical lower-case version 4 or 7 UUID",
+                        "MS-MSG-4",
+                        actual=req.request_id,
+                    )
+                )
             ids.add(req.request_id)
             answer = _answer_for(data)
             if answer is not None:
@@ -243,7 +257,7 @@ async def only_get_requests_over_the_channel(ctx: ManagerContext) -> list[Findin
     return out or [
         ok(
             f"{len(RESOURCES)} requests: one text message each, GET, Table 10-1 "
-            "paths, fresh requestIds"
+            "paths, fresh canonical UUID v4/v7 requestIds"
         )
     ]
 
