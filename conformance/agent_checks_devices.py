@@ -450,3 +450,32 @@ async def each_snapshot_a_new_poll(ctx: AgentContext) -> list[Finding]:
             last[key] = t
             n += 1
     return [ok(f"{n} snapshots, each from a poll later than the device's previous one")]
+
+
+@check("MS-SNMP-2", classes=CORE, role="agent")
+async def snmpv3_user_that_works(ctx: AgentContext) -> Finding:
+    """Printers that know only an SNMPv3 authPriv user (SHA256/AES), provisioned before a
+    community: every answering printer is read with version 3, and `snmpv3` is declared."""
+    if not ctx.setup.v3:
+        return not_tested("no printer in this run was served with an SNMPv3 user")
+    if (f := _needs_reports(ctx)) is not None:
+        return f
+    snaps = [(r, d) for r in ctx.rec.reports() for d in r.obj.device]
+    read = [(r, d) for r, d in snaps if d.snmp_version is not None]
+    other = [(r, d) for r, d in read if _name(d.snmp_version) != "3"]
+    if not read:
+        return fail("no snapshot names the SNMP version it was read with")
+    if other:
+        r, d = other[0]
+        return fail(
+            f"{d.identity.device_key} read with SNMP {_name(d.snmp_version)}, not 3",
+            expected="3",
+            actual=_name(d.snmp_version),
+            excerpt=_snapshot_xml(r, d.identity.device_key),
+        )
+    enr = [x for x in ctx.rec.received if x.kind == "Enrollment"]
+    caps = {_name(c) for c in enr[0].obj.capability} if enr else set()
+    if "snmpv3" not in caps:
+        return fail("SNMPv3 used but capability snmpv3 not declared", actual=sorted(caps))
+    keys = {d.identity.device_key for _, d in read}
+    return ok(f"{len(read)} snapshots of {len(keys)} printers read with SNMPv3; snmpv3 declared")

@@ -69,6 +69,7 @@ FRINGE_PHASES = ("baseline", "answers", "limits", "recovery")
 LIMIT_REPORTS = 1  # outbox/maxReports of the limits phase
 V3_WRONG = ("simulator", "wrong-auth-key-31337", "wrong-priv-key-73313")
 DECOY_COMMUNITY = "decoy-community-4711"
+V3_GOOD = ("metersync-v3", "SHA256", "auth-key-v3-5150", "AES", "priv-key-v3-6160")
 PROXY_LOGIN = ("agent", "proxy-pass-2718")
 
 # A device that answers SNMP but is no printer (a router): discovery must not report it.
@@ -126,6 +127,7 @@ class Setup:
     relay: str | None = None  # a recording whose SNMP requests are watched (relay.py)
     proxy: bool = False  # the manager is reached through the harness's HTTP proxy (proxy.py)
     refusals: bool = True  # with fringe: first start the agent with bad Provisioning documents
+    v3: bool = False  # printers know only the SNMPv3 user V3_GOOD; provisioned first (MS-SNMP-2)
 
 
 FRINGE = Setup(
@@ -291,6 +293,12 @@ def provisioning(
             f'<v3 user="{user}" authProtocol="MD5" authKey="{auth}" privProtocol="DES" '
             f'privKey="{priv}"/>\n    <v2c community="{DECOY_COMMUNITY}"/>\n'
             '    <v1 community="public"/>'
+        )
+    elif setup.v3:
+        user, aproto, akey, pproto, pkey = V3_GOOD
+        creds = (
+            f'<v3 user="{user}" authProtocol="{aproto}" authKey="{akey}" privProtocol="{pproto}" '
+            f'privKey="{pkey}" context="public"/>\n    <v2c community="public"/>'
         )
     else:
         creds = '<v2c community="public"/>'
@@ -708,7 +716,11 @@ async def run_agent(
         planned=phases,
         setup=setup,
         classes=tuple(classes),
-        secrets=(TOKEN, *V3_WRONG[1:], DECOY_COMMUNITY) if setup.fringe else (TOKEN,),
+        secrets=(TOKEN, *V3_WRONG[1:], DECOY_COMMUNITY)
+        if setup.fringe
+        else (TOKEN, V3_GOOD[2], V3_GOOD[4])
+        if setup.v3
+        else (TOKEN,),
     )
     port = devices[0].port
     targets = None
@@ -780,7 +792,8 @@ async def run_agent(
         for d in devices
         if d.role in ("plain", "swap") and d.recording.name not in alone
     ] + fringe_printers
-    responders = [Responder(main_printers, variation_dir=vdir)]
+    v3 = V3_GOOD if setup.v3 else None
+    responders = [Responder(main_printers, variation_dir=vdir, v3_user=v3)]
     slow_responder = Responder(slow_printers, variation_dir=vdir) if slow_printers else None
     for d in devices:
         if d.recording.name in alone:
@@ -813,7 +826,7 @@ async def run_agent(
                 ctx,
                 agent,
                 prov,
-                lambda channel: provisioning(manager.url, devices, channel=channel),
+                lambda channel: provisioning(manager.url, devices, setup=setup, channel=channel),
                 [*responders, ctx.mover_responder, ctx.moved_responder],
             )
             ctx.phases["channel"] = (ctx.phases["channel"][0], time.monotonic())

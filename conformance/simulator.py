@@ -111,8 +111,10 @@ class Responder:
         variation_dir: Path | None = None,
         cache_dir: Path | None = None,
         start_timeout: float = 30.0,
+        v3_user: tuple[str, str, str, str, str] | None = None,
     ) -> None:
         self.printers = printers
+        self.v3_user = v3_user  # (user, auth protocol, auth key, priv protocol, priv key)
         self.variation_dir = variation_dir
         self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "metersync-conformance-snmpsim"
         self.start_timeout = start_timeout
@@ -131,8 +133,13 @@ class Responder:
             mods.append(str(Path(spec.origin).parent / "variation"))
         args += [f"--variation-modules-dir={d}" for d in mods]
         for p in self.printers:
+            args.append("--v3-engine-id=auto")  # a new engine: its options follow
+            if self.v3_user:
+                user, aproto, akey, pproto, pkey = self.v3_user
+                args += [f"--v3-user={user}", f"--v3-auth-key={akey}"]
+                args += [f"--v3-auth-proto={aproto}", f"--v3-priv-key={pkey}"]
+                args.append(f"--v3-priv-proto={pproto}")
             args += [
-                "--v3-engine-id=auto",
                 f"--data-dir={p.data_dir}",
                 f"--agent-udpv4-endpoint={p.host}:{p.port}",
             ]

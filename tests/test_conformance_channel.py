@@ -13,7 +13,7 @@ from pathlib import Path
 
 from test_conformance_agent import REFERENCE, broken, by_status, evidence
 
-from metersync_conformance.agent_harness import run_agent
+from metersync_conformance.agent_harness import Setup, run_agent
 from metersync_conformance.registry import Status, Verdict
 from metersync_conformance.truth import default_walks
 
@@ -22,7 +22,7 @@ CHANNEL_IDS = {
     "MS-CH-1", "MS-CH-2", "MS-CH-4", "MS-CH-6", "MS-CH-7", "MS-CH-9", "MS-CH-10", "MS-CH-11",
     "MS-CH-12", "MS-CH-13", "MS-CH-14", "MS-CH-15", "MS-CH-16", "MS-MSG-9", "MS-MSG-14",
     "MS-MSG-15", "MS-CONF-6", "MS-CH-20", "MS-ERR-1", "MS-MSG-7", "MS-ERR-2", "MS-ERR-4",
-    "MS-XML-11", "MS-XML-7",
+    "MS-XML-11", "MS-XML-7", "MS-SNMP-2",
 }  # fmt: skip
 
 
@@ -38,7 +38,8 @@ def _walks(root: Path) -> Path:
 
 
 async def _both(walks: Path) -> tuple[list[Verdict], list[Verdict]]:
-    ref = run_agent(REFERENCE, CLASSES, walks=walks, phases=("baseline",))
+    # The reference reads its printers with an SNMPv3 user (MS-SNMP-2), the broken one with v2c.
+    ref = run_agent(REFERENCE, CLASSES, walks=walks, phases=("baseline",), setup=Setup(v3=True))
     bad = run_agent(broken("channel-post"), CLASSES, walks=walks, phases=("baseline",))
     (r, _), (b, _) = await asyncio.gather(ref, bad)
     return r, b
