@@ -728,7 +728,6 @@ async def run_agent(
     vdir = variation_dir(walks)
     fringe_printers: list[Printer] = []
     slow_printers: list[Printer] = []
-    twin_printers: list[Printer] = []  # own process: the main responder's load stays as it was
     if setup.fringe:
         excluded, odd, slow = extra["fringe"]
         ctx.excluded, ctx.not_printer, ctx.slow = (excluded, port), odd, slow
@@ -742,7 +741,7 @@ async def run_agent(
             into.append(Printer(host, port, ddir))
         twin_of = next(d for d in devices if d.recording.name != setup.relay)
         ctx.twin = (extra["twin"], twin_of)
-        twin_printers.append(Printer(extra["twin"], port, twin_of.data_dir))
+        fringe_printers.append(Printer(extra["twin"], port, twin_of.data_dir))
         hosts = sorted(
             [d.host for d in devices] + [excluded, odd, slow, extra["twin"]],
             key=lambda h: int(h.split(".")[-1]),
@@ -796,8 +795,6 @@ async def run_agent(
     v3 = V3_GOOD if setup.v3 else None
     responders = [Responder(main_printers, variation_dir=vdir, v3_user=v3)]
     slow_responder = Responder(slow_printers, variation_dir=vdir) if slow_printers else None
-    if twin_printers:
-        responders.append(Responder(twin_printers, variation_dir=vdir))
     for d in devices:
         if d.recording.name in alone:
             ctx.vanished = d
