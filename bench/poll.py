@@ -27,10 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from simulators import SnmpSimulator, write_snmprec  # noqa: E402
-
-from metersync_agent.snmp import Credential, SnmpClient, WalkResult, parse_oid  # noqa: E402
+from metersync_agent.snmp import Credential, SnmpClient, WalkResult, parse_oid
+from metersync_conformance.simulator import SnmpSimulator, write_snmprec
 
 SUBTREES = [
     "1.3.6.1.2.1.1",  # system

@@ -51,7 +51,13 @@ from metersync_conformance.fake_manager import FakeManager, Received, Recorder
 from metersync_conformance.proxy import Proxy
 from metersync_conformance.registry import Verdict, run_checks, select
 from metersync_conformance.relay import Relay, trap
-from metersync_conformance.simulator import Printer, Responder, free_udp_port, install_recording
+from metersync_conformance.simulator import (
+    Endpoint,
+    SnmpSimulator,
+    V3User,
+    free_udp_port,
+    install_recording,
+)
 from metersync_conformance.truth import Recording, load, variation_dir
 
 TOKEN = "conformanceToken0123456789abcdef"
@@ -171,8 +177,8 @@ class AgentContext:
     restart_at: float | None = None
     log_path: Path | None = None
     exit_codes: list[int | None] = field(default_factory=list)
-    mover_responder: Responder | None = None
-    moved_responder: Responder | None = None
+    mover_responder: SnmpSimulator | None = None
+    moved_responder: SnmpSimulator | None = None
     update: Any = None  # update_harness.UpdateRun when Agent-Update is claimed
     channel: Any = None  # channel_harness.ChannelRun when the channel phase ran
     setup: Setup = field(default_factory=Setup)
@@ -184,7 +190,7 @@ class AgentContext:
     not_printer: str | None = None  # host of the device that is no printer
     slow: str | None = None  # host of the printer that spends its budget
     vanished: Device | None = None
-    vanish_responder: Responder | None = None
+    vanish_responder: SnmpSimulator | None = None
     replaced: str | None = None  # host where REPLACED took place
     relay: Relay | None = None
     proxy: Proxy | None = None
@@ -215,7 +221,7 @@ def plan_devices(
     devices: list[Device] = []
     extra: dict[str, Any] = {}
     hosts = [f"{HOST_PREFIX}{10 + i}" for i in range(len(recordings) + fringe)]
-    port = free_udp_port(hosts)
+    port = free_udp_port(*hosts)
     if fringe:
         extra["fringe"] = tuple(hosts.pop(1) for _ in range(fringe))
     taken = iter(hosts)
@@ -423,9 +429,9 @@ async def scenario(ctx: AgentContext, agent: AgentProcess, work: Path, walks: Pa
             before, after = ctx.move
             if ctx.mover_responder:
                 await asyncio.to_thread(ctx.mover_responder.stop)
-            ctx.moved_responder = Responder(
-                [Printer(after.host, after.port, after.data_dir)],
-                variation_dir=variation_dir(walks),
+            ctx.moved_responder = SnmpSimulator(
+                endpoints=[Endpoint(after.host, after.port, after.data_dir)],
+                variation_modules_dir=variation_dir(walks),
             )
             await asyncio.to_thread(ctx.moved_responder.start)
 
@@ -531,7 +537,7 @@ async def scenario_fringe(
     agent: AgentProcess,
     prov: Path,
     remake: Callable[[str], bytes],
-    slow: Responder | None,
+    slow: SnmpSimulator | None,
 ) -> None:
     """Hard cases on a few printers: see the module docstring."""
     rec = ctx.rec
@@ -723,8 +729,8 @@ async def run_agent(
     targets = None
     sniffer: socket.socket | None = None
     vdir = variation_dir(walks)
-    fringe_printers: list[Printer] = []
-    slow_printers: list[Printer] = []
+    fringe_printers: list[Endpoint] = []
+    slow_printers: list[Endpoint] = []
     if setup.fringe:
         excluded, odd, slow = extra["fringe"]
         ctx.excluded, ctx.not_printer, ctx.slow = (excluded, port), odd, slow
@@ -735,7 +741,7 @@ async def run_agent(
             ddir = work / "printers" / host
             ddir.mkdir(parents=True, exist_ok=True)
             (ddir / "public.snmprec").write_text(text, encoding="utf-8")
-            into.append(Printer(host, port, ddir))
+            into.append(Endpoint(host, port, ddir))
         hosts = sorted(
             [d.host for d in devices] + [excluded, odd, slow], key=lambda h: int(h.split(".")[-1])
         )
@@ -779,23 +785,30 @@ async def run_agent(
     agent = AgentProcess(command, prov, state, ctx.log_path)
     alone = {setup.vanish} if setup.vanish else set()
     relayed = {d.recording.name: d for d in devices if d.recording.name == setup.relay}
-    behind = free_udp_port([d.host for d in relayed.values()]) if relayed else 0
+    behind = free_udp_port(*(d.host for d in relayed.values())) if relayed else 0
     main_printers = [
-        Printer(d.host, behind if d.recording.name in relayed else d.port, d.data_dir)
+        Endpoint(d.host, behind if d.recording.name in relayed else d.port, d.data_dir)
         for d in devices
         if d.role in ("plain", "swap") and d.recording.name not in alone
     ] + fringe_printers
-    v3 = V3_GOOD if setup.v3 else None
-    responders = [Responder(main_printers, variation_dir=vdir, v3_user=v3)]
-    slow_responder = Responder(slow_printers, variation_dir=vdir) if slow_printers else None
+    v3 = [V3User(V3_GOOD[0], auth_key=V3_GOOD[2], priv_key=V3_GOOD[4], auth_proto=V3_GOOD[1],
+                 priv_proto=V3_GOOD[3])] if setup.v3 else []  # fmt: skip
+    responders = [SnmpSimulator(endpoints=main_printers, variation_modules_dir=vdir, v3_users=v3)]
+    slow_responder = (
+        SnmpSimulator(endpoints=slow_printers, variation_modules_dir=vdir)
+        if slow_printers
+        else None
+    )
     for d in devices:
         if d.recording.name in alone:
             ctx.vanished = d
-            ctx.vanish_responder = Responder([Printer(d.host, d.port, d.data_dir)])
+            ctx.vanish_responder = SnmpSimulator(endpoints=[Endpoint(d.host, d.port, d.data_dir)])
             responders.append(ctx.vanish_responder)
     if ctx.move:
         b = ctx.move[0]
-        ctx.mover_responder = Responder([Printer(b.host, b.port, b.data_dir)], variation_dir=vdir)
+        ctx.mover_responder = SnmpSimulator(
+            endpoints=[Endpoint(b.host, b.port, b.data_dir)], variation_modules_dir=vdir
+        )
         responders.append(ctx.mover_responder)
     stop = asyncio.Event()
     watcher = None

@@ -15,12 +15,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from metersync_conformance.simulator import Endpoint, SimulatorError, SnmpSimulator, free_udp_port
 
 # The project's own recordings that look like an office fleet (no deliberately hostile ones).
 FLEET = [
@@ -47,76 +48,41 @@ def _recordings() -> Path:
     return Path(spec.origin).parent / "recordings"
 
 
-def _addresses(n: int, port: int) -> list[tuple[str, int]]:
+def _endpoints(data_dirs: list[Path]) -> list[Endpoint]:
     """One loopback address per printer where the system allows it (Linux), else one port each."""
-    hosts = [f"127.0.7.{10 + i}" for i in range(n)]
+    hosts = [f"127.0.7.{10 + i}" for i in range(len(data_dirs))]
     try:
-        for h in hosts:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind((h, port))
-        return [(h, port) for h in hosts]
+        port = free_udp_port(*hosts)
     except OSError:
-        out = []
-        for _ in range(n):
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("127.0.0.1", 0))
-                out.append(("127.0.0.1", s.getsockname()[1]))
-        return out
+        return [Endpoint("127.0.0.1", 0, d) for d in data_dirs]
+    return [Endpoint(h, port, d) for h, d in zip(hosts, data_dirs, strict=True)]
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _udp_bound(host: str, port: int) -> bool:
-    """True once someone (the simulator) holds host:port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def _start_printers(
-    base: Path, logs: Path
-) -> tuple[subprocess.Popen[bytes], list[tuple[str, int]]]:
+def _start_printers(base: Path, logs: Path) -> SnmpSimulator:
     rec = _recordings()
-    addrs = _addresses(len(FLEET), _free_udp_port())
-    exe = Path(sys.executable).parent / "snmpsim-command-responder"
-    if not exe.exists():
-        raise SystemExit(f"snmpsim-command-responder not found next to {sys.executable}")
-    variation = [str(rec / "variation")]
-    spec = importlib.util.find_spec("snmpsim")
-    if spec and spec.origin:
-        variation.append(str(Path(spec.origin).parent / "variation"))
-    args = [str(exe), f"--cache-dir={base / 'snmpsim-cache'}", "--log-level=error"]
-    args += [f"--variation-modules-dir={d}" for d in variation]
-    for name, (host, port) in zip(FLEET, addrs, strict=True):
+    data_dirs = []
+    for name in FLEET:
         data = base / "printers" / name
         data.mkdir(parents=True)
         text = (rec / f"{name}.snmprec").read_text(encoding="utf-8")
         # the engine's page counter rises by about one page every 10 s
         text = TOTAL_COUNTER.sub(r"\1|\2:numeric|rate=0.1,initial=\3", text)
         (data / "public.snmprec").write_text(text, encoding="utf-8")
-        args += [
-            "--v3-engine-id=auto",
-            f"--data-dir={data}",
-            f"--agent-udpv4-endpoint={host}:{port}",
-        ]
-    env = dict(os.environ, SNMPSIM_ALLOW_ROOT="true")
-    with (logs / "printers.log").open("wb") as log:
-        proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    deadline = time.monotonic() + 60
-    while not all(_udp_bound(h, p) for h, p in addrs):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the simulated printers did not start; see {logs / 'printers.log'}")
-        time.sleep(0.2)
-    return proc, addrs
+        data_dirs.append(data)
+    sim = SnmpSimulator(
+        endpoints=_endpoints(data_dirs),
+        variation_modules_dir=rec / "variation",
+        cache_dir=base / "snmpsim-cache",
+        start_timeout=60,
+        log_file=logs / "printers.log",
+        new_session=True,  # Ctrl-C reaches the demo, which stops everything in order
+    )
+    try:
+        return sim.start()
+    except SimulatorError:
+        raise SystemExit(
+            f"the simulated printers did not start; see {logs / 'printers.log'}"
+        ) from None
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
@@ -154,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     cli = [sys.executable, "-m", "metersync.cli"]
     url = f"http://127.0.0.1:{args.port}"
     procs: list[subprocess.Popen[bytes]] = []
+    printers: SnmpSimulator | None = None
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -163,8 +130,9 @@ def run(args: argparse.Namespace) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         print(f"MeterSync demo in {base}", flush=True)
-        printers, addrs = _start_printers(base, logs)
-        procs.append(printers)
+        printers = _start_printers(base, logs)
+        addrs, printers_proc = printers.endpoints, printers.proc
+        assert printers_proc is not None
         print(f"  {len(addrs)} simulated printers on {addrs[0][0]}..{addrs[-1][0]}", flush=True)
 
         mdir = base / "manager"
@@ -234,7 +202,7 @@ The agent polls every {args.poll_interval} s; page counters rise slowly. Ctrl-C 
             flush=True,
         )
         while not stopping:
-            for p, what in ((agent, "agent"), (manager, "manager"), (printers, "printers")):
+            for p, what in ((agent, "agent"), (manager, "manager"), (printers_proc, "printers")):
                 if p.poll() is not None:
                     print(f"the {what} exited ({p.returncode}); see {logs}", file=sys.stderr)
                     return 1
@@ -244,9 +212,11 @@ The agent polls every {args.poll_interval} s; page counters rise slowly. Ctrl-C 
     finally:
         for p in reversed(procs):  # agent first: it finishes its write and closes its outbox
             _stop(p)
+        if printers is not None:
+            printers.stop()
         for s, handler in old.items():
             signal.signal(s, handler)
         if args.dir is None and not args.keep:
             shutil.rmtree(base, ignore_errors=True)
-        elif procs:
+        elif printers is not None:
             print(f"files kept in {base}", flush=True)

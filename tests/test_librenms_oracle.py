@@ -21,11 +21,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from simulators import SnmpSimulator
 
 from metersync_agent.poller import poll_device, snapshot_xml, validate_snapshot_xml
 from metersync_agent.profiles import load_profiles
 from metersync_agent.snmp import Credential, SnmpClient
+from metersync_conformance.simulator import SnmpSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 WALKS = Path(os.environ.get("METERSYNC_WALKS") or ROOT.parent / "shared" / "walks") / "librenms"
