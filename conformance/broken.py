@@ -9,7 +9,8 @@ behaviour, so that a conformance run must catch it by exactly the requirement it
 Managers: `duplicates` (answers `accepted` to a byte-identical report again), `forged` (accepts
 a report whatever its signature, as long as the agent is enrolled), `doctype` (lets a DOCTYPE
 declaration through the XML edge), `ignores-revocation` (verifies a revoked agent's reports as
-if it were not revoked), `no-retry-after` (answers 429 without Retry-After).
+if it were not revoked), `no-retry-after` (answers 429 without Retry-After), `expired-ok`
+(as the agent's: `manager update` accepts an expired timestamp).
 Agents: `wrong-unit` (reports page counters in sheets instead of impressions), `percent-3`
 (reports a supply level of -3 "some remaining" as 3 %), `no-backoff` (retries every 0.3 s
 instead of backing off, still honouring Retry-After), `listen` (opens a TCP listening port),
@@ -30,7 +31,14 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-MANAGER_FLAWS = ("duplicates", "forged", "doctype", "ignores-revocation", "no-retry-after")
+MANAGER_FLAWS = (
+    "duplicates",
+    "forged",
+    "doctype",
+    "ignores-revocation",
+    "no-retry-after",
+    "expired-ok",
+)
 AGENT_FLAWS = (
     "wrong-unit",
     "percent-3",
@@ -97,8 +105,17 @@ def break_manager(flaw: str) -> None:
             return resp
 
         app.error_response = error_response  # type: ignore[assignment]
+    elif flaw == "expired-ok":
+        _accept_expired_timestamp()
     else:
         raise SystemExit(f"unknown manager flaw {flaw!r}; known: {', '.join(MANAGER_FLAWS)}")
+
+
+def _accept_expired_timestamp() -> None:
+    """The update client no longer checks the final timestamp's expiry (a freeze attack)."""
+    from tuf.ngclient._internal import trusted_metadata_set as tms
+
+    tms.TrustedMetadataSet._check_final_timestamp = lambda self: None  # type: ignore[method-assign]
 
 
 def _mutate_reports(mutate: Callable[[Any], None]) -> None:
@@ -157,9 +174,7 @@ def break_agent(flaw: str) -> None:
 
         threading.Thread(target=serve, daemon=True, name="broken-listener").start()
     elif flaw == "expired-ok":
-        from tuf.ngclient._internal import trusted_metadata_set as tms
-
-        tms.TrustedMetadataSet._check_final_timestamp = lambda self: None  # type: ignore[method-assign]
+        _accept_expired_timestamp()
     elif flaw == "sign-base64":
         import base64
 

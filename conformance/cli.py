@@ -2,6 +2,7 @@
 
     metersync conformance manager --url URL --token-command "CMD" [--classes …] [--junit F]
                                   [--smtp HOST:PORT]   (with --classes …,Manager-SMTP)
+                                  [--update-command "CMD {feed_url} {trusted_root} {data_dir}"]
     metersync conformance agent --command "… {provisioning} … {state_dir} …" [--walks DIR] …
     metersync conformance coverage
 
@@ -72,6 +73,18 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="Manager-Channel: a shell command making the manager send GET {path} to the agent "
         "{agent_id} over its channel (default: the reference's operator API "
         "GET {url}/api/v1/agents/{agent_id}/channel?path={path})",
+    )
+    m.add_argument(
+        "--update-command",
+        help="with Manager-Update: the manager's manual update command; {feed_url}, "
+        "{trusted_root} (a root.json file), {data_dir} and {python} are replaced; exit 0 when "
+        "it installed or had nothing to do, non-zero with the 6001–6006 code printed when it "
+        "refused",
+    )
+    m.add_argument(
+        "--update-platform",
+        default="any",
+        help="the platform string of software targets the manager installs (default any)",
     )
     common(m, MANAGER_DEFAULT)
     m.set_defaults(func=cmd_manager)
@@ -153,6 +166,8 @@ async def run_manager(
     revoke_command: str | None = None,
     reenroll_command: str | None = None,
     cacert: Path | None = None,
+    update_command: str | None = None,
+    update_platform: str = "any",
 ) -> tuple[list[Verdict], float]:
     from metersync_conformance.manager_checks import ManagerContext
 
@@ -171,6 +186,8 @@ async def run_manager(
         revoke_command=revoke_command,
         reenroll_command=reenroll_command,
         cacert=cacert,
+        update_command=update_command,
+        update_platform=update_platform,
     )
     start = time.monotonic()
     try:
@@ -210,6 +227,8 @@ def cmd_manager(args: argparse.Namespace) -> int:
             revoke_command=args.revoke_command,
             reenroll_command=args.reenroll_command,
             cacert=args.cacert,
+            update_command=args.update_command,
+            update_platform=args.update_platform,
         )
     )
     run = build_run(

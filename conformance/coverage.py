@@ -15,10 +15,7 @@ from metersync_conformance.registry import Check, load_all
 
 # Classes whose behaviour the reference implementations do not have yet: every requirement
 # in them is reported NOT TESTED with this reason, never PASS.
-NOT_IMPLEMENTED: dict[str, str] = {
-    "Manager-Update": "the reference manager updates (`metersync manager update`), but the "
-    "manager harness has no update phase yet",
-}
+NOT_IMPLEMENTED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -64,6 +65,10 @@ class ManagerContext:
     reenroll_command: str | None = None  # "CMD {agent_id}": a re-enrollment token (MS-SEC-8)
     cacert: Path | None = None  # trust this CA for an https URL instead of the system store
     rate_probe: int = 1000  # requests sent at most to find a rate limit (MS-LIM-5)
+    update_command: str | None = None  # Manager-Update: "CMD {feed_url} {trusted_root} …"
+    update_platform: str = "any"  # the platform string of software targets it installs
+    update: Any = None  # update_harness.UpdateRun, once the update steps ran
+    update_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     client: httpx.AsyncClient = field(init=False)
     answers: list[tuple[str, bytes, Answer]] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)  # every token the harness used

@@ -147,6 +147,7 @@ def load_all() -> dict[str, Check]:
         channel_checks,
         manager_channel_checks,
         manager_checks,
+        manager_update_checks,
         smtp_checks,
         update_checks,
     )

@@ -1,6 +1,9 @@
 """Checks of class Agent-Update, judged from the update phase (update_harness): the exit codes
 and output of the vendor's update command per step, the feed server's request log, and the
-licence state and software version in the agent's reports."""
+licence state and software version in the agent's reports.
+
+The judges of one update run (`judge_*`) serve the manager's checks too
+(manager_update_checks.py): they look only at the steps and what each fetched."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Any
 
 from metersync_conformance.agent_harness import AgentContext
 from metersync_conformance.registry import Finding, check, excerpt_of, fail, not_tested, ok
-from metersync_conformance.update_harness import MAX_DEVICES, VALID_LICENCE, Step
+from metersync_conformance.update_harness import MAX_DEVICES, VALID_LICENCE, Step, UpdateRun
 
 UPDATE = ("Agent-Update",)
 
@@ -52,7 +55,159 @@ def _refusal_check(ctx: AgentContext, step: str, code: int, what: str) -> list[F
     return [miss] if miss else [_refused(_run(ctx).step(step), code, what)]
 
 
-@check("MS-UPD-5", classes=UPDATE, role="agent")
+# --- judges of one run, for agent and manager alike -----------------------------------------
+
+
+def judge_refusal(run: UpdateRun, step: str, code: int, what: str) -> Finding:
+    return _refused(run.step(step), code, what)
+
+
+def _exit0(run: UpdateRun, name: str, what: str) -> Finding | None:
+    s = run.step(name)
+    if s is None:
+        return fail(f"the step '{name}' did not run")
+    if s.exit_code != 0:
+        return fail(
+            f"{what}: the update command failed",
+            expected="exit 0",
+            actual=f"exit {s.exit_code}",
+            excerpt=excerpt_of(s.output, 1200),
+        )
+    return None
+
+
+_META = ("root.json", "timestamp.json", "snapshot.json", "targets.json")
+
+
+def _order(fetched: list[str]) -> list[str]:
+    """The fetched paths as roles in first-fetch order: root, timestamp, …, target."""
+    out: list[str] = []
+    for path in fetched:
+        role = "target" if path.startswith("/targets/") else None
+        for name in _META:
+            if path.startswith("/metadata/") and path.endswith(name):
+                role = name.removesuffix(".json")
+                break
+        if role and role not in out:
+            out.append(role)
+    return out
+
+
+def judge_workflow(run: UpdateRun) -> list[Finding]:
+    """MS-UPD-2/3: root, timestamp, snapshot, targets, then targets; stop at a failed check."""
+    bad = _exit0(run, "valid", "a valid feed")
+    if bad:
+        return [bad]
+    valid = run.step("valid")
+    assert valid is not None
+    want = ["root", "timestamp", "snapshot", "targets", "target"]
+    got = _order(valid.fetched)
+    out = []
+    if got != want:
+        out.append(
+            fail(
+                "the valid update did not fetch TUF metadata in the client workflow's order",
+                expected=" → ".join(want),
+                actual=" → ".join(got),
+                excerpt="\n".join(valid.fetched),
+            )
+        )
+    else:
+        out.append(ok("metadata fetched root → timestamp → snapshot → targets, then targets"))
+    stops = {"bad-root": "root", "self-root": "root", "expired-ts": "timestamp"}
+    stops["rollback"] = "timestamp"
+    for name, last in stops.items():
+        s = run.step(name)
+        if s is None:
+            out.append(fail(f"the step '{name}' did not run"))
+            continue
+        if s.exit_code == 0:  # not refused at all: its own rule's check says so
+            continue
+        roles = _order(s.fetched)
+        beyond = roles[roles.index(last) + 1 :] if last in roles else roles
+        if beyond:
+            out.append(
+                fail(
+                    f"{name}: the client went on after the {last} metadata failed",
+                    "MS-UPD-3",
+                    expected=f"nothing after {last}",
+                    actual=", ".join(beyond),
+                    excerpt="\n".join(s.fetched),
+                )
+            )
+    if len(out) == 1:
+        out.append(ok("each refused step fetched nothing after the metadata that failed"))
+    return out
+
+
+def judge_valid_staged(run: UpdateRun) -> Finding:
+    """MS-UPD-3: the valid step exits 0 and downloads the new software target."""
+    bad = _exit0(run, "valid", "new software and a licence")
+    if bad:
+        return bad
+    target = "/targets/" + run.targets["valid"]
+    valid = run.step("valid")
+    if valid is None or target not in valid.fetched:
+        return fail("the valid new software was not downloaded", expected=target)
+    return ok(f"the valid software {target} was downloaded and the command exited 0")
+
+
+def judge_not_fetched(run: UpdateRun, name: str, keys: tuple[str, ...], what: str) -> Finding:
+    bad = _exit0(run, name, what)
+    if bad:
+        return bad
+    s = run.step(name)
+    assert s is not None
+    taken = [p for k in keys if (p := "/targets/" + run.targets[k]) in s.fetched]
+    if taken:
+        return fail(f"{what}: downloaded", expected="not fetched", actual=", ".join(taken))
+    return ok(f"{what}: not downloaded, command exited 0")
+
+
+def judge_rotation(run: UpdateRun) -> list[Finding]:
+    """MS-UPD-10: a root not signed by the trusted root's keys is refused; a rotation applied
+    one version at a time."""
+    out = [_refused(run.step("self-root"), 6001, "a new root signed only by its own new key")]
+    bad = _exit0(run, "rotated", "roots v2 and v3, each signed by the old and the new keys")
+    if bad:
+        return [*out, bad]
+    s = run.step("rotated")
+    assert s is not None
+    a, b = run.targets["root-a"], run.targets["root-b"]
+    if a not in s.fetched or b not in s.fetched or s.fetched.index(a) > s.fetched.index(b):
+        out.append(
+            fail(
+                "the rotated roots were not fetched one version at a time",
+                expected=f"{a} then {b}",
+                excerpt="\n".join(s.fetched),
+            )
+        )
+    else:
+        out.append(ok("roots v2 and v3 were fetched in turn and accepted (exit 0)"))
+    return out
+
+
+def judge_kept(run: UpdateRun) -> Finding:
+    """MS-UPD-18: after the refusals, the next command still works from the version it had."""
+    bad = _exit0(run, "kept", "the update after the refused ones")
+    if bad:
+        return bad
+    s = run.step("kept")
+    target = "/targets/" + run.targets["kept"]
+    if s is None or target not in s.fetched:
+        return fail(
+            "after the refusals, a version newer than the installed one was not downloaded "
+            "(was the refused version taken as installed?)",
+            expected=target,
+            excerpt="\n".join(s.fetched) if s else None,
+        )
+    return ok(f"after the refusals the next command installed {target} (exit 0)")
+
+
+# --- agent checks ------------------------------------------------------------------------------
+
+
+@check("MS-UPD-4", "MS-UPD-5", classes=UPDATE, role="agent")
 async def update_bad_root_signature_refused(ctx: AgentContext) -> list[Finding]:
     """A root signed by a key the trusted root does not hold is refused with 6001."""
     return _refusal_check(ctx, "bad-root", 6001, "root v2 signed by an untrusted key")
@@ -95,7 +250,7 @@ async def update_foreign_and_expired_licences_refused(ctx: AgentContext) -> list
         return [miss]
     run = _run(ctx)
     out = [
-        _refused(run.step("other-agent"), 6005, "licence bound to another agent"),
+        _refused(run.step("foreign-lic"), 6005, "licence bound to another agent"),
         _refused(run.step("expired-lic"), 6006, "expired licence"),
     ]
     t0 = run.started or 0.0
@@ -230,3 +385,43 @@ async def update_manual_mode_fetches_nothing(ctx: AgentContext) -> list[Finding]
     else:
         out.append(ok("no request reached the feed before the first update command", "MS-UPD-13"))
     return out
+
+
+def _judged(ctx: AgentContext, judge: Any) -> list[Finding]:
+    miss = _missing(ctx)
+    if miss:
+        return [miss]
+    got = judge(_run(ctx))
+    return [got] if isinstance(got, Finding) else got
+
+
+@check("MS-UPD-2", "MS-UPD-3", classes=UPDATE, role="agent")
+async def update_client_workflow_order(ctx: AgentContext) -> list[Finding]:
+    """The update command follows the TUF workflow's order and stops at a failed check."""
+    return _judged(ctx, judge_workflow)
+
+
+@check("MS-UPD-12", classes=UPDATE, role="agent")
+async def update_foreign_targets_ignored(ctx: AgentContext) -> list[Finding]:
+    """Newer software for the other role or another platform is not downloaded."""
+    keys = ("other-product", "other-platform")
+    return _judged(ctx, lambda r: judge_not_fetched(r, "foreign", keys, "foreign software"))
+
+
+@check("MS-UPD-17", classes=UPDATE, role="agent")
+async def update_no_silent_downgrade(ctx: AgentContext) -> list[Finding]:
+    """Software older than the installed version is not installed without an explicit command."""
+    what = "software older than the installed version"
+    return _judged(ctx, lambda r: judge_not_fetched(r, "downgrade", ("downgrade",), what))
+
+
+@check("MS-UPD-10", classes=UPDATE, role="agent")
+async def update_root_rotation(ctx: AgentContext) -> list[Finding]:
+    """A root rotation is accepted one version at a time, only cross-signed."""
+    return _judged(ctx, judge_rotation)
+
+
+@check("MS-UPD-18", classes=UPDATE, role="agent")
+async def update_retried_after_refusals(ctx: AgentContext) -> list[Finding]:
+    """After the refusals the next command updates from the version the agent kept."""
+    return _judged(ctx, judge_kept)

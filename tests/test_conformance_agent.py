@@ -65,8 +65,9 @@ UPDATE = (
     "{python} -m metersync_agent.service update --config {provisioning} --state-dir {state_dir}"
 )
 UPDATE_CLASSES = ["Agent-Core", "Agent-HTTP", "Agent-Update"]
-UPDATE_IDS = {"MS-UPD-1", "MS-UPD-3", "MS-UPD-5", "MS-UPD-6", "MS-UPD-7", "MS-UPD-8",
-              "MS-UPD-13", "MS-UPD-18", "MS-UPD-20", "MS-UPD-21"}  # fmt: skip
+UPDATE_IDS = {"MS-UPD-1", "MS-UPD-2", "MS-UPD-3", "MS-UPD-4", "MS-UPD-5", "MS-UPD-6",
+              "MS-UPD-7", "MS-UPD-8", "MS-UPD-10", "MS-UPD-12", "MS-UPD-13", "MS-UPD-17",
+              "MS-UPD-18", "MS-UPD-20", "MS-UPD-21"}  # fmt: skip
 
 
 def _update_run(flawed: bool):  # type: ignore[no-untyped-def]
