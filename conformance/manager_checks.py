@@ -82,12 +82,15 @@ class ManagerContext:
 
     def new_client(self, **transport: object) -> httpx.AsyncClient:
         verify: object = str(self.cacert) if self.cacert else True
+        # Idle connections are dropped after 1 s, well before a server's keep-alive timeout
+        # (Hypercorn: 5 s): reusing one the server is closing at that moment is a ReadError.
+        limits = httpx.Limits(max_keepalive_connections=20, keepalive_expiry=1.0)
         if transport:
             return httpx.AsyncClient(
                 timeout=60.0,
-                transport=httpx.AsyncHTTPTransport(verify=verify, **transport),  # type: ignore[arg-type]
+                transport=httpx.AsyncHTTPTransport(verify=verify, limits=limits, **transport),  # type: ignore[arg-type]
             )
-        return httpx.AsyncClient(timeout=60.0, verify=verify)  # type: ignore[arg-type]
+        return httpx.AsyncClient(timeout=60.0, verify=verify, limits=limits)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
         await self.client.aclose()
