@@ -4,18 +4,14 @@ library's own tests assert (expected.json)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+from recorded_polls import poll_recordings
 
-from metersync_agent.poller import poll_device, snapshot_xml, validate_snapshot_xml
-from metersync_agent.profiles import load_profiles
-from metersync_agent.snmp import Credential, SnmpClient
-from metersync_conformance.simulator import SnmpSimulator
+from metersync_agent.poller import snapshot_xml, validate_snapshot_xml
 
 REPO = Path(__file__).resolve().parents[1]
 WALKS = Path(os.environ.get("METERSYNC_WALKS") or REPO.parent / "shared" / "walks") / "brother"
@@ -68,24 +64,7 @@ NOT_MAPPED = {
 
 @pytest.fixture(scope="module")
 def snapshots(tmp_path_factory):
-    data = tmp_path_factory.mktemp("brother")
-    for name in NAMES:
-        shutil.copy(WALKS / f"{name}.snmprec", data / f"{name}.snmprec")
-    profiles = load_profiles()
-
-    async def run(host, port):
-        client = SnmpClient(timeout=1.0, retries=0)
-        try:
-            out = {}
-            for name in NAMES:
-                creds = [Credential("2c", community=name)]
-                out[name] = await poll_device(client, host, port, creds, profiles, 10.0)
-            return out
-        finally:
-            client.close()
-
-    with SnmpSimulator(data) as sim:
-        return asyncio.run(run(*sim.address))
+    return poll_recordings(WALKS, NAMES, tmp_path_factory.mktemp("brother"), timeout=1.0)
 
 
 def _percent_or_level(supply) -> int:

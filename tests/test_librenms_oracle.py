@@ -13,19 +13,15 @@ percentage.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
+from recorded_polls import poll_recordings
 
-from metersync_agent.poller import poll_device, snapshot_xml, validate_snapshot_xml
-from metersync_agent.profiles import load_profiles
-from metersync_agent.snmp import Credential, SnmpClient
-from metersync_conformance.simulator import SnmpSimulator
+from metersync_agent.poller import snapshot_xml, validate_snapshot_xml
 
 ROOT = Path(__file__).resolve().parents[1]
 WALKS = Path(os.environ.get("METERSYNC_WALKS") or ROOT.parent / "shared" / "walks") / "librenms"
@@ -37,24 +33,7 @@ pytestmark = pytest.mark.skipif(not NAMES, reason=f"no LibreNMS recordings at {W
 
 @pytest.fixture(scope="module")
 def snapshots(tmp_path_factory):
-    data = tmp_path_factory.mktemp("librenms")
-    for name in NAMES:
-        shutil.copy(WALKS / f"{name}.snmprec", data / f"{name}.snmprec")
-    profiles = load_profiles()
-
-    async def run(host, port):
-        client = SnmpClient(timeout=0.5, retries=0)
-        try:
-            out = {}
-            for name in NAMES:
-                creds = [Credential("2c", community=name)]
-                out[name] = await poll_device(client, host, port, creds, profiles, 10.0)
-            return out
-        finally:
-            client.close()
-
-    with SnmpSimulator(data) as sim:
-        return asyncio.run(run(*sim.address))
+    return poll_recordings(WALKS, NAMES, tmp_path_factory.mktemp("librenms"), timeout=0.5)
 
 
 def _o(oid: str | None) -> str:
