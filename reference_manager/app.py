@@ -63,11 +63,12 @@ def xml_response(
 
 
 def _client_key() -> tuple[str, str]:
-    """(rate-limit key, client address): the agent named in the signature header, else the
-    address; unverified on purpose, the limit comes first in the processing order (8.3)."""
+    """(rate-limit key, client address). The limit comes first in the processing order (8.3),
+    so the agent named in the signature header is not verified yet: the key pairs it with the
+    address, so that a client naming another agent cannot spend that agent's budget."""
     addr = request.remote_addr or "?"
     m = _SIG_AGENT.search(request.headers.get(signing.HEADER) or "")
-    return (f"agent:{m.group(1)}" if m else f"addr:{addr}"), addr
+    return (f"agent:{m.group(1)}@{addr}" if m else f"addr:{addr}"), addr
 
 
 def _rate_limited(what: str, seconds: int) -> ProtocolError:
@@ -454,6 +455,8 @@ def create_app(
         start = _time_param("from", required=True)
         end = _time_param("to", required=True)
         assert start is not None and end is not None
+        if end <= start:
+            raise BadParam("to must be after from")
         key = _key_param("deviceKey")
         kind = _kind_param()
         lines = await run(store.meters, start, end, key, kind)

@@ -340,6 +340,36 @@ def test_meter_export_across_a_counter_reset(client: httpx.Client, store: Store)
     assert [c["value"] for c in history["items"]] == [v for _, v, _ in reads]
 
 
+def test_meter_export_refuses_a_reversed_period(client: httpx.Client) -> None:
+    t = NOW.isoformat()
+    r = client.get("/api/v1/meters", params={"from": t, "to": t})
+    assert r.status_code == 400 and "after from" in r.json()["detail"]
+
+
+def test_rate_limit_is_per_agent_and_address(store: Store) -> None:  # noqa: F811
+    """MS-LIM-5: beyond the limit 429 + 4001 + Retry-After; a client at another address that
+    names the same agent (unverified at that point) does not spend that agent's budget."""
+    with Server(store, rate_limit=60) as server:
+        elsewhere = httpx.HTTPTransport(local_address="127.0.0.2")
+        with (
+            httpx.Client(base_url=server.url, timeout=30) as client,
+            httpx.Client(base_url=server.url, timeout=30, transport=elsewhere) as other,
+        ):
+            agent = enroll(client, store)
+            raw = agent.report([])
+            posing = TestAgent(agent.agent_id).headers(raw)  # same id, another key
+            poser = [other.post("/v1/reports", content=raw, headers=posing) for _ in range(80)]
+            assert 429 in {r.status_code for r in poser}  # limited at its own address
+            answers = [post_report(client, agent, raw) for _ in range(59)]
+            assert {r.status_code for r in answers} == {200}  # the enrollment took one of 60
+            for _ in range(100):  # the bucket refills at 1/s while we post
+                r = post_report(client, agent, raw)
+                if r.status_code != 200:
+                    break
+            assert_error(r, 429, 4001)
+            assert int(r.headers["Retry-After"]) >= 1
+
+
 def test_device_key_with_a_slash(client: httpx.Client, store: Store) -> None:  # noqa: F811
     agent = enroll(client, store)
     key = "sys:1.3.6.1.4.1.11/ab?c#d%20"
