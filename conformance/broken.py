@@ -10,7 +10,8 @@ Managers: `duplicates` (answers `accepted` to a byte-identical report again), `f
 a report whatever its signature, as long as the agent is enrolled), `doctype` (lets a DOCTYPE
 declaration through the XML edge), `ignores-revocation` (verifies a revoked agent's reports as
 if it were not revoked), `no-retry-after` (answers 429 without Retry-After), `expired-ok`
-(as the agent's: `manager update` accepts an expired timestamp).
+(as the agent's: `manager update` accepts an expired timestamp), `any-api-token` (takes any
+bearer token, an enrollment token too, as an operator token for /api/v1).
 Agents: `wrong-unit` (reports page counters in sheets instead of impressions), `percent-3`
 (reports a supply level of -3 "some remaining" as 3 %), `no-backoff` (retries every 0.3 s
 instead of backing off, still honouring Retry-After), `listen` (opens a TCP listening port),
@@ -38,6 +39,7 @@ MANAGER_FLAWS = (
     "ignores-revocation",
     "no-retry-after",
     "expired-ok",
+    "any-api-token",
 )
 AGENT_FLAWS = (
     "wrong-unit",
@@ -107,6 +109,10 @@ def break_manager(flaw: str) -> None:
         app.error_response = error_response  # type: ignore[assignment]
     elif flaw == "expired-ok":
         _accept_expired_timestamp()
+    elif flaw == "any-api-token":
+        from metersync_manager.store import Store
+
+        Store.operator_token_valid = lambda self, token_hash: True  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown manager flaw {flaw!r}; known: {', '.join(MANAGER_FLAWS)}")
 

@@ -50,6 +50,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--token-command", required=True, help="a shell command printing a fresh enrollment token"
     )
     m.add_argument(
+        "--api-token-command",
+        help="a shell command printing an operator token for the /api/v1 API (MS-HTTP-18; "
+        "sent as Authorization: Bearer); needed by the Manager-HTTP and Manager-Channel checks",
+    )
+    m.add_argument(
         "--revoke-command",
         help="a shell command revoking an agent; {agent_id} is replaced (MS-SEC-9)",
     )
@@ -165,6 +170,7 @@ async def run_manager(
     channel_command: str | None = None,
     revoke_command: str | None = None,
     reenroll_command: str | None = None,
+    api_token_command: str | None = None,
     cacert: Path | None = None,
     update_command: str | None = None,
     update_platform: str = "any",
@@ -185,6 +191,7 @@ async def run_manager(
         channel_command=channel_command,
         revoke_command=revoke_command,
         reenroll_command=reenroll_command,
+        api_token_command=api_token_command,
         cacert=cacert,
         update_command=update_command,
         update_platform=update_platform,
@@ -226,6 +233,7 @@ def cmd_manager(args: argparse.Namespace) -> int:
             channel_command=args.channel_command,
             revoke_command=args.revoke_command,
             reenroll_command=args.reenroll_command,
+            api_token_command=args.api_token_command,
             cacert=args.cacert,
             update_command=args.update_command,
             update_platform=args.update_platform,

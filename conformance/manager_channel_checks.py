@@ -106,7 +106,11 @@ def trigger(ctx: ManagerContext, agent: SimAgent, path: str) -> asyncio.Task[Any
 
         return asyncio.ensure_future(run_command())
     url = f"{ctx.url.rstrip('/')}/api/v1/agents/{agent.agent_id}/channel?path={quote(path)}"
-    return asyncio.ensure_future(ctx.client.get(url, timeout=60))
+
+    async def operator_get() -> Any:
+        return await ctx.client.get(url, headers=await ctx.api_headers(), timeout=60)
+
+    return asyncio.ensure_future(operator_get())
 
 
 async def _recv(ws: Any, timeout: float) -> Any:

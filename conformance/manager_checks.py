@@ -57,6 +57,7 @@ class HarnessError(RuntimeError):
 class ManagerContext:
     url: str
     token_command: str
+    api_token_command: str | None = None  # prints an operator token for /api/v1 (MS-HTTP-18)
     openapi: Path | None = None
     openapi_examples: int = 5
     smtp: str | None = None  # HOST:PORT of the manager's SMTP server (Manager-SMTP)
@@ -75,6 +76,7 @@ class ManagerContext:
     _token_pool: list[str] = field(default_factory=list)
     _token_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _main: SimAgent | None = None
+    _api_token: str | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -95,9 +97,24 @@ class ManagerContext:
     async def aclose(self) -> None:
         await self.client.aclose()
 
+    async def api_headers(self) -> dict[str, str]:
+        """The operator's Authorization header for /api/v1 (MS-HTTP-18), from the vendor's
+        command, made once; none without a command."""
+        if self.api_token_command is None:
+            return {}
+        if self._api_token is None:
+            out = await self.run_command(self.api_token_command, "operator token command")
+            words = out.split()
+            if not words:
+                raise HarnessError("the operator token command printed nothing")
+            self._api_token = words[-1]
+        return {"Authorization": f"Bearer {self._api_token}"}
+
     async def get_json(self, path: str, **params: object) -> tuple[int, object]:
         """GET a read-API path (MS-HTTP-17): (status, JSON or None)."""
-        resp = await self.client.get(self.url.rstrip("/") + path, params=params or None)
+        resp = await self.client.get(
+            self.url.rstrip("/") + path, params=params or None, headers=await self.api_headers()
+        )
         try:
             return resp.status_code, resp.json()
         except ValueError:
@@ -641,7 +658,7 @@ async def read_api_matches_openapi(ctx: ManagerContext) -> list[Finding]:
     # The spec's document is the contract; --openapi may name a vendor's superset of it.
     source: str | Path = ctx.openapi or (metersync_spec.OPENAPI_DIR / "manager.yaml")
     problems, ran = await asyncio.to_thread(
-        openapi_probe.run, source, ctx.url, ctx.openapi_examples
+        openapi_probe.run, source, ctx.url, ctx.openapi_examples, await ctx.api_headers()
     )
     if not ran:
         return [not_tested(f"no GET operation with a JSON answer in {source}")]
@@ -656,6 +673,46 @@ async def read_api_matches_openapi(ctx: ManagerContext) -> list[Finding]:
             )
         ]
     return [ok(f"{ran} read operations answered as documented (schemathesis)")]
+
+
+@check("MS-HTTP-18", classes=HTTP, role="manager")
+async def operator_api_needs_a_token(ctx: ManagerContext) -> list[Finding]:
+    """/api/v1 answers 401 + WWW-Authenticate: Bearer without a valid operator token (none, an
+    unknown one, an enrollment token), and 200 with the operator's token."""
+    if ctx.api_token_command is None:
+        return [not_tested("no --api-token-command: the harness has no operator token")]
+    base = ctx.url.rstrip("/")
+    tries = {
+        "no Authorization header": {},
+        "an unknown bearer token": {"Authorization": f"Bearer {uuid.uuid4().hex}"},
+        "an enrollment token": {"Authorization": f"Bearer {await ctx.token()}"},
+    }
+    out: list[Finding] = []
+    for path in ("/api/v1/devices", "/api/v1/agents", "/api/v1/channels"):
+        for what, headers in tries.items():
+            resp = await ctx.client.get(base + path, headers=headers)
+            challenge = resp.headers.get("WWW-Authenticate", "")
+            if resp.status_code != 401 or not challenge.lower().startswith("bearer"):
+                out.append(
+                    fail(
+                        f"GET {path} with {what} answered HTTP {resp.status_code}",
+                        expected="401 with WWW-Authenticate: Bearer",
+                        actual=f"{resp.status_code}, WWW-Authenticate: {challenge or 'absent'}",
+                        excerpt=f"sent:\nGET {path} with {what}\n\nanswer (HTTP "
+                        f"{resp.status_code}):\n{excerpt_of(resp.text, 400)}",
+                    )
+                )
+    resp = await ctx.client.get(base + "/api/v1/devices", headers=await ctx.api_headers())
+    if resp.status_code != 200:
+        out.append(
+            fail(
+                f"GET /api/v1/devices with the operator token answered {resp.status_code}",
+                expected="200",
+                actual=str(resp.status_code),
+                excerpt=resp.text,
+            )
+        )
+    return out or [ok("every /api/v1 request without a valid operator token got 401 + Bearer")]
 
 
 # --- tolerant receiver, message types, processing order ----------------------------------

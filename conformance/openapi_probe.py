@@ -40,8 +40,11 @@ def _json_get(op: Any) -> bool:
     return False
 
 
-def run(source: str | Path, base_url: str, examples: int = 5) -> tuple[list[str], int]:
-    """(problems, operations run). Blocking: call it in a thread."""
+def run(
+    source: str | Path, base_url: str, examples: int = 5, headers: dict[str, str] | None = None
+) -> tuple[list[str], int]:
+    """(problems, operations run); `headers` go with every request (the operator token).
+    Blocking: call it in a thread."""
     import schemathesis
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (
@@ -70,12 +73,14 @@ def run(source: str | Path, base_url: str, examples: int = 5) -> tuple[list[str]
             continue
         ran += 1
         label = f"{op.method.upper()} {op.path}"
-        found = _probe(op, label, base_url, checks, examples)
+        found = _probe(op, label, base_url, checks, examples, headers or {})
         problems.extend(found)
     return problems, ran
 
 
-def _probe(op: Any, label: str, base_url: str, checks: list[Any], examples: int) -> list[str]:
+def _probe(
+    op: Any, label: str, base_url: str, checks: list[Any], examples: int, headers: dict[str, str]
+) -> list[str]:
     from hypothesis import HealthCheck, given, settings
 
     found: list[str] = []
@@ -92,7 +97,7 @@ def _probe(op: Any, label: str, base_url: str, checks: list[Any], examples: int)
         if found:
             return
         try:
-            case.call_and_validate(base_url=base_url, checks=checks, timeout=30)
+            case.call_and_validate(base_url=base_url, checks=checks, headers=headers, timeout=30)
         except Exception as exc:  # a failed check: keep the first, as evidence
             text = " ".join(str(exc).split())[:300]
             found.append(f"{label} ({case.formatted_path}): {text}")

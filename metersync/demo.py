@@ -142,6 +142,13 @@ def run(args: argparse.Namespace) -> int:
             text=True,
             check=True,
         ).stdout.strip()
+        api_token = subprocess.run(  # the operator's token for the /api/v1 API (MS-HTTP-18)
+            [*cli, "manager", "api-token", "create", "--name", "demo", "--data-dir", str(mdir)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        api = {"Authorization": f"Bearer {api_token}"}
         with (logs / "manager.log").open("wb") as log:
             manager = subprocess.Popen(
                 [*cli, "manager", "serve", "--bind", f"127.0.0.1:{args.port}"]
@@ -179,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
             if agent.poll() is not None:
                 raise SystemExit(f"the agent exited; see {logs / 'agent.log'}")
             with contextlib.suppress(httpx.HTTPError, ValueError):
-                devices = httpx.get(url + "/api/v1/devices", timeout=2).json()["items"]
+                devices = httpx.get(url + "/api/v1/devices", headers=api, timeout=2).json()["items"]
             time.sleep(0.5)
         print(f"  {len(devices)} devices reported to the manager:", flush=True)
         for d in sorted(devices, key=lambda d: d["currentIp"] or ""):
@@ -188,7 +195,9 @@ def run(args: argparse.Namespace) -> int:
         today = time.strftime("%Y-%m-%d", time.gmtime())
         print(
             f"""
-Where to look:
+Where to look (the read API needs the operator token, MS-HTTP-18):
+  export METERSYNC_API_TOKEN={api_token}
+  curl -H "Authorization: Bearer $METERSYNC_API_TOKEN" {url}/api/v1/devices
   devices     {url}/api/v1/devices
   agents      {url}/api/v1/agents          (queue depth, dropped reports, last seen)
   one device  {url}/api/v1/devices/<deviceKey>/latest   (/counters, /supplies, /ips)

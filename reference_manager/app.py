@@ -371,6 +371,22 @@ def create_app(
     async def _bad_param(exc: BadParam) -> tuple[dict[str, Any], int]:
         return problem(400, "invalid parameter", str(exc))
 
+    @app.before_request
+    async def _operator_only() -> Any:
+        """MS-HTTP-18: every /api/ operation needs a live operator token."""
+        if not request.path.startswith("/api/"):
+            return None
+        scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token and len(token) <= 512:
+            if await run(store.operator_token_valid, ingest.hash_token(token)):
+                return None
+            detail = "the operator token is unknown or revoked"
+        else:
+            detail = "send an operator token: Authorization: Bearer <token>"
+        body, status = problem(401, "operator token required", detail)
+        return body, status, {"WWW-Authenticate": 'Bearer realm="metersync"'}
+
     @app.get("/openapi.yaml")
     async def openapi() -> Response:
         text = (metersync_spec.OPENAPI_DIR / "manager.yaml").read_bytes()

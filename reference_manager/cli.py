@@ -1,10 +1,11 @@
-"""`metersync manager …`: serve the manager, create enrollment tokens, revoke agents.
+"""`metersync manager …`: serve the manager, create enrollment and operator tokens, revoke agents.
 
     metersync manager serve [--data-dir DIR] [--database URL] [--bind 127.0.0.1:8470]
                             [--certfile CERT --keyfile KEY] [--smtp-bind 127.0.0.1:8025]
                             [--no-channel-websocket] [--rate-limit 600] [--enroll-failures 10]
     metersync manager token create [--expires 24h] [--agent AGENT_ID]
                                    [--data-dir DIR | --database URL]
+    metersync manager api-token create [--name NAME] | revoke --name NAME  [--data-dir …]
     metersync manager agent revoke AGENT_ID [--data-dir DIR | --database URL]
     metersync manager mail refusals [--limit N] [--data-dir DIR | --database URL]
     metersync manager update [--check | --install] --feed-url URL --trusted-root ROOT.json
@@ -137,6 +138,17 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     create.set_defaults(func=cmd_token_create)
 
+    api_token = sub.add_parser("api-token", help="operator tokens for the /api/v1 API")
+    api_sub = api_token.add_subparsers(dest="api_token_command", metavar="COMMAND", required=True)
+    api_create = api_sub.add_parser("create", help="create an operator token (MS-HTTP-18)")
+    _db_options(api_create)
+    api_create.add_argument("--name", default="operator", help="who or what holds it")
+    api_create.set_defaults(func=cmd_api_token_create)
+    api_revoke = api_sub.add_parser("revoke", help="revoke every operator token of a name")
+    _db_options(api_revoke)
+    api_revoke.add_argument("--name", required=True)
+    api_revoke.set_defaults(func=cmd_api_token_revoke)
+
     agent = sub.add_parser("agent", help="enrolled agents")
     agent_sub = agent.add_subparsers(dest="agent_command", metavar="COMMAND", required=True)
     revoke = agent_sub.add_parser("revoke", help="revoke an agent: its reports are refused (2008)")
@@ -239,6 +251,32 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     print(token)
     print(f"one-time enrollment token, valid until {expires.isoformat()}", file=sys.stderr)
     return 0
+
+
+def cmd_api_token_create(args: argparse.Namespace) -> int:
+    from metersync_manager import ingest
+
+    store = _open_store(args)
+    try:
+        token = ingest.new_token()
+        store.add_operator_token(ingest.hash_token(token), args.name, ingest.utcnow())
+    finally:
+        store.close()
+    print(token)
+    print(f"operator token {args.name!r}: send it as 'Authorization: Bearer …'", file=sys.stderr)
+    return 0
+
+
+def cmd_api_token_revoke(args: argparse.Namespace) -> int:
+    from metersync_manager import ingest
+
+    store = _open_store(args)
+    try:
+        revoked = store.revoke_operator_tokens(args.name, ingest.utcnow())
+    finally:
+        store.close()
+    print(f"revoked {revoked} operator token(s) named {args.name!r}", file=sys.stderr)
+    return 0 if revoked else 1
 
 
 def cmd_agent_revoke(args: argparse.Namespace) -> int:

@@ -228,7 +228,17 @@ mail_refusals = Table(
     Column("size", Integer, nullable=False),
 )
 
-SCHEMA_VERSION = 3
+# Operator tokens for the /api/v1 operator API (MS-HTTP-18); the token itself is never stored.
+operator_tokens = Table(
+    "operator_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # sha256 hex
+    Column("name", String(255), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("revoked_at", DateTime),
+)
+
+SCHEMA_VERSION = 4
 
 
 def _v2_mail_refusals(conn: Connection) -> None:
@@ -241,5 +251,13 @@ def _v3_key_rotation(conn: Connection) -> None:
     agent_keys.create(conn)
 
 
+def _v4_operator_tokens(conn: Connection) -> None:
+    operator_tokens.create(conn, checkfirst=True)
+
+
 # version → the step that turns version-1 into version.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_mail_refusals, 3: _v3_key_rotation}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _v2_mail_refusals,
+    3: _v3_key_rotation,
+    4: _v4_operator_tokens,
+}

@@ -216,6 +216,33 @@ class Store:
                 )
             )
 
+    def add_operator_token(self, token_hash: str, name: str, now: datetime) -> None:
+        with self._write() as conn:
+            conn.execute(
+                m.operator_tokens.insert().values(
+                    token_hash=token_hash, name=name, created_at=utc_naive(now)
+                )
+            )
+
+    def revoke_operator_tokens(self, name: str, now: datetime) -> int:
+        """Revoke every live operator token of this name; how many were revoked."""
+        t = m.operator_tokens
+        with self._write() as conn:
+            done = conn.execute(
+                t.update()
+                .where(t.c.name == name, t.c.revoked_at.is_(None))
+                .values(revoked_at=utc_naive(now))
+            )
+            return int(done.rowcount)
+
+    def operator_token_valid(self, token_hash: str) -> bool:
+        t = m.operator_tokens
+        with self._read() as conn:
+            row = conn.execute(
+                select(t.c.token_hash).where(t.c.token_hash == token_hash, t.c.revoked_at.is_(None))
+            ).first()
+            return row is not None
+
     def agent(self, agent_id: str) -> AgentRecord | None:
         with self._read() as conn:
             return self._agent(conn, agent_id)

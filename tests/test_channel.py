@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -115,8 +116,19 @@ class Manager(Proc):
         )
         return out.stdout.strip()
 
+    @functools.cached_property
+    def api_headers(self) -> dict[str, str]:
+        """An operator token for the /api/v1 API (MS-HTTP-18)."""
+        out = subprocess.run(
+            [*CLI, "manager", "api-token", "create", "--data-dir", str(self.data)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return {"Authorization": f"Bearer {out.stdout.strip()}"}
+
     def get(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=60, **kw)
+        return httpx.get(self.url + path, timeout=60, headers=self.api_headers, **kw)
 
 
 def _agent(tmp: Path, name: str, manager: Manager, token: str, target: str, on: bool) -> Proc:
@@ -364,8 +376,12 @@ def _manager_conformance(m: Manager) -> None:
     from metersync_conformance.cli import run_manager
     from metersync_conformance.registry import Status
 
-    token = f"{sys.executable} -m metersync.cli manager token create --data-dir {m.data}"
-    verdicts, _ = asyncio.run(run_manager(m.url, token, ["Manager-Channel"]))
+    cli = f"{sys.executable} -m metersync.cli manager"
+    token = f"{cli} token create --data-dir {m.data}"
+    api_token = f"{cli} api-token create --data-dir {m.data}"
+    verdicts, _ = asyncio.run(
+        run_manager(m.url, token, ["Manager-Channel"], api_token_command=api_token)
+    )
     shown = "\n".join(f"{v.requirement} {v.status} {v.summary}" for v in verdicts)
     assert {v.requirement for v in verdicts if v.status is Status.PASS} == {
         "MS-CH-3", "MS-CH-4", "MS-CH-5", "MS-CH-8", "MS-CH-14", "MS-CH-17", "MS-MSG-8",

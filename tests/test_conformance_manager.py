@@ -77,6 +77,12 @@ def operator_commands(token_cmd: str) -> tuple[str, str]:
     return revoke, f"{token_cmd} --agent {{agent_id}}"
 
 
+def api_token_command(token_cmd: str) -> str:
+    """The operator-token command (MS-HTTP-18) for the manager of `token_cmd`."""
+    data = token_cmd.rsplit("--data-dir ", 1)[1]
+    return f"{PY} -m metersync.cli manager api-token create --data-dir {data}"
+
+
 def failed(verdicts: list[Verdict]) -> set[str]:
     return {v.requirement for v in verdicts if v.status is Status.FAIL}
 
@@ -90,6 +96,7 @@ def test_reference_manager_conforms_via_cli(tmp_path: Path) -> None:
             [PY, "-m", "metersync.cli", "conformance", "manager", "--url", url,
              "--token-command", token_cmd, "--junit", str(junit), "--html", str(html),
              "--revoke-command", revoke, "--reenroll-command", reenroll,
+             "--api-token-command", api_token_command(token_cmd),
              "--vendor", "MeterSync", "--product", "reference-manager", "--version", "0.1.0",
              "--quiet", "--openapi-examples", "3"],
             capture_output=True, text=True, timeout=300,
@@ -97,6 +104,7 @@ def test_reference_manager_conforms_via_cli(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "FAIL " not in done.stdout
     for rid in ("MS-DEL-2", "MS-SEC-12", "MS-XML-4", "MS-LIM-1", "MS-HTTP-4", "MS-HTTP-17",
+                "MS-HTTP-18",
                 "MS-SEC-8", "MS-SEC-9", "MS-LIM-5", "MS-HTTP-9", "MS-DEL-6"):  # fmt: skip
         assert f"PASS       {rid} " in done.stdout, rid
     suite = ET.parse(junit).getroot()
@@ -114,6 +122,7 @@ BROKEN = {
     "doctype": {"MS-XML-4"},
     "ignores-revocation": {"MS-SEC-9"},
     "no-retry-after": {"MS-LIM-5", "MS-HTTP-9"},
+    "any-api-token": {"MS-HTTP-18"},
 }
 
 
@@ -123,7 +132,8 @@ def test_broken_manager_caught_by_exactly_its_requirement(tmp_path: Path, flaw: 
         revoke, reenroll = operator_commands(token_cmd)
         verdicts, _ = asyncio.run(
             run_manager(url, token_cmd, CLASSES, skip=("read_api_matches_openapi",),
-                        revoke_command=revoke, reenroll_command=reenroll)
+                        revoke_command=revoke, reenroll_command=reenroll,
+                        api_token_command=api_token_command(token_cmd))
         )  # fmt: skip
     assert failed(verdicts) == BROKEN[flaw], [
         (v.requirement, v.summary, v.actual) for v in verdicts if v.status is Status.FAIL

@@ -12,7 +12,9 @@ Parametrised over SQLite and PostgreSQL (127.0.0.1:5432, trust auth, database `t
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -133,8 +135,19 @@ class Manager:
         assert self.proc.wait(20) == 0
         self.proc = None
 
+    @functools.cached_property
+    def api_headers(self) -> dict[str, str]:
+        """An operator token for the /api/v1 API (MS-HTTP-18)."""
+        out = subprocess.run(
+            [*CLI, "manager", "api-token", "create", *self.db_args],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return {"Authorization": f"Bearer {out.stdout.strip()}"}
+
     def get(self, path: str) -> Any:
-        r = httpx.get(self.url + path, timeout=5)
+        r = httpx.get(self.url + path, timeout=5, headers=self.api_headers)
         r.raise_for_status()
         return r.json()
 
@@ -300,9 +313,13 @@ def test_demo_starts_everything_and_cleans_up(tmp_path: Path) -> None:
         assert "13 devices reported to the manager" in text, text
         assert f"http://127.0.0.1:{port}/api/v1/devices" in text
         url = f"http://127.0.0.1:{port}"
-        assert len(httpx.get(url + "/api/v1/devices").json()["items"]) == 13
-        _wait("a second report", lambda: httpx.get(url + "/api/v1/agents").json()["items"][0][
-            "reports"] >= 2, 20)  # fmt: skip
+        assert httpx.get(url + "/api/v1/devices").status_code == 401  # no operator token
+        m = re.search(r"METERSYNC_API_TOKEN=(\S+)", text)
+        assert m, text
+        api = {"Authorization": f"Bearer {m.group(1)}"}
+        assert len(httpx.get(url + "/api/v1/devices", headers=api).json()["items"]) == 13
+        _wait("a second report", lambda: httpx.get(url + "/api/v1/agents", headers=api).json()[
+            "items"][0]["reports"] >= 2, 20)  # fmt: skip
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:

@@ -28,6 +28,7 @@ from test_manager_support import (  # noqa: F401
 )
 
 from metersync import signing
+from metersync_manager import ingest
 from metersync_manager.store import Store
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -41,7 +42,7 @@ def server(store: Store) -> Iterator[Server]:  # noqa: F811
 
 @pytest.fixture
 def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    with httpx.Client(base_url=server.url, timeout=30, headers=server.api_headers) as c:
         yield c
 
 
@@ -340,6 +341,28 @@ def test_meter_export_across_a_counter_reset(client: httpx.Client, store: Store)
     assert [c["value"] for c in history["items"]] == [v for _, v, _ in reads]
 
 
+def test_operator_api_needs_an_operator_token(server: Server, store: Store) -> None:  # noqa: F811
+    """MS-HTTP-18: no token, a wrong scheme, an enrollment token, a revoked token: 401."""
+    enrollment_token = new_token(store)
+    token = ingest.new_token()
+    store.add_operator_token(ingest.hash_token(token), "billing", ingest.utcnow())
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        for headers in (
+            {},
+            {"Authorization": f"Basic {token}"},
+            {"Authorization": f"Bearer {enrollment_token}"},
+            {"Authorization": "Bearer " + "x" * 600},
+        ):
+            r = c.get("/api/v1/devices", headers=headers)
+            assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+            assert r.json()["status"] == 401
+        ok = {"Authorization": f"Bearer {token}"}
+        assert c.get("/api/v1/channels", headers=ok).status_code == 200
+        assert c.get("/healthz").status_code == 200 and c.get("/openapi.yaml").status_code == 200
+        assert store.revoke_operator_tokens("billing", ingest.utcnow()) == 1
+        assert c.get("/api/v1/devices", headers=ok).status_code == 401
+
+
 def test_meter_export_refuses_a_reversed_period(client: httpx.Client) -> None:
     t = NOW.isoformat()
     r = client.get("/api/v1/meters", params={"from": t, "to": t})
@@ -415,7 +438,21 @@ def test_cli_serve_and_token_create(tmp_path: Path) -> None:
             assert parse_xml(r.content).status.value == "accepted"
             raw = agent.report([Dev("sn:hp:cli")])
             assert parse_xml(post_report(c, agent, raw).content).status.value == "accepted"
-            assert c.get("/api/v1/devices").json()["items"][0]["deviceKey"] == "sn:hp:cli"
+            assert c.get("/api/v1/devices").status_code == 401
+            api_token = subprocess.run(
+                [*cli, "api-token", "create", "--name", "billing"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            api = {"Authorization": f"Bearer {api_token}"}
+            items = c.get("/api/v1/devices", headers=api).json()["items"]
+            assert items[0]["deviceKey"] == "sn:hp:cli"
+            revoke = [*cli, "api-token", "revoke", "--name", "billing"]
+            assert subprocess.run(revoke, env=env, capture_output=True).returncode == 0
+            assert c.get("/api/v1/devices", headers=api).status_code == 401
+            assert subprocess.run(revoke, env=env, capture_output=True).returncode == 1
     finally:
         proc.terminate()
         assert proc.wait(20) == 0

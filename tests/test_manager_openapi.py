@@ -14,6 +14,7 @@ from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 from test_manager_support import TestAgent, new_token
 
 import metersync_spec
@@ -50,11 +51,24 @@ def _seeded_store() -> Store:
     )
     raw = EXAMPLE.read_bytes()
     store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), now)
+    store.add_operator_token(ingest.hash_token(API_TOKEN), "schemathesis", now)
     return store
 
 
+API_TOKEN = ingest.new_token()
 app = create_app(_seeded_store())
 schema = schemathesis.openapi.from_asgi("/openapi.yaml", app).include(method="GET")
+
+
+@schema.auth()
+class OperatorToken:
+    """The operator token (MS-HTTP-18) on every generated request, as a real client sends it."""
+
+    def get(self, case: schemathesis.Case, context: object) -> str:
+        return API_TOKEN
+
+    def set(self, case: schemathesis.Case, data: str, context: object) -> None:
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
 
 @schema.parametrize()
@@ -65,4 +79,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.yaml", app).include(method="GE
     derandomize=True,
 )
 def test_read_api(case: schemathesis.Case) -> None:
-    case.call_and_validate()
+    # `to` after `from` is a rule between two parameters, which JSON Schema cannot state: a
+    # generated period with to <= from is refused with 400, as the description says.
+    reversed_period_ok = case.operation.path == "/api/v1/meters"
+    case.call_and_validate(excluded_checks=[positive_data_acceptance] if reversed_period_ok else [])

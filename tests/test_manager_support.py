@@ -237,6 +237,9 @@ class Server:
     def __init__(self, store: Store, **app_kwargs: Any) -> None:
         self.store = store
         self.app = create_app(store, **app_kwargs)
+        token = ingest.new_token()  # an operator token for the /api/v1 API (MS-HTTP-18)
+        store.add_operator_token(ingest.hash_token(token), "tests", ingest.utcnow())
+        self.api_headers = {"Authorization": f"Bearer {token}"}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop: asyncio.AbstractEventLoop | None = None

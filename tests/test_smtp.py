@@ -179,7 +179,9 @@ def test_mailed_report_stored_once_with_http_and_refusals_coded(store: Store) ->
         r = httpx.post(http.url + "/v1/reports", content=body, headers=agent.headers(body))
         assert b"<status>duplicate</status>" in r.content
         # Readable through the JSON read API, stored once.
-        latest = httpx.get(http.url + "/api/v1/devices/sn:hp:smtp1/latest").json()
+        latest = httpx.get(
+            http.url + "/api/v1/devices/sn:hp:smtp1/latest", headers=http.api_headers
+        ).json()
         assert latest["reportId"] == rid
         assert store.count("reports") == 1 and store.count("readings") == 1
         # HTTP first, then by mail: 250 (duplicate), still one report.
