@@ -27,10 +27,13 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 DEFAULT_BIND = "127.0.0.1:8470"
+_T = TypeVar("_T")
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 
 
@@ -237,17 +240,22 @@ def _open_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return store
 
 
+def _with_store(args: argparse.Namespace, action: Callable[[Any], _T]) -> _T:
+    """Run one store call of an operator command on a migrated store, then close it."""
+    store = _open_store(args)
+    try:
+        return action(store)
+    finally:
+        store.close()
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
     from metersync_manager import ingest
 
-    store = _open_store(args)
-    try:
-        token = ingest.new_token()
-        now = ingest.utcnow()
-        expires = now + args.expires
-        store.add_token(ingest.hash_token(token), expires, now, agent_id=args.agent)
-    finally:
-        store.close()
+    token = ingest.new_token()
+    now = ingest.utcnow()
+    expires = now + args.expires
+    _with_store(args, lambda s: s.add_token(ingest.hash_token(token), expires, now, args.agent))
     print(token)
     print(f"one-time enrollment token, valid until {expires.isoformat()}", file=sys.stderr)
     return 0
@@ -256,12 +264,9 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 def cmd_api_token_create(args: argparse.Namespace) -> int:
     from metersync_manager import ingest
 
-    store = _open_store(args)
-    try:
-        token = ingest.new_token()
-        store.add_operator_token(ingest.hash_token(token), args.name, ingest.utcnow())
-    finally:
-        store.close()
+    token = ingest.new_token()
+    now = ingest.utcnow()
+    _with_store(args, lambda s: s.add_operator_token(ingest.hash_token(token), args.name, now))
     print(token)
     print(f"operator token {args.name!r}: send it as 'Authorization: Bearer …'", file=sys.stderr)
     return 0
@@ -270,11 +275,7 @@ def cmd_api_token_create(args: argparse.Namespace) -> int:
 def cmd_api_token_revoke(args: argparse.Namespace) -> int:
     from metersync_manager import ingest
 
-    store = _open_store(args)
-    try:
-        revoked = store.revoke_operator_tokens(args.name, ingest.utcnow())
-    finally:
-        store.close()
+    revoked = _with_store(args, lambda s: s.revoke_operator_tokens(args.name, ingest.utcnow()))
     print(f"revoked {revoked} operator token(s) named {args.name!r}", file=sys.stderr)
     return 0 if revoked else 1
 
@@ -282,11 +283,7 @@ def cmd_api_token_revoke(args: argparse.Namespace) -> int:
 def cmd_agent_revoke(args: argparse.Namespace) -> int:
     from metersync_manager import ingest
 
-    store = _open_store(args)
-    try:
-        found = store.revoke(args.agent_id, ingest.utcnow())
-    finally:
-        store.close()
+    found = _with_store(args, lambda s: s.revoke(args.agent_id, ingest.utcnow()))
     if not found:
         print(f"no enrolled agent {args.agent_id}", file=sys.stderr)
         return 1
@@ -295,11 +292,7 @@ def cmd_agent_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_mail_refusals(args: argparse.Namespace) -> int:
-    store = _open_store(args)
-    try:
-        rows = store.mail_refusals(args.limit)
-    finally:
-        store.close()
+    rows = _with_store(args, lambda s: s.mail_refusals(args.limit))
     for r in rows:
         print(
             f"{r['received_at']}  {r['code']} {r['name']}  agent={r['agent_id'] or '-'}  "

@@ -408,13 +408,12 @@ def test_device_key_with_a_slash(client: httpx.Client, store: Store) -> None:  #
 def test_cli_serve_and_token_create(tmp_path: Path) -> None:
     env = {**os.environ, "METERSYNC_HOME": str(tmp_path / "home")}
     cli = [sys.executable, "-m", "metersync.cli", "manager"]
-    token = subprocess.run(
-        [*cli, "token", "create", "--expires", "10m"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+
+    def printed(*args: str) -> str:
+        done = subprocess.run([*cli, *args], env=env, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    token = printed("token", "create", "--expires", "10m")
     assert (tmp_path / "home" / "manager" / "manager.db").exists()
     port = free_port()
     proc = subprocess.Popen(
@@ -439,14 +438,7 @@ def test_cli_serve_and_token_create(tmp_path: Path) -> None:
             raw = agent.report([Dev("sn:hp:cli")])
             assert parse_xml(post_report(c, agent, raw).content).status.value == "accepted"
             assert c.get("/api/v1/devices").status_code == 401
-            api_token = subprocess.run(
-                [*cli, "api-token", "create", "--name", "billing"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            api = {"Authorization": f"Bearer {api_token}"}
+            api = {"Authorization": f"Bearer {printed('api-token', 'create', '--name', 'billing')}"}
             items = c.get("/api/v1/devices", headers=api).json()["items"]
             assert items[0]["deviceKey"] == "sn:hp:cli"
             revoke = [*cli, "api-token", "revoke", "--name", "billing"]
