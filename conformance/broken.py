@@ -11,7 +11,10 @@ a report whatever its signature, as long as the agent is enrolled), `doctype` (l
 declaration through the XML edge), `ignores-revocation` (verifies a revoked agent's reports as
 if it were not revoked), `no-retry-after` (answers 429 without Retry-After), `expired-ok`
 (as the agent's: `manager update` accepts an expired timestamp), `any-api-token` (takes any
-bearer token, an enrollment token too, as an operator token for /api/v1).
+bearer token, an enrollment token too, as an operator token for /api/v1), `stale-by-any-snapshot`
+(a partial snapshot keeps a device from being flagged stale: MS-DEV-26), `channel-reading`
+(stores a snapshot read over the channel as a reading: MS-CH-18), `relays-status` (gives the
+operator an agent's channel Error with the agent's status, whatever its code: MS-ERR-3).
 Agents: `wrong-unit` (reports page counters in sheets instead of impressions), `percent-3`
 (reports a supply level of -3 "some remaining" as 3 %), `no-backoff` (retries every 0.3 s
 instead of backing off, still honouring Retry-After), `listen` (opens a TCP listening port),
@@ -40,6 +43,9 @@ MANAGER_FLAWS = (
     "no-retry-after",
     "expired-ok",
     "any-api-token",
+    "stale-by-any-snapshot",
+    "channel-reading",
+    "relays-status",
 )
 AGENT_FLAWS = (
     "wrong-unit",
@@ -113,8 +119,82 @@ def break_manager(flaw: str) -> None:
         from metersync_manager.store import Store
 
         Store.operator_token_valid = lambda self, token_hash: True  # type: ignore[method-assign]
+    elif flaw == "stale-by-any-snapshot":
+        from metersync_manager import staleness
+
+        real_flag = staleness.device_flag
+
+        def device_flag(last_complete: Any, last_snapshot: Any, interval: Any, now: Any) -> Any:
+            return real_flag(last_snapshot, last_snapshot, interval, now)
+
+        staleness.device_flag = device_flag  # type: ignore[assignment]
+    elif flaw == "channel-reading":
+        _store_channel_snapshots()
+    elif flaw == "relays-status":
+        from metersync_manager import channel
+
+        real_inner = channel.inner_document
+
+        def inner_document(raw: bytes) -> Any:
+            status = int(xml_edge.parse_tree(raw).findtext(f"{{{xml_edge.NAMESPACE}}}status"))
+            return channel.Answer(status, real_inner(raw).document)
+
+        channel.inner_document = inner_document  # type: ignore[assignment]
     else:
         raise SystemExit(f"unknown manager flaw {flaw!r}; known: {', '.join(MANAGER_FLAWS)}")
+
+
+def _store_channel_snapshots() -> None:
+    """The manager stores every Device answered over the channel as a reading of its own report."""
+    import asyncio
+    import hashlib
+    import uuid
+    from datetime import UTC, datetime
+
+    from metersync import xml_edge
+    from metersync_manager import app as app_module
+    from metersync_manager import extract
+
+    real_create = app_module.create_app
+
+    def create_app(store: Any, **kw: Any) -> Any:
+        app = real_create(store, **kw)
+        hub = app.extensions["metersync_channel"]
+        real_ask = hub.ask
+
+        def store_reading(agent_id: str, raw: bytes) -> None:
+            device = xml_edge.parse_tree(raw).find(f".//{{{xml_edge.NAMESPACE}}}Device")
+            if device is None:
+                return
+            agent = store.agents(agent_id)[0]
+            software = agent["software"]
+            now = datetime.now(UTC)
+            rows = extract.ReportRows(
+                report_id=str(uuid.uuid4()),
+                agent_id=agent_id,
+                sequence=0,
+                created_at=now,
+                agent_status={
+                    "software_vendor": software["vendor"],
+                    "software_product": software["product"],
+                    "software_version": software["version"],
+                    "queue_depth": agent["queueDepth"] or 0,
+                    "dropped_reports": agent["droppedReports"] or 0,
+                    "licence_state": agent["licenceState"] or "valid",
+                },
+                devices=[extract._device(device)],
+            )
+            store.store_report(rows, hashlib.sha256(raw).hexdigest(), len(raw), now)
+
+        async def ask(agent_id: str, path: str, *args: Any, **kwargs: Any) -> bytes:
+            raw: bytes = await real_ask(agent_id, path, *args, **kwargs)
+            await asyncio.to_thread(store_reading, agent_id, raw)
+            return raw
+
+        hub.ask = ask
+        return app
+
+    app_module.create_app = create_app  # type: ignore[assignment]
 
 
 def _accept_expired_timestamp() -> None:

@@ -7,16 +7,21 @@ trigger: by default the reference's documented operator API
 `{agent_id}` and `{path}` replaced. It checks authentication of the upgrade and the polls
 (MS-CH-3), the long-poll endpoints (MS-CH-4), that requests are well-formed GETs for the paths
 of Table 10-1, one per message (MS-CH-5, MS-CH-8, MS-MSG-8), the limit of 4 outstanding
-(MS-CH-14) and one channel per agent (MS-CH-17).
+(MS-CH-14) and one channel per agent (MS-CH-17). Answering requests itself, the harness checks
+that a snapshot read over the channel is never a reading (MS-CH-18, through the read API) and
+that Errors with codes the manager does not know reach the operator as Table 13-2 says (MS-ERR-3).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import re
 import shlex
 import time
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -24,8 +29,18 @@ import metersync_generated.v1 as model
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
 from metersync_conformance.manager_checks import ManagerContext
+from metersync_conformance.manager_checks_store import (
+    at,
+    complete,
+    dev_path,
+    fresh_serial,
+    key_of,
+    read,
+    send_ok,
+    set_total,
+)
 from metersync_conformance.registry import Finding, check, excerpt_of, fail, not_tested, ok
-from metersync_conformance.wire import SimAgent
+from metersync_conformance.wire import SimAgent, _example_report, now, xml_time
 
 CHANNEL = ("Manager-Channel",)
 SUBPROTOCOL = "metersync.v1"
@@ -380,3 +395,181 @@ async def one_channel_per_agent(ctx: ManagerContext) -> Finding:
     if not closed:
         return fail("the older channel stayed open", expected="closed", actual="open")
     return ok(f"the older channel closed (code {first.close_code})")
+
+
+# --- what the manager does with the agent's answers (MS-CH-18, MS-ERR-3) --------------------
+
+
+def _respond(raw: str | bytes, status: int, body: model.ChannelBody) -> tuple[str, bytes] | None:
+    """(path asked, a ChannelResponse with this status and body) for a request, or None."""
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    try:
+        req = xml_edge.parse_message(data, expect=("ChannelRequest",)).obj
+    except ProtocolError:
+        return None
+    resp = model.ChannelResponse(
+        version=xml_edge.PROTOCOL_VERSION, request_id=req.request_id, status=status, body=body
+    )
+    return str(req.path), xml_edge.to_bytes(resp)
+
+
+async def _serve_one(ws: Any, status: int, body: model.ChannelBody) -> str | None:
+    """Answer the next request on the channel; the path it asked for (None: no request)."""
+    msg = await _recv(ws, 20)
+    if msg is None:
+        return None
+    answered = _respond(msg, status, body)
+    if answered is None:
+        return None
+    await ws.send(answered[1].decode("utf-8"))
+    return answered[0]
+
+
+def _fresh_device(serial: str, polled: datetime, total: int) -> model.Device:
+    """What an agent's fresh read of the device would answer: a complete, newer snapshot."""
+    snap = copy.deepcopy(_example_report().device[0])
+    snap.identity.serial_number, snap.identity.device_key = serial, key_of(serial)
+    snap.polled_at, snap.collection_error = xml_time(polled), []
+    for c in snap.counter:
+        if c.kind == model.CounterKind.TOTAL:
+            c.value = total
+    return model.Device(**{f.name: getattr(snap, f.name) for f in dataclasses.fields(snap)})
+
+
+@check("MS-CH-18", classes=CHANNEL, role="manager", timeout=90)
+async def channel_snapshot_not_a_reading(ctx: ManagerContext) -> list[Finding]:
+    """Report 1000, a fresh read over the channel 5000, report 1100: latest and usage ignore it."""
+    agent = await ctx.enrolled_agent()
+    serial, t = fresh_serial(), now()
+    key = key_of(serial)
+    rid, sent = agent.report(
+        serial=serial, mutate=at(t - timedelta(minutes=10), complete, set_total(1000))
+    )
+    ans = await ctx.send(agent, sent, what="report 1")
+    if ans.receipt_status != "accepted":
+        return [fail(f"report 1 was not accepted ({ans.brief()})", actual=ans.brief())]
+    url = _ws_url(ctx.url)
+    ws, status, body = await open_ws(url, signed(agent, "GET", url))
+    if ws is None:
+        return [fail("the harness could not open a channel", actual=f"HTTP {status}")]
+    fresh = _fresh_device(serial, t - timedelta(minutes=5), 5000)
+    try:
+        task = trigger(ctx, agent, f"/devices/{key}/fresh")
+        asked = await _serve_one(ws, 200, model.ChannelBody(device=fresh))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+    finally:
+        await ws.close()
+    if asked != f"/devices/{key}/fresh":
+        return [fail("the manager did not ask for the fresh read", actual=str(asked))]
+    out: list[Finding] = []
+    latest = await read(ctx, dev_path(key, "/latest"))
+    totals = [c.get("value") for c in latest.get("counters", []) if c.get("kind") == "total"]
+    if latest.get("reportId") != rid or totals != [1000]:
+        out.append(
+            fail(
+                "the snapshot read over the channel became the device's latest reading",
+                expected=f"latest from report {rid}, total 1000",
+                actual=f"report {latest.get('reportId')}, totals {totals}",
+            )
+        )
+    bad = await send_ok(
+        ctx, agent, serial, at(t - timedelta(minutes=1), complete, set_total(1100)), what="report 2"
+    )
+    if bad:
+        return [*out, bad]
+    meters = await read(
+        ctx, "/api/v1/meters", deviceKey=key, kind="total",
+        **{"from": (t - timedelta(minutes=11)).isoformat(), "to": t.isoformat()},
+    )  # fmt: skip
+    line = next((x for x in meters.get("lines", []) if x.get("kind") == "total"), None)
+    if not (
+        line
+        and line.get("usage") == 100
+        and not line.get("resets")
+        and line.get("readsInPeriod") == 2
+    ):
+        out.append(
+            fail(
+                "the channel snapshot counted as a read or a baseline in the meter export",
+                expected="usage 100 from reads 1000 and 1100 only, no reset",
+                actual=str(line)[:500],
+            )
+        )
+    return out or [
+        ok("the fresh read (total 5000) changed neither the latest reading nor the usage of 100")
+    ]
+
+
+def _error_body(code: int, retry_after: int | None) -> model.ChannelBody:
+    name = "XCONF_PROBE_CODE" if code >= 9000 else "FUTURE_CODE"
+    err = model.Error(
+        version=xml_edge.PROTOCOL_VERSION,
+        code=code,
+        name=name,
+        message=f"an error code {code} this manager may not know (conformance probe)",
+        retry_after=retry_after,
+    )
+    return model.ChannelBody(error=err)
+
+
+# (code, the agent's status, retried later?): the thousand decides, for 7000-9999 the status.
+UNKNOWN_CODES = (
+    (5999, 503, False),
+    (1999, 503, False),
+    (4999, 400, True),
+    (9999, 503, True),
+    (7999, 429, True),
+    (9998, 400, False),
+)
+
+
+@check("MS-ERR-3", classes=CHANNEL, role="manager", timeout=120)
+async def unknown_channel_codes_by_thousand(ctx: ManagerContext) -> list[Finding]:
+    """Agent Errors 5999/503, 1999/503, 4999/400, 9999/503, 7999/429, 9998/400 to the operator."""
+    if ctx.channel_command:
+        return [
+            not_tested(
+                "the operator's view of an agent's Error is observed through the read API "
+                "(GET /api/v1/agents/{agentId}/channel); a --channel-command shows none"
+            )
+        ]
+    agent = await ctx.enrolled_agent()
+    url = _ws_url(ctx.url)
+    ws, status, body = await open_ws(url, signed(agent, "GET", url))
+    if ws is None:
+        return [fail("the harness could not open a channel", actual=f"HTTP {status}")]
+    out: list[Finding] = []
+    try:
+        for code, agent_status, retry in UNKNOWN_CODES:
+            task = trigger(ctx, agent, "/status")
+            if await _serve_one(ws, agent_status, _error_body(code, 7 if retry else None)) is None:
+                task.cancel()
+                out.append(fail(f"the manager sent no request to answer with {code}"))
+                continue
+            resp = await asyncio.wait_for(task, 20)
+            st, after = resp.status_code, resp.headers.get("retry-after")
+            if retry:
+                good = (st == 429 or 500 <= st <= 599) and bool(after)
+                want = "429 or 5xx with Retry-After (retry later)"
+            else:
+                good = 400 <= st <= 499 and st != 429
+                want = "a 4xx other than 429 (refused)"
+            if not good:
+                out.append(
+                    fail(
+                        f"the agent's Error {code} with status {agent_status} was not handled "
+                        "by Table 13-2",
+                        expected=want,
+                        actual=f"HTTP {st}" + (f", Retry-After {after}" if after else ""),
+                        excerpt=excerpt_of(resp.content, 600),
+                    )
+                )
+    finally:
+        await ws.close()
+    return out or [
+        ok(
+            "unknown codes handled by their thousand (5999, 1999 refused; 4999 retried) and "
+            "7000-9999 by status (9999/503, 7999/429 retried; 9998/400 refused)"
+        )
+    ]

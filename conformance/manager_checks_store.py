@@ -449,3 +449,99 @@ async def replay_horizon_kept(ctx: ManagerContext) -> list[Finding]:
         expect_receipt("MS-DEL-19", "created 399 days ago", body, first, "accepted", rid),
         expect_code("MS-DEL-19", "the same id with other bytes", other, replay, 2005),
     ]
+
+
+# --- devices dropping out (MS-DEV-26) ------------------------------------------------------
+
+
+def unreachable(d: model.DeviceSnapshot) -> None:
+    """What an agent reports of a device that did not answer (MS-DEV-24): identity and why."""
+    d.status, d.counter, d.supply, d.input_tray, d.alert = None, [], [], [], []
+    d.collection_error = [
+        model.CollectionError(
+            code=model.CollectionErrorCode.UNREACHABLE,
+            message="no answer to any credential within 2 s and 1 retry",
+        )
+    ]
+
+
+def cycle(created: datetime, fleet: list[tuple[str, bool]]) -> Mutate:
+    """One poll cycle's report: the cycle started 10 s before `created`, each device (serial,
+    complete?) polled 5 s before it, an incomplete one as unreachable."""
+
+    def mutate(rep: model.Report) -> None:
+        base = rep.device[0]
+        rep.device = []
+        for serial, whole in fleet:
+            d = copy.deepcopy(base)
+            d.identity.serial_number, d.identity.device_key = serial, key_of(serial)
+            d.polled_at = xml_time(created - timedelta(seconds=5))
+            if whole:
+                d.collection_error = []
+            else:
+                unreachable(d)
+            rep.device.append(d)
+        failed = sum(1 for _, whole in fleet if not whole)
+        rep.agent_status.last_cycle = model.CycleStats(
+            started_at=xml_time(created - timedelta(seconds=10)),
+            finished_at=xml_time(created - timedelta(seconds=3)),
+            devices_polled=len(fleet),
+            devices_failed=failed,
+            devices_partial=0,
+        )
+
+    return mutate
+
+
+@check("MS-DEV-26", classes=CORE, role="manager")
+async def dropped_devices_flagged(ctx: ManagerContext) -> list[Finding]:
+    """Hourly cycles over 4 h: a device gone for 4 h and one always unreachable are flagged."""
+    agent = await ctx.enrolled_agent()  # its own poll interval: one cycle an hour
+    t = now()
+    names = ("steady", "gone", "unreachable", "lately-partial")
+    serials = {n: fresh_serial() for n in names}
+    # Per hour back from now: which devices the cycle reported, complete or not.
+    hours = {
+        4: {"steady": True, "gone": True, "unreachable": False, "lately-partial": True},
+        3: {"steady": True, "unreachable": False, "lately-partial": True},
+        2: {"steady": True, "unreachable": False, "lately-partial": True},
+        1: {"steady": True, "unreachable": False, "lately-partial": False},
+        0: {"steady": True, "unreachable": False, "lately-partial": False},
+    }
+    sent = ""
+    for back, fleet in hours.items():
+        created = t - timedelta(hours=back)
+        parts = [(serials[n], whole) for n, whole in fleet.items()]
+        _, body = agent.report(created_at=created, mutate=cycle(created, parts))
+        ans = await ctx.send(agent, body, what=f"the cycle of {back} h ago")
+        sent = evidence(body, ans)
+        if ans.receipt_status != "accepted":
+            return [
+                fail(
+                    f"the report of the cycle {back} h ago was not accepted ({ans.brief()})",
+                    expected="Receipt accepted",
+                    actual=ans.brief(),
+                    excerpt=evidence(body, ans),
+                )
+            ]
+    # Poll interval 1 h: a complete snapshot within 3 h keeps a device off the list.
+    want = {"steady": False, "gone": True, "unreachable": True, "lately-partial": False}
+    docs = {n: await read(ctx, dev_path(key_of(serials[n]))) for n in names}
+    got = {n: docs[n].get("stale") for n in names}
+    shown = ", ".join(f"{n} {got[n]}" for n in names)
+    if got == want:
+        return [
+            ok(
+                "flagged: the device absent for 4 h and the one unreachable in every cycle; not "
+                "flagged: those with a complete snapshot in the last 3 h"
+            )
+        ]
+    return [
+        fail(
+            "with a 1 h poll interval the stale flags are wrong",
+            expected="stale: steady False, gone True (last complete 4 h ago), unreachable True "
+            "(never complete), lately-partial False (complete 2 h ago)",
+            actual=shown,
+            excerpt=f"{sent}\n\nread back:\n" + "\n".join(f"{n}: {docs[n]}" for n in names),
+        )
+    ]

@@ -224,6 +224,20 @@ BY_CODE: dict[int, ErrorSpec] = {s.code: s for s in _SPECS}
 BY_NAME: dict[str, ErrorSpec] = {s.name: s for s in _SPECS}
 
 
+def retry_later(code: int, http_status: int) -> bool:
+    """Whether the receiver of an Error retries later rather than taking it as a refusal: the
+    Retry column of Table 13-1 for a known code; for an unknown one its thousand by Table 13-2
+    (4000-4999 retry), and for 7000-9999 its HTTP status (429 and 5xx retry) (MS-ERR-3)."""
+    known = BY_CODE.get(code)
+    if known is not None:
+        return known.retry
+    if 4000 <= code <= 4999:
+        return True
+    if 7000 <= code <= 9999:
+        return http_status == 429 or 500 <= http_status <= 599
+    return False
+
+
 class ProtocolError(Exception):
     """A refusal with a MeterSync error code; raise it at the edge, answer it as an Error."""
 

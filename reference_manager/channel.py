@@ -35,7 +35,7 @@ from quart import Quart, Response, request, websocket
 from xsdata.models.datatype import XmlDateTime
 
 import metersync_generated.v1 as model
-from metersync import signing, xml_edge
+from metersync import errors, signing, xml_edge
 from metersync.errors import ProtocolError
 
 log = logging.getLogger("metersync.manager.channel")
@@ -46,6 +46,7 @@ POLL_HOLD = 30.0  # MS-CH-4: a long-poll is held at most this long
 POLL_GRACE = 10.0  # a long-poll agent counts as connected this long after its last poll
 MAX_OUTSTANDING = 4  # MS-CH-14
 ANSWER_WAIT = 45.0  # MS-CH-17: the default device budget (30 s) + 15 s
+RELAY_RETRY_AFTER = 5  # seconds, for an agent's Error to retry that gave no retryAfter
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # Table 10-1; a device key holds no "?" or "#" here, which would make it a query or fragment.
 _RESOURCE = re.compile(r'^/(status|devices|devices/(sn|mac|sys):[!"$->@-~]{1,250}?(/fresh)?)$')
@@ -180,16 +181,38 @@ class ChannelHub:
         fut.set_result(raw)
 
 
-def inner_document(raw: bytes) -> tuple[int, bytes]:
-    """(status, the body's document as its own XML) of a ChannelResponse."""
+@dataclass(frozen=True)
+class Answer:
+    """An agent's ChannelResponse as the operator gets it: status, document, Retry-After."""
+
+    status: int
+    document: bytes
+    retry_after: int | None = None
+
+
+def inner_document(raw: bytes) -> Answer:
+    """The agent's status and the body's document as its own XML, of a ChannelResponse.
+
+    An Error is relayed by what it means (MS-ERR-3): one to retry later with 429 or a 5xx
+    status and Retry-After, a refusal with a 4xx status other than 429. A code this manager
+    does not know counts by its thousand, 7000-9999 by the agent's status (Table 13-2)."""
     root = xml_edge.parse_tree(raw)
     ns = {"m": xml_edge.NAMESPACE}
     status = int(root.findtext("m:status", namespaces=ns) or 500)
     body = root.find("m:body", ns)
     child = next(iter(body)) if body is not None and len(body) else None
     if child is None:
-        return status, b""
-    return status, etree.tostring(child, xml_declaration=True, encoding="UTF-8")
+        return Answer(status, b"")
+    doc = etree.tostring(child, xml_declaration=True, encoding="UTF-8")
+    if child.tag != f"{{{xml_edge.NAMESPACE}}}Error":
+        return Answer(status, doc)
+    code = int(child.findtext("m:code", namespaces=ns) or 0)
+    retry_after = child.findtext("m:retryAfter", namespaces=ns)
+    if errors.retry_later(code, status):
+        relayed = status if status == 429 or 500 <= status <= 599 else 503
+        wait = int(retry_after) if retry_after else RELAY_RETRY_AFTER
+        return Answer(relayed, doc, wait)
+    return Answer(status if 400 <= status <= 499 and status != 429 else 403, doc)
 
 
 # --- authentication of requests without body (section 10.3) ----------------------------------
@@ -348,13 +371,12 @@ def register(
             return body, 429, {"Retry-After": "2"}
         except TimeoutError:
             return {"status": 504, "title": "no answer from the agent in time"}, 504
-        status, doc = inner_document(raw)
-        transport = hub.channels[agent_id].transport or "none"
+        answer = inner_document(raw)
+        headers = {"MeterSync-Channel-Transport": hub.channels[agent_id].transport or "none"}
+        if answer.retry_after is not None:
+            headers["Retry-After"] = str(answer.retry_after)
         return Response(
-            doc,
-            status=status,
-            content_type=MEDIA_TYPE,
-            headers={"MeterSync-Channel-Transport": transport},
+            answer.document, status=answer.status, content_type=MEDIA_TYPE, headers=headers
         )
 
 

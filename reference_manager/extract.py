@@ -102,6 +102,7 @@ class ReportRows:
     agent_status: dict[str, Any]
     devices: list[DeviceRows]
     problem: ProtocolError | None = None  # a broken prose rule (3001), raised after dedupe
+    cycle_started_at: datetime | None = None  # agentStatus/lastCycle/startedAt, aware UTC
 
 
 def _text(el: etree._Element | None) -> str | None:
@@ -324,7 +325,12 @@ def report_rows(root: etree._Element) -> ReportRows:
     created, problem = _created(head["createdAt"].text or "")
     devices: list[DeviceRows] = []
     sequence = 0
+    cycle = None
     try:
+        last_cycle = status.get("lastCycle")
+        if last_cycle is not None:
+            started = _children(last_cycle)["startedAt"].text or ""
+            cycle = parse_datetime(started, "agentStatus/lastCycle/startedAt")
         sequence = _stored_int(head["sequence"].text, "sequence") or 0
         devices = [_device(d) for d in root.iterchildren(T_DEVICE)]
         seen: set[str] = set()
@@ -355,4 +361,5 @@ def report_rows(root: etree._Element) -> ReportRows:
         agent_status=agent_status,
         devices=devices,
         problem=problem,
+        cycle_started_at=cycle,
     )

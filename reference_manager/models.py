@@ -96,7 +96,10 @@ reports = Table(
     Column("sha256", String(64), nullable=False),
     Column("size", Integer, nullable=False),
     Column("devices", Integer, nullable=False),
+    # agentStatus/lastCycle/startedAt: the agent's poll interval is learned from these (MS-DEV-26)
+    Column("cycle_started_at", DateTime),
     Index("ix_reports_agent_sequence", "agent_id", "sequence"),
+    Index("ix_reports_agent_cycle", "agent_id", "cycle_started_at"),
 )
 
 devices = Table(
@@ -115,6 +118,7 @@ devices = Table(
     Column("first_seen", DateTime, nullable=False),
     Column("last_seen", DateTime, nullable=False),
     Column("last_agent_id", String(36), nullable=False),
+    Column("last_complete_at", DateTime),  # newest polledAt of a complete snapshot (MS-DEV-26)
 )
 
 device_ips = Table(
@@ -238,7 +242,7 @@ operator_tokens = Table(
     Column("revoked_at", DateTime),
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _v2_mail_refusals(conn: Connection) -> None:
@@ -255,9 +259,26 @@ def _v4_operator_tokens(conn: Connection) -> None:
     operator_tokens.create(conn, checkfirst=True)
 
 
+def _v5_staleness(conn: Connection) -> None:
+    """MS-DEV-26: cycle starts of reports (none for older reports) and each device's newest
+    complete snapshot, taken from the readings already stored."""
+    conn.execute(text("ALTER TABLE reports ADD COLUMN cycle_started_at TIMESTAMP"))
+    conn.execute(
+        text("CREATE INDEX ix_reports_agent_cycle ON reports (agent_id, cycle_started_at)")
+    )
+    conn.execute(text("ALTER TABLE devices ADD COLUMN last_complete_at TIMESTAMP"))
+    conn.execute(
+        text(
+            "UPDATE devices SET last_complete_at = (SELECT max(r.polled_at) FROM readings r "
+            "WHERE r.device_key = devices.device_key AND r.complete)"
+        )
+    )
+
+
 # version → the step that turns version-1 into version.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_mail_refusals,
     3: _v3_key_rotation,
     4: _v4_operator_tokens,
+    5: _v5_staleness,
 }

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from metersync.errors import ProtocolError
 from metersync_manager import models as m
+from metersync_manager import staleness
 from metersync_manager.extract import ReportRows, utc_naive
 from metersync_manager.ingest import AgentRecord, Decision, TokenRecord, replayed
 from metersync_manager.meters import Read, usage
@@ -63,6 +64,10 @@ def iso(dt: datetime | None) -> str | None:
         timespec="microseconds" if dt.microsecond else "seconds"
     )
     return text_ + "Z"
+
+
+def _seconds(interval: timedelta | None) -> int | None:
+    return None if interval is None else round(interval.total_seconds())
 
 
 def _aware(dt: datetime) -> datetime:
@@ -444,6 +449,9 @@ class Store:
                 "sha256": job.sha256,
                 "size": job.size,
                 "devices": len(rows.devices),
+                "cycle_started_at": None
+                if rows.cycle_started_at is None
+                else utc_naive(rows.cycle_started_at),
             },
         )
         if res.first() is None:  # the id is stored already (perhaps a moment ago)
@@ -511,6 +519,16 @@ class Store:
                     (exc.first_seen < d.first_seen, exc.first_seen), else_=d.first_seen
                 ),
                 "last_seen": case((newest, exc.last_seen), else_=d.last_seen),
+                "last_complete_at": case(
+                    (
+                        or_(
+                            d.last_complete_at.is_(None),
+                            exc.last_complete_at > d.last_complete_at,
+                        ),
+                        func.coalesce(exc.last_complete_at, d.last_complete_at),
+                    ),
+                    else_=d.last_complete_at,
+                ),
             },
         )
 
@@ -552,6 +570,7 @@ class Store:
                     "first_seen": x.reading["polled_at"],
                     "last_seen": x.reading["polled_at"],
                     "last_agent_id": rows.agent_id,
+                    "last_complete_at": x.reading["polled_at"] if x.reading["complete"] else None,
                 }
                 for x in devs
             ],
@@ -628,6 +647,8 @@ class Store:
         q = q.where(a.agent_id == agent_id) if agent_id else q.limit(limit).offset(offset)
         with self._read() as conn:
             gaps = self._missing_sequences(conn, agent_id) if agent_id else None
+            rows = conn.execute(q).all()
+            intervals = self._poll_intervals(conn, {r.agent_id for r in rows})
             return [
                 {
                     "agentId": r.agent_id,
@@ -644,10 +665,27 @@ class Store:
                     "droppedReports": r.dropped_reports,
                     "licenceState": r.licence_state,
                     "reports": r.n_reports,
+                    "pollInterval": _seconds(intervals.get(r.agent_id)),
                     **({} if gaps is None else {"missingSequences": gaps}),
                 }
-                for r in conn.execute(q)
+                for r in rows
             ]
+
+    @staticmethod
+    def _poll_intervals(conn: Connection, agent_ids: set[str]) -> dict[str, timedelta | None]:
+        """Each agent's poll interval, from the cycle starts of its newest reports (MS-DEV-26)."""
+        r = m.reports.c
+        out: dict[str, timedelta | None] = {}
+        for agent_id in sorted(agent_ids):
+            starts = conn.execute(
+                select(r.cycle_started_at)
+                .where(r.agent_id == agent_id, r.cycle_started_at.is_not(None))
+                .distinct()
+                .order_by(r.cycle_started_at.desc())
+                .limit(staleness.SAMPLE)
+            ).scalars()
+            out[agent_id] = staleness.poll_interval(starts)
+        return out
 
     MAX_GAPS = 1000
 
@@ -674,28 +712,43 @@ class Store:
         ]
 
     def devices(
-        self, device_key: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        device_key: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        now: datetime | None = None,
     ) -> list[dict[str, Any]]:
         d = m.devices.c
         q = select(m.devices).order_by(d.device_key)
         q = q.where(d.device_key == device_key) if device_key else q.limit(limit).offset(offset)
+        clock = utc_naive(now or datetime.now(UTC))
         with self._read() as conn:
-            return [
-                {
-                    "deviceKey": r.device_key,
-                    "vendor": r.vendor,
-                    "model": r.model,
-                    "serialNumber": r.serial_number,
-                    "currentIp": r.current_ip,
-                    "hostname": r.hostname,
-                    "sysName": r.sys_name,
-                    "location": r.location,
-                    "firstSeen": iso(r.first_seen),
-                    "lastSeen": iso(r.last_seen),
-                    "agentId": r.last_agent_id,
-                }
-                for r in conn.execute(q)
-            ]
+            rows = conn.execute(q).all()
+            intervals = self._poll_intervals(conn, {r.last_agent_id for r in rows})
+            out = []
+            for r in rows:
+                flag = staleness.device_flag(
+                    r.last_complete_at, r.last_seen, intervals.get(r.last_agent_id), clock
+                )
+                out.append(
+                    {
+                        "deviceKey": r.device_key,
+                        "vendor": r.vendor,
+                        "model": r.model,
+                        "serialNumber": r.serial_number,
+                        "currentIp": r.current_ip,
+                        "hostname": r.hostname,
+                        "sysName": r.sys_name,
+                        "location": r.location,
+                        "firstSeen": iso(r.first_seen),
+                        "lastSeen": iso(r.last_seen),
+                        "agentId": r.last_agent_id,
+                        "lastCompleteAt": iso(r.last_complete_at),
+                        "stale": flag.stale,
+                        "staleReason": flag.reason,
+                    }
+                )
+            return out
 
     def ip_history(self, device_key: str) -> list[dict[str, Any]]:
         r = m.readings.c

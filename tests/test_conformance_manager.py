@@ -123,7 +123,9 @@ BROKEN = {
     "ignores-revocation": {"MS-SEC-9"},
     "no-retry-after": {"MS-LIM-5", "MS-HTTP-9"},
     "any-api-token": {"MS-HTTP-18"},
+    "stale-by-any-snapshot": {"MS-DEV-26"},
 }
+SHOULD_ONLY = {"stale-by-any-snapshot"}  # flaws that break only recommendations
 
 
 @pytest.mark.parametrize("flaw", sorted(BROKEN))
@@ -139,6 +141,29 @@ def test_broken_manager_caught_by_exactly_its_requirement(tmp_path: Path, flaw: 
         (v.requirement, v.summary, v.actual) for v in verdicts if v.status is Status.FAIL
     ]
     run = build_run("manager", CLASSES, verdicts, 0.0)
-    assert run.exit_code == 1
+    assert run.exit_code == (0 if flaw in SHOULD_ONLY else 1)  # a SHOULD fails no claim
     bad = [v for v in verdicts if v.status is Status.FAIL]
     assert all(v.excerpt and "sent:" in v.excerpt for v in bad), "evidence carries the exchange"
+
+
+# Manager-Channel, the harness holding the channel as the agent: the reference passes (and
+# MS-CH-18, MS-ERR-3 among its passes), each broken manager fails exactly its requirement.
+# The idle long-poll (30 s held) is left to test_channel.py, which runs every channel check.
+CHANNEL_BROKEN: dict[str | None, set[str]] = {
+    None: set(),
+    "channel-reading": {"MS-CH-18"},
+    "relays-status": {"MS-ERR-3"},
+}
+
+
+@pytest.mark.parametrize("flaw", list(CHANNEL_BROKEN), ids=lambda f: f or "reference")
+def test_channel_checks_catch_exactly_their_flaw(tmp_path: Path, flaw: str | None) -> None:
+    with manager(tmp_path, flaw) as (url, token_cmd):
+        verdicts, _ = asyncio.run(
+            run_manager(url, token_cmd, ["Manager-Channel"], skip=("long_poll_endpoints",),
+                        api_token_command=api_token_command(token_cmd))
+        )  # fmt: skip
+    shown = [(v.requirement, v.status, v.summary, v.actual) for v in verdicts]
+    assert failed(verdicts) == CHANNEL_BROKEN[flaw], shown
+    passed = {v.requirement for v in verdicts if v.status is Status.PASS}
+    assert {"MS-CH-18", "MS-ERR-3"} - CHANNEL_BROKEN[flaw] <= passed, shown

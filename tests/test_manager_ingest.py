@@ -15,8 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from test_manager_support import Dev, TestAgent, new_token, report_xml, store  # noqa: F401
 
 from metersync import signing, xml_edge
-from metersync.errors import ProtocolError
-from metersync_manager import ingest, meters
+from metersync.errors import ProtocolError, retry_later
+from metersync_manager import channel, ingest, meters, staleness
 from metersync_manager.ingest import AgentRecord, Decision, TokenRecord
 from metersync_manager.store import Store
 
@@ -394,3 +394,114 @@ def test_writer_survives_requests_cancelled_while_queued(store: Store) -> None: 
     stored = store.submit_report(ingest.read_report(later), ingest.digest(later), len(later), NOW)
     assert stored.result(timeout=30).devices == 1
     assert store.count("reports") == 41 - len(cancelled)
+
+
+# --- devices dropping out (MS-DEV-26) -------------------------------------------------------
+
+
+def test_poll_interval_is_the_median_gap_between_cycle_starts() -> None:
+    hourly = [NOW - timedelta(hours=h) for h in (0, 1, 2, 3, 5, 5)]  # a missed cycle, a repeat
+    assert staleness.poll_interval(hourly) == timedelta(hours=1)
+    assert staleness.poll_interval([NOW, NOW]) is None
+    assert staleness.poll_interval([]) is None
+
+
+def test_device_flag_counts_three_intervals_of_complete_snapshots() -> None:
+    hour = timedelta(hours=1)
+
+    def flag(complete_h: float | None, latest_h: float) -> staleness.Staleness:
+        done = None if complete_h is None else NOW - complete_h * hour
+        return staleness.device_flag(done, NOW - latest_h * hour, hour, NOW)
+
+    assert flag(2.9, 0) == staleness.Staleness(False)
+    assert flag(3.1, 0) == staleness.Staleness(True, "partial")
+    assert flag(None, 0) == staleness.Staleness(True, "partial")
+    assert flag(4, 4) == staleness.Staleness(True, "missing")
+    assert staleness.device_flag(None, NOW, None, NOW) == staleness.Staleness(False)
+
+
+def test_store_flags_devices_without_a_complete_snapshot(store: Store) -> None:  # noqa: F811
+    a = enrolled(store)
+    for back in (4, 3, 2, 1, 0):
+        created = NOW - timedelta(hours=back)
+        devs = [
+            Dev("sn:hp:steady", polled_at=created),
+            Dev("sn:hp:down", polled_at=created, error="no answer"),
+            Dev("sn:hp:late", polled_at=created, error="no answer" if back < 2 else None),
+        ]
+        if back == 4:
+            devs.append(Dev("sn:hp:gone", polled_at=created))
+        raw = a.report(devs, sequence=5 - back, created_at=created, cycle_started_at=created)
+        store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
+    got = {d["deviceKey"]: (d["stale"], d["staleReason"]) for d in store.devices(now=NOW)}
+    assert got == {
+        "sn:hp:steady": (False, None),
+        "sn:hp:down": (True, "partial"),
+        "sn:hp:late": (False, None),
+        "sn:hp:gone": (True, "missing"),
+    }
+    (late,) = store.devices("sn:hp:late", now=NOW)
+    assert late["lastCompleteAt"] == "2026-11-28T06:00:00Z"
+    assert store.agents(a.agent_id)[0]["pollInterval"] == 3600
+    # An hour later the last complete snapshot of "late" is over three intervals old; four
+    # hours later even its newest (partial) snapshot is.
+    (late,) = store.devices("sn:hp:late", now=NOW + timedelta(hours=1, minutes=1))
+    assert (late["stale"], late["staleReason"]) == (True, "partial")
+    (late,) = store.devices("sn:hp:late", now=NOW + timedelta(hours=3, minutes=1))
+    assert (late["stale"], late["staleReason"]) == (True, "missing")
+
+
+def test_migration_5_backfills_the_last_complete_snapshot(store: Store) -> None:  # noqa: F811
+    from sqlalchemy import text
+
+    a = enrolled(store)
+    for minute, error in ((0, None), (10, "no answer")):
+        raw = a.report([Dev("sn:hp:old", polled_at=t(minute), error=error)])
+        store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
+    with store.engine.begin() as conn:  # back to schema version 4
+        conn.execute(text("DROP INDEX ix_reports_agent_cycle"))
+        conn.execute(text("ALTER TABLE reports DROP COLUMN cycle_started_at"))
+        conn.execute(text("ALTER TABLE devices DROP COLUMN last_complete_at"))
+        conn.execute(text("UPDATE schema_version SET version = 4 WHERE version = 5"))
+    assert store.migrate() == 5
+    (dev,) = store.devices("sn:hp:old", now=NOW)
+    assert dev["lastCompleteAt"] == "2026-11-28T08:00:00Z"
+
+
+# --- an agent's channel Error, as the operator gets it (MS-ERR-3) ----------------------------
+
+
+def _channel_error(code: int, status: int, retry_after: int | None = None) -> bytes:
+    wait = "" if retry_after is None else f"<retryAfter>{retry_after}</retryAfter>"
+    return (
+        '<ChannelResponse xmlns="urn:metersync:v1" version="1.0">'
+        "<requestId>00000000-0000-4000-8000-000000000001</requestId>"
+        f'<status>{status}</status><body><Error version="1.0"><code>{code}</code>'
+        f"<name>SOME_CODE</name><message>m</message>{wait}</Error></body></ChannelResponse>"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "relayed", "retry_after"),
+    [
+        (5002, 404, 404, None),  # known: as the agent said
+        (5005, 429, 429, 2),
+        (5004, 504, 504, 30),
+        (5999, 503, 403, None),  # unknown channel code: refused, whatever the status
+        (5999, 409, 409, None),
+        (1999, 500, 403, None),
+        (4999, 400, 503, 5),  # unknown capacity code: retry later
+        (9999, 503, 503, 7),  # vendor range: by status
+        (7999, 429, 429, 5),
+        (9998, 400, 400, None),
+        (8999, 200, 403, None),
+    ],
+)
+def test_channel_error_relayed_by_its_meaning(
+    code: int, status: int, relayed: int, retry_after: int | None
+) -> None:
+    given_wait = {5005: 2, 5004: 30, 9999: 7}.get(code)
+    answer = channel.inner_document(_channel_error(code, status, given_wait))
+    assert (answer.status, answer.retry_after) == (relayed, retry_after)
+    assert xml_edge.parse_message(answer.document, expect=("Error",)).obj.code == code
+    assert retry_later(code, status) is (retry_after is not None)

@@ -99,16 +99,24 @@ def report_xml(
     created_at: datetime | None = None,
     sequence: int = 1,
     queue_depth: int = 0,
+    cycle_started_at: datetime | None = None,
 ) -> bytes:
     created = created_at or datetime.now(UTC)
     body = "".join(d.xml() for d in devices)
+    cycle = (
+        ""
+        if cycle_started_at is None
+        else f"<lastCycle><startedAt>{ts(cycle_started_at)}</startedAt><finishedAt>{ts(created)}"
+        f"</finishedAt><devicesPolled>{len(devices)}</devicesPolled><devicesFailed>0"
+        "</devicesFailed><devicesPartial>0</devicesPartial></lastCycle>"
+    )
     return (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<Report xmlns="{NS}" version="1.0">'
         f"<reportId>{report_id or str(uuid.uuid4())}</reportId><agentId>{agent_id}</agentId>"
         f"<sequence>{sequence}</sequence><createdAt>{ts(created)}</createdAt>"
         "<agentStatus><software><vendor>MeterSync</vendor><product>reference-agent</product>"
         f"<version>0.1.0</version></software><startedAt>{ts(created)}</startedAt>"
-        f"<queueDepth>{queue_depth}</queueDepth><droppedReports>0</droppedReports>"
+        f"<queueDepth>{queue_depth}</queueDepth><droppedReports>0</droppedReports>{cycle}"
         "<licence><state>valid</state></licence><channelEnabled>false</channelEnabled>"
         f"<updateMode>manual</updateMode></agentStatus>{body}</Report>"
     ).encode()
