@@ -66,7 +66,17 @@ POLL_INTERVAL = 4
 OUTAGE_SECONDS = 8.0
 LIMITS_SECONDS = 4.0  # the shortest outage of the fringe run's limits phase
 RETRY_AFTER = 2
-PHASES = ("baseline", "changes", "retry_after", "outage", "restart", "recovery", "update")
+PHASES = (
+    "baseline",
+    "changes",
+    "retry_after",
+    "outage",
+    "restart",
+    "recovery",
+    "update",
+    "licence_limit",
+    "automatic",
+)
 SMTP_PHASES = ("baseline", "smtp_transient")
 SMTP_FROM = "agent@conformance.invalid"
 SMTP_TO = "reports@conformance.invalid"
@@ -111,6 +121,26 @@ SLOW_PRINTER = """1.3.6.1.2.1.1.1.0|4|Slow printer
 1.3.6.1.2.1.43.18.1.1.7.1.1|2:delay|value=8,wait=1200
 """
 SLOW_KEY = "sn:ent99997:slow0001"
+
+# With an update command: a printer that appears after the agent got a licence whose maxDevices
+# is the number of printers it monitors (MS-UPD-22). Its address sorts before the others, so
+# an agent keeping "the first N" by address or key drops a device it already monitored. Until
+# then the address answers as a router (NOT_A_PRINTER), so discovery never waits for it.
+EXTRA_HOST = f"{HOST_PREFIX}9"
+EXTRA_PRINTER = """1.3.6.1.2.1.1.1.0|4|Extra printer
+1.3.6.1.2.1.1.2.0|6|1.3.6.1.4.1.99996.1
+1.3.6.1.2.1.1.3.0|67|88
+1.3.6.1.2.1.1.5.0|4|extra
+1.3.6.1.2.1.2.2.1.6.1|4x|020000e7a001
+1.3.6.1.2.1.25.3.2.1.1.1|2|1
+1.3.6.1.2.1.25.3.2.1.2.1|6|1.3.6.1.2.1.25.3.1.5
+1.3.6.1.2.1.25.3.2.1.3.1|4|Extra printer
+1.3.6.1.2.1.25.3.2.1.5.1|2|2
+1.3.6.1.2.1.25.3.5.1.1.1|2|3
+1.3.6.1.2.1.43.5.1.1.17.1|4|EXTRA0001
+1.3.6.1.2.1.43.10.2.1.4.1.1|65|1000
+"""
+EXTRA_KEY = "sn:ent99996:extra0001"
 # In the limits phase the text printer is replaced by another one at the same address: another
 # serial number, a lower counter (MS-ID-5: a new device, no counter carried over).
 REPLACED = ("text_latin1", "TX-0001", "TX-0002", "1234", "5")
@@ -160,6 +190,17 @@ class Device:
 
 
 @dataclass
+class LicenceLimit:
+    """Phase licence_limit: the licence allows the `kept` devices; `extra` appears at `t_on`."""
+
+    t_on: float
+    settled: float  # by then the agent had a discovery and a poll cycle with the extra printer
+    kept: set[str]
+    extra: str
+    max_devices: int
+
+
+@dataclass
 class AgentContext:
     """Everything observed during the run, for the checks to judge."""
 
@@ -197,6 +238,7 @@ class AgentContext:
     trap_payload: bytes = b""  # sent in a trap to UDP 162 during the baseline (MS-SNMP-3)
     refusals: list[tuple[str, str, int | None, str, int]] = field(default_factory=list)
     # (bad document, expected code, exit code, output, requests the manager got meanwhile)
+    licence_limit: LicenceLimit | None = None  # phase licence_limit (MS-UPD-22)
 
     def phase(self, name: str) -> tuple[float, float]:
         t0, t1 = self.phases.get(name, (0.0, None))
@@ -525,11 +567,69 @@ async def update_phase(
         return
     ctx.phases["update"] = (time.monotonic(), None)
     argv = update_harness.command_argv(command, prov, state)
+    # The valid licence allows exactly the devices monitored now (phase licence_limit).
+    ctx.update.max_devices = max(1, len(_keys_in(accepted[-1:])))
     await update_harness.run_steps(ctx.update, argv, accepted[-1].obj.agent_id, work / "update.log")
     done = time.monotonic()
     ok = await ctx.rec.wait_for(lambda: any(r.t > done for r in ctx.rec.accepted_reports()), 30)
     ctx.phases["update"] = (ctx.phases["update"][0], time.monotonic())
     ctx.reached["update"] = ok
+
+
+async def licence_limit_phase(ctx: AgentContext, recording: Path) -> None:
+    """A printer appears while the licence allows only the devices monitored (MS-UPD-22)."""
+    accepted = ctx.rec.accepted_reports()
+    kept = _keys_in(accepted[-1:])
+    ctx.phases["licence_limit"] = (time.monotonic(), None)
+    # The router at EXTRA_HOST becomes a printer: snmpsim re-reads a recording whose mtime
+    # changed (in whole seconds), so the new one is dated a little ahead.
+    tmp = recording.with_suffix(".tmp")
+    tmp.write_text(EXTRA_PRINTER, encoding="utf-8")
+    ahead = time.time() + 2
+    os.utime(tmp, (ahead, ahead))
+    os.replace(tmp, recording)
+    t_on = time.monotonic()
+    s = ctx.setup
+    settled = t_on + s.discovery_interval + s.poll_interval + s.snmp[0] * (s.snmp[1] + 1)
+    limit = LicenceLimit(t_on, settled, kept, EXTRA_KEY, ctx.update.max_devices)
+    ctx.licence_limit = limit
+
+    def two_after() -> bool:
+        return sum(r.t > settled for r in ctx.rec.accepted_reports()) >= 2
+
+    ok = await ctx.rec.wait_for(two_after, settled - t_on + 30)
+    ctx.phases["licence_limit"] = (ctx.phases["licence_limit"][0], time.monotonic())
+    ctx.reached["licence_limit"] = ok
+
+
+async def automatic_phase(
+    ctx: AgentContext, agent: AgentProcess, prov: Path, remake: Callable[..., bytes]
+) -> None:
+    """Restart the agent in automatic mode with a short checkInterval and newer software and a
+    licence in the feed; watch the feed until it checked CHECKS_WANTED times (MS-UPD-14)."""
+    from metersync_conformance import update_harness as uh
+
+    run = ctx.update
+    ctx.exit_codes.append(await agent.stop())
+    run.targets.update(uh.publish_automatic(run.feed, "agent", run.agent_id))
+    prov.write_bytes(remake(mode="automatic", check_interval=uh.CHECK_INTERVAL))
+    ctx.provisioned.append(prov.read_bytes())
+    n0 = len(run.server.log)
+    ctx.phases["automatic"] = (time.monotonic(), None)
+    run.auto_started = time.monotonic()
+    agent.start()
+
+    def checked() -> bool:
+        return len(uh.checks_in(run.server.log[n0:])) >= uh.CHECKS_WANTED
+
+    ok = await ctx.rec.wait_for(checked, (uh.CHECKS_WANTED + 2) * uh.CHECK_INTERVAL * 1.1 + 10)
+    done = time.monotonic()
+    # A report after the last check shows what the agent runs under now.
+    await ctx.rec.wait_for(lambda: any(r.t > done for r in ctx.rec.accepted_reports()), 15)
+    run.auto_log = list(run.server.log[n0:])
+    run.auto_ended = time.monotonic()
+    ctx.phases["automatic"] = (ctx.phases["automatic"][0], run.auto_ended)
+    ctx.reached["automatic"] = ok
 
 
 async def scenario_fringe(
@@ -754,7 +854,9 @@ async def run_agent(
         ctx.proxy = await Proxy().start()
 
     feed_kw: dict[str, Any] = {}
-    if "Agent-Update" in classes and update_command:
+    extra: Endpoint | None = None
+    # The update command installs licences too: the Agent-Core licence rules need it.
+    if update_command and "update" in phases:
         from metersync_conformance import update_harness
 
         ctx.update = update_harness.start_feed(work, update_platform)
@@ -763,17 +865,27 @@ async def run_agent(
             "trusted_root": ctx.update.feed.trusted_root().decode("utf-8"),
             "check_interval": 86_400,
         }
+        if "licence_limit" in phases and not setup.fringe:
+            ddir = work / "printers" / "extra"
+            ddir.mkdir(parents=True, exist_ok=True)
+            (ddir / "public.snmprec").write_text(NOT_A_PRINTER, encoding="utf-8")
+            extra = Endpoint(EXTRA_HOST, free_udp_port(EXTRA_HOST), ddir)
+            targets = "\n".join(
+                f"    <include>{h}:{p}</include>"
+                for h, p in [(extra.host, extra.port)] + [(d.host, d.port) for d in devices]
+            )
     smtp = (relay.host, relay.port) if relay else None
 
-    def remake(outbox: str = "") -> bytes:
+    def remake(outbox: str = "", **updates: Any) -> bytes:
         # Until the limits phase the slow printer's address is excluded too (it is silent and
         # would only slow the first discovery down); the second document includes it.
         t = targets
-        if t is not None and not outbox:
+        if t is not None and not outbox and setup.fringe:
             t += f"\n    <exclude>{ctx.slow}:{port}</exclude>"
         via = ctx.proxy.url(*PROXY_LOGIN) if ctx.proxy else ""
+        kw = {**feed_kw, **updates}
         return provisioning(
-            manager.url, devices, smtp, setup=setup, targets=t, outbox=outbox, proxy=via, **feed_kw
+            manager.url, devices, smtp, setup=setup, targets=t, outbox=outbox, proxy=via, **kw
         )
 
     prov.write_bytes(remake())
@@ -791,6 +903,8 @@ async def run_agent(
         for d in devices
         if d.role in ("plain", "swap") and d.recording.name not in alone
     ] + fringe_printers
+    if extra is not None:
+        main_printers.append(extra)
     v3 = [V3User(V3_GOOD[0], auth_key=V3_GOOD[2], priv_key=V3_GOOD[4], auth_proto=V3_GOOD[1],
                  priv_proto=V3_GOOD[3])] if setup.v3 else []  # fmt: skip
     responders = [SnmpSimulator(endpoints=main_printers, variation_modules_dir=vdir, v3_users=v3)]
@@ -824,6 +938,10 @@ async def run_agent(
             await scenario(ctx, agent, work, walks)
         if ctx.update is not None and "update" in phases:
             await update_phase(ctx, update_command or "", prov, state, work)
+            if extra is not None:
+                await licence_limit_phase(ctx, extra.data_dir / "public.snmprec")
+            if "Agent-Update" in classes and "automatic" in phases:
+                await automatic_phase(ctx, agent, prov, remake)
         if "channel" in phases:
             from metersync_conformance.channel_harness import run_channel_phase
 

@@ -14,7 +14,11 @@ if it were not revoked), `no-retry-after` (answers 429 without Retry-After), `ex
 bearer token, an enrollment token too, as an operator token for /api/v1), `stale-by-any-snapshot`
 (a partial snapshot keeps a device from being flagged stale: MS-DEV-26), `channel-reading`
 (stores a snapshot read over the channel as a reading: MS-CH-18), `relays-status` (gives the
-operator an agent's channel Error with the agent's status, whatever its code: MS-ERR-3).
+operator an agent's channel Error with the agent's status, whatever its code: MS-ERR-3),
+`unbounded` (its update client reads downloads past their length bound: MS-UPD-9),
+`update-hurry` (`serve` in automatic mode checks the feed every third of the interval:
+MS-UPD-14), `manual-fetches` (`serve` in manual mode checks the feed on the schedule all the
+same: MS-UPD-13).
 Agents: `wrong-unit` (reports page counters in sheets instead of impressions), `percent-3`
 (reports a supply level of -3 "some remaining" as 3 %), `no-backoff` (retries every 0.3 s
 instead of backing off, still honouring Retry-After), `listen` (opens a TCP listening port),
@@ -22,7 +26,13 @@ instead of backing off, still honouring Retry-After), `listen` (opens a TCP list
 `sign-base64` (signs a report's base64 text as mailed instead of its bytes: MS-SMTP-3),
 `channel-post` (serves a POST, PUT or DELETE over the channel as if it were a GET),
 `no-exclude` (polls the excluded targets too), `foreign-receipt` (takes a Receipt for another
-report or agent as delivery).
+report or agent as delivery), `unbounded` (as the manager's), `licence-early` (its update
+command installs a licence before its notBefore: MS-UPD-21), `ignores-max-devices` (monitors
+every printer whatever the licence's maxDevices: MS-UPD-22), `update-hurry` (in automatic mode
+checks the feed every third of checkInterval: MS-UPD-14).
+
+Flaws join with `+` (`expired-ok+unbounded`): each breaks its own rule, so one run of a
+deliberately broken implementation can prove several checks at once.
 """
 
 from __future__ import annotations
@@ -46,6 +56,9 @@ MANAGER_FLAWS = (
     "stale-by-any-snapshot",
     "channel-reading",
     "relays-status",
+    "unbounded",
+    "update-hurry",
+    "manual-fetches",
 )
 AGENT_FLAWS = (
     "wrong-unit",
@@ -57,6 +70,10 @@ AGENT_FLAWS = (
     "channel-post",
     "no-exclude",
     "foreign-receipt",
+    "unbounded",
+    "licence-early",
+    "ignores-max-devices",
+    "update-hurry",
 )
 
 _DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*>")
@@ -140,6 +157,29 @@ def break_manager(flaw: str) -> None:
             return channel.Answer(status, real_inner(raw).document)
 
         channel.inner_document = inner_document  # type: ignore[assignment]
+    elif flaw == "unbounded":
+        _unbounded_downloads()
+    elif flaw == "update-hurry":
+        from metersync_manager import cli as manager_cli
+
+        real_schedule = manager_cli._update_schedule
+
+        async def hurried(args: Any, stop: Any) -> None:
+            args.update_interval /= 3
+            await real_schedule(args, stop)
+
+        manager_cli._update_schedule = hurried  # type: ignore[assignment]
+    elif flaw == "manual-fetches":
+        from metersync_manager import cli as manager_cli
+
+        real_serve = manager_cli.cmd_serve
+
+        def serve_checking(args: Any) -> int:
+            if args.feed_url and args.trusted_root:
+                args.update_mode = "automatic"  # whatever the operator chose
+            return real_serve(args)
+
+        manager_cli.cmd_serve = serve_checking  # type: ignore[assignment]
     else:
         raise SystemExit(f"unknown manager flaw {flaw!r}; known: {', '.join(MANAGER_FLAWS)}")
 
@@ -195,6 +235,18 @@ def _store_channel_snapshots() -> None:
         return app
 
     app_module.create_app = create_app  # type: ignore[assignment]
+
+
+def _unbounded_downloads() -> None:
+    """The TUF client reads every download to its end, whatever its length bound."""
+    from tuf.ngclient.fetcher import FetcherInterface
+
+    real = FetcherInterface.download_file
+
+    def download_file(self: Any, url: str, max_length: int) -> Any:
+        return real(self, url, 1 << 40)
+
+    FetcherInterface.download_file = download_file  # type: ignore[method-assign]
 
 
 def _accept_expired_timestamp() -> None:
@@ -306,6 +358,30 @@ def break_agent(flaw: str) -> None:
             return out
 
         transport_http.interpret = interpret  # type: ignore[assignment]
+    elif flaw == "unbounded":
+        _unbounded_downloads()
+    elif flaw == "licence-early":
+        import datetime as dt
+
+        from xsdata.models.datatype import XmlDateTime
+
+        from metersync import updates
+
+        real_check = updates.check_licence
+
+        def check_licence(lic: Any, product: str, agent_id: Any, now: dt.datetime) -> None:
+            lic.not_before = XmlDateTime.from_datetime(now - dt.timedelta(days=1))
+            real_check(lic, product, agent_id, now)
+
+        updates.check_licence = check_licence  # type: ignore[assignment]
+    elif flaw == "ignores-max-devices":
+        from metersync_agent.service import AgentService
+
+        AgentService._licensed_devices = lambda self: None  # type: ignore[method-assign]
+    elif flaw == "update-hurry":
+        from metersync_agent import updating
+
+        updating.next_check_delay = lambda interval, rng: interval / 3  # type: ignore[assignment]
     else:
         raise SystemExit(f"unknown agent flaw {flaw!r}; known: {', '.join(AGENT_FLAWS)}")
 
@@ -315,15 +391,17 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) < 2 or argv[0] not in ("manager", "agent"):
         print(__doc__, file=sys.stderr)
         return 2
-    role, flaw, rest = argv[0], argv[1], argv[2:]
+    role, flaws, rest = argv[0], argv[1].split("+"), argv[2:]
     if rest[:1] == ["--"]:
         rest = rest[1:]
     if role == "manager":
-        break_manager(flaw)
+        for flaw in flaws:
+            break_manager(flaw)
         from metersync import cli
 
         return cli.main(["manager", *rest])
-    break_agent(flaw)
+    for flaw in flaws:
+        break_agent(flaw)
     from metersync_agent import service
 
     return service.main(rest)

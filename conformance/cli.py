@@ -3,6 +3,7 @@
     metersync conformance manager --url URL --token-command "CMD" [--classes …] [--junit F]
                                   [--smtp HOST:PORT]   (with --classes …,Manager-SMTP)
                                   [--update-command "CMD {feed_url} {trusted_root} {data_dir}"]
+                                  [--manager-command "CMD … {mode} {check_interval} {port} …"]
     metersync conformance agent --command "… {provisioning} … {state_dir} …" [--walks DIR] …
     metersync conformance coverage
 
@@ -91,6 +92,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         default="any",
         help="the platform string of software targets the manager installs (default any)",
     )
+    m.add_argument(
+        "--manager-command",
+        help="with Manager-Update: how to start a second instance of the manager, in update "
+        "mode {mode} (manual or automatic) with {check_interval} s between checks, the feed "
+        "{feed_url} and {trusted_root}, state in {data_dir}, listening on 127.0.0.1:{port}; "
+        "the harness stops it with SIGTERM (MS-UPD-1, MS-UPD-13, MS-UPD-14)",
+    )
     common(m, MANAGER_DEFAULT)
     m.set_defaults(func=cmd_manager)
 
@@ -106,9 +114,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--keep", type=Path, help="keep the run's files (messages, logs) here")
     a.add_argument(
         "--update-command",
-        help="with Agent-Update: the agent's manual update command (same placeholders); "
-        "exit 0 when it installed or had nothing to do, non-zero with the 6001–6006 code "
-        "printed when it refused",
+        help="the agent's manual update command (same placeholders); exit 0 when it installed "
+        "or had nothing to do, non-zero with the 6001–6006 code printed when it refused. Needed "
+        "for Agent-Update, and for the Agent-Core licence rules (MS-UPD-21, MS-UPD-22): "
+        "licences reach an agent only through its feed",
     )
     a.add_argument(
         "--update-platform",
@@ -174,6 +183,7 @@ async def run_manager(
     cacert: Path | None = None,
     update_command: str | None = None,
     update_platform: str = "any",
+    manager_command: str | None = None,
 ) -> tuple[list[Verdict], float]:
     from metersync_conformance.manager_checks import ManagerContext
 
@@ -195,6 +205,7 @@ async def run_manager(
         cacert=cacert,
         update_command=update_command,
         update_platform=update_platform,
+        manager_command=manager_command,
     )
     start = time.monotonic()
     try:
@@ -237,6 +248,7 @@ def cmd_manager(args: argparse.Namespace) -> int:
             cacert=args.cacert,
             update_command=args.update_command,
             update_platform=args.update_platform,
+            manager_command=args.manager_command,
         )
     )
     run = build_run(

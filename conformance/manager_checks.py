@@ -69,6 +69,9 @@ class ManagerContext:
     update_command: str | None = None  # Manager-Update: "CMD {feed_url} {trusted_root} …"
     update_platform: str = "any"  # the platform string of software targets it installs
     update: Any = None  # update_harness.UpdateRun, once the update steps ran
+    manager_command: str | None = None  # Manager-Update: starts the manager in {mode}
+    modes: Any = None  # update_harness.ModeRun per mode, once they ran
+    modes_error: str | None = None  # why the manager could not be run in its modes
     update_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     client: httpx.AsyncClient = field(init=False)
     answers: list[tuple[str, bytes, Answer]] = field(default_factory=list)

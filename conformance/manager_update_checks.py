@@ -5,21 +5,34 @@ The vendor's update command (`--update-command`) runs once per step with `{feed_
 the manager's update state) and `{python}` replaced. The steps run once, at the first check
 that needs them; every check judges them from the exit codes, the printed error codes and the
 feed server's request log (what each step downloaded).
+
+With `--manager-command` the harness also starts the manager itself, at the same time as the
+steps, once in each update mode (`{mode}`: manual, automatic; `{check_interval}` s; `{port}`
+on 127.0.0.1; `{feed_url}`, `{trusted_root}`, `{data_dir}` as above), each against its own
+server of a feed holding newer software and a licence: in manual mode the feed must see no
+request (MS-UPD-13), in automatic mode a check every interval plus at most 10 % that downloads
+the newest software and the licence (MS-UPD-14); the two together show that the mode is a
+setting of the manager (MS-UPD-1).
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from metersync_conformance import update_checks as uc
 from metersync_conformance.manager_checks import ManagerContext
-from metersync_conformance.registry import Finding, check, fail, not_tested
+from metersync_conformance.registry import Finding, check, excerpt_of, fail, not_tested, ok
 from metersync_conformance.update_harness import (
+    CHECK_INTERVAL,
+    ModeRun,
     UpdateRun,
     manager_argv,
+    run_manager_modes,
     run_steps,
     start_feed,
     stop_feed,
@@ -30,25 +43,46 @@ RUN_TIMEOUT = 900.0
 
 
 async def update_run(ctx: ManagerContext) -> UpdateRun | None:
-    """The steps against the manager's update command, run once per context."""
+    """The steps against the manager's update command and the runs of the manager in its two
+    modes, at once, once per context."""
     async with ctx.update_lock:
-        if ctx.update is not None or not ctx.update_command:
+        if ctx.modes is not None:
             return ctx.update
         work = Path(tempfile.mkdtemp(prefix="metersync-manager-update-"))
-        run = start_feed(work, ctx.update_platform, product="manager")
         try:
-            root = work / "root.json"
-            root.write_bytes(run.feed.trusted_root())
-            (work / "data").mkdir()
-            argv = manager_argv(ctx.update_command, run.server.url, root, work / "data")
-            await run_steps(run, argv, None, work / "update.log")
-        except Exception as exc:  # a feed the harness could not build or mutate
-            run.error = f"{type(exc).__name__}: {exc}"
+            await asyncio.gather(_steps(ctx, work / "steps"), _modes(ctx, work / "modes"))
         finally:
-            stop_feed(run)
             shutil.rmtree(work, ignore_errors=True)
-        ctx.update = run
-        return run
+        return ctx.update
+
+
+async def _steps(ctx: ManagerContext, work: Path) -> None:
+    if not ctx.update_command:
+        return
+    work.mkdir(parents=True)
+    run = start_feed(work, ctx.update_platform, product="manager")
+    try:
+        root = work / "root.json"
+        root.write_bytes(run.feed.trusted_root())
+        (work / "data").mkdir()
+        argv = manager_argv(ctx.update_command, run.server.url, root, work / "data")
+        await run_steps(run, argv, None, work / "update.log")
+    except Exception as exc:  # a feed the harness could not build or mutate
+        run.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        stop_feed(run)
+    ctx.update = run
+
+
+async def _modes(ctx: ManagerContext, work: Path) -> None:
+    ctx.modes = {}
+    if not ctx.manager_command:
+        return
+    work.mkdir(parents=True)
+    try:
+        ctx.modes = await run_manager_modes(ctx.manager_command, work)
+    except Exception as exc:  # the harness could not build the feed or start the command
+        ctx.modes_error = f"{type(exc).__name__}: {exc}"
 
 
 async def _judged(ctx: ManagerContext, judge: Any) -> list[Finding]:
@@ -150,3 +184,86 @@ async def manager_update_root_rotation(ctx: ManagerContext) -> list[Finding]:
 async def manager_update_retried_after_refusals(ctx: ManagerContext) -> list[Finding]:
     """After the refusals the manager keeps its version and the next command updates from it."""
     return await _judged(ctx, uc.judge_kept)
+
+
+@check("MS-UPD-9", classes=UPDATE, role="manager", timeout=RUN_TIMEOUT)
+async def manager_update_downloads_bounded(ctx: ManagerContext) -> list[Finding]:
+    """An endless timestamp and an oversize target are not read past their bound and are
+    refused; the next command still works."""
+    return await _judged(ctx, uc.judge_bounded)
+
+
+NO_COMMAND = "no --manager-command was given: the harness cannot start the manager in a mode"
+
+
+async def _mode(ctx: ManagerContext, mode: str) -> tuple[ModeRun | None, Finding | None]:
+    """The run of the manager in `mode`, or why there is none (a finding)."""
+    await update_run(ctx)
+    if not ctx.manager_command:
+        return None, not_tested(NO_COMMAND)
+    if ctx.modes_error:
+        return None, fail(f"the manager could not be run in its update modes: {ctx.modes_error}")
+    run = ctx.modes.get(mode)
+    if run is None:
+        return None, fail(f"the manager was not run in {mode} mode")
+    if run.exit_code is not None:
+        return run, fail(
+            f"the manager started in {mode} mode exited with {run.exit_code} after "
+            f"{run.stopped - run.started:.1f} s, before the harness stopped it",
+            excerpt=excerpt_of(run.output, 1500),
+        )
+    return run, None
+
+
+@check("MS-UPD-1", "MS-UPD-13", classes=UPDATE, role="manager", timeout=RUN_TIMEOUT)
+async def manager_update_manual_mode_fetches_nothing(ctx: ManagerContext) -> list[Finding]:
+    """Started in manual mode the manager never calls the feed, in automatic mode it does; the
+    operator's update command runs the full TUF workflow."""
+    manual, bad = await _mode(ctx, "manual")
+    out: list[Finding] = []
+    if manual is None or bad is not None:
+        out.append(bad or not_tested(NO_COMMAND))
+    elif manual.log:
+        out.append(
+            fail(
+                "the manager fetched from the feed in manual mode without a command",
+                actual=", ".join(p for _, p in manual.log[:5]),
+            )
+        )
+    else:
+        secs = manual.stopped - manual.started
+        out.append(ok(f"in manual mode no request reached the feed in {secs:.1f} s", "MS-UPD-13"))
+        auto, bad = await _mode(ctx, "automatic")
+        if auto is not None and bad is None and not auto.log:
+            out.append(
+                fail(
+                    "in automatic mode the manager never called the feed either: the mode is "
+                    "not a setting that changes anything",
+                    "MS-UPD-1",
+                )
+            )
+        elif auto is not None and bad is None:
+            out.append(ok("the mode is the manager's own setting: manual fetched nothing, "
+                          "automatic checked the feed", "MS-UPD-1"))  # fmt: skip
+    run = ctx.update
+    if run is None:
+        out.append(not_tested("no --update-command: the operator's command was not run",
+                              "MS-UPD-13"))  # fmt: skip
+    elif run.error:
+        out.append(fail(f"the update phase could not run: {run.error}", "MS-UPD-13"))
+    else:
+        out += [replace(f, requirement="MS-UPD-13") for f in uc.judge_workflow(run)]
+    return out
+
+
+@check("MS-UPD-14", classes=UPDATE, role="manager", timeout=RUN_TIMEOUT)
+async def manager_update_automatic_mode(ctx: ManagerContext) -> list[Finding]:
+    """In automatic mode the manager checks the feed every interval (+ at most 10 %) and
+    downloads the newest software and its licence."""
+    auto, bad = await _mode(ctx, "automatic")
+    if auto is None or bad is not None:
+        return [bad or not_tested(NO_COMMAND)]
+    return [
+        uc.judge_schedule(auto.log, CHECK_INTERVAL),
+        *uc.judge_newest_fetched(auto.log, auto.targets),
+    ]

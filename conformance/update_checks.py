@@ -7,13 +7,27 @@ The judges of one update run (`judge_*`) serve the manager's checks too
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from metersync_conformance.agent_harness import AgentContext
 from metersync_conformance.registry import Finding, check, excerpt_of, fail, not_tested, ok
-from metersync_conformance.update_harness import MAX_DEVICES, VALID_LICENCE, Step, UpdateRun
+from metersync_conformance.update_harness import (
+    AUTO_LICENCE,
+    CHECK_INTERVAL,
+    CHECKS_WANTED,
+    SCHEDULE_SLACK,
+    VALID_LICENCE,
+    Step,
+    UpdateRun,
+    checks_in,
+    receive_slack,
+)
 
 UPDATE = ("Agent-Update",)
+# Licences reach an agent only through its feed (MS-UPD-20), so the Agent-Core licence rules are
+# judged from the same update phase: with --update-command, whatever classes are claimed.
+LICENCES = ("Agent-Core", "Agent-Update")
 
 
 def _run(ctx: AgentContext) -> Any:
@@ -23,7 +37,10 @@ def _run(ctx: AgentContext) -> Any:
 def _missing(ctx: AgentContext) -> Finding | None:
     run = _run(ctx)
     if run is None:
-        return not_tested("no --update-command was given, so no update phase ran")
+        return not_tested(
+            "no --update-command was given, so no update phase ran (licences reach an agent "
+            "only through its feed)"
+        )
     if run.error:
         return fail(f"the update phase could not run: {run.error}")
     return None
@@ -242,16 +259,17 @@ async def update_tampered_target_refused(ctx: AgentContext) -> list[Finding]:
     return _refusal_check(ctx, "tampered", 6004, "tampered software target")
 
 
-@check("MS-UPD-21", classes=UPDATE, role="agent")
+@check("MS-UPD-21", classes=LICENCES, role="agent")
 async def update_foreign_and_expired_licences_refused(ctx: AgentContext) -> list[Finding]:
-    """A licence for another agent is refused with 6005, an expired one with 6006."""
+    """Licences for the manager or another agent are refused with 6005; an expired one and
+    one not valid yet with 6006; none of them is reported as the licence the agent runs under."""
     miss = _missing(ctx)
     if miss:
         return [miss]
     run = _run(ctx)
     out = [
-        _refused(run.step("foreign-lic"), 6005, "licence bound to another agent"),
-        _refused(run.step("expired-lic"), 6006, "expired licence"),
+        _refused(run.step("foreign-lic"), 6005, "licences for the manager or another agent"),
+        _refused(run.step("expired-lic"), 6006, "an expired licence and one not valid yet"),
     ]
     t0 = run.started or 0.0
     # Until the "valid" step starts (the end of the step before it): the valid licence can be
@@ -305,12 +323,12 @@ async def update_valid_feed_installed(ctx: AgentContext) -> list[Finding]:
     findings = [ok("the valid software and licence were installed (exit 0)", "MS-UPD-3")]
     want = run.licence_not_after
     got = not_after.to_datetime() if not_after is not None else None
-    if max_devices != MAX_DEVICES or got is None or abs((got - want).total_seconds()) > 1:
+    if max_devices != run.max_devices or got is None or abs((got - want).total_seconds()) > 1:
         findings.append(
             fail(
                 "agentStatus/licence does not carry notAfter and maxDevices",
                 "MS-UPD-20",
-                expected=f"{want.isoformat()} {MAX_DEVICES}",
+                expected=f"{want.isoformat()} {run.max_devices}",
                 actual=f"{not_after} {max_devices}",
                 excerpt=shown[0].body,
             )
@@ -331,7 +349,8 @@ async def update_refusals_keep_what_runs(ctx: AgentContext) -> list[Finding]:
     if last is None:
         return [fail("the update steps did not all run")]
     before = [r for r in ctx.rec.accepted_reports() if r.t < (run.started or 0)]
-    after = [r for r in ctx.rec.accepted_reports() if r.t > last.t]
+    until = run.auto_started or float("inf")  # then the agent restarts in automatic mode
+    after = [r for r in ctx.rec.accepted_reports() if last.t < r.t < until]
     if not after or not before:
         return [fail("no report before or after the update steps to compare")]
     v0 = before[-1].obj.agent_status.software.version
@@ -360,7 +379,8 @@ async def update_manual_mode_fetches_nothing(ctx: AgentContext) -> list[Finding]
     if miss:
         return [miss]
     run = _run(ctx)
-    modes = {r.obj.agent_status.update_mode for r in ctx.rec.accepted_reports()}
+    until = run.auto_started or float("inf")  # then the agent is re-provisioned: automatic
+    modes = {r.obj.agent_status.update_mode for r in ctx.rec.accepted_reports() if r.t < until}
     names = {m.value if hasattr(m, "value") else str(m) for m in modes}
     out = []
     if names != {"manual"}:
@@ -425,3 +445,229 @@ async def update_root_rotation(ctx: AgentContext) -> list[Finding]:
 async def update_retried_after_refusals(ctx: AgentContext) -> list[Finding]:
     """After the refusals the next command updates from the version the agent kept."""
     return _judged(ctx, judge_kept)
+
+
+# --- download bounds and update modes: judges for agent and manager alike ---------------------
+
+
+def judge_bounded(run: UpdateRun) -> list[Finding]:
+    """MS-UPD-9: an endless timestamp and an oversize target were not read past their bound,
+    were refused, and the next command still worked."""
+    slack, why = receive_slack()
+    out: list[Finding] = []
+    cases = (
+        ("endless-ts", "an endless timestamp.json (no listed length)"),
+        ("long-target", "a target served longer than its listed length"),
+    )
+    for name, what in cases:
+        s = run.step(name)
+        if s is None or name not in run.bounds:
+            out.append(fail(f"the step '{name}' did not run"))
+            continue
+        path, bound = run.bounds[name]
+        taken = [n for p, n in run.server.sent if p == path]
+        ev = {"excerpt": excerpt_of(s.output, 1200)}
+        if not taken:
+            out.append(fail(f"{what}: never requested, so the bound was not shown", **ev))
+        elif max(taken) > bound + slack:
+            out.append(
+                fail(
+                    f"{what}: the client read past the bound",
+                    expected=f"at most {bound} B (+ {slack} B of TCP buffers: {why})",
+                    actual=f"{max(taken)} B taken before it closed",
+                    **ev,
+                )
+            )
+        elif s.exit_code == 0:
+            out.append(fail(f"{what}: the update command succeeded", expected="a refusal", **ev))
+        else:
+            out.append(
+                ok(
+                    f"{what}: refused (exit {s.exit_code}) after {max(taken)} B; bound {bound} B, "
+                    f"allowing {slack} B of TCP buffers ({why})"
+                )
+            )
+    kept = _exit0(run, "kept", "the update after the oversize downloads")
+    if kept:
+        out.append(kept)
+    return out
+
+
+def judge_schedule(log: list[tuple[float, str]], interval: float) -> Finding:
+    """MS-UPD-14: checks every `interval` s plus at most 10 %, from the feed log's times."""
+    checks = checks_in(log)
+    if len(checks) < CHECKS_WANTED:
+        return fail(
+            f"fewer than {CHECKS_WANTED} checks of the feed in automatic mode",
+            expected=f"a check every {interval} s (+ at most 10 %)",
+            actual=f"{len(checks)} check(s)",
+            excerpt="\n".join(p for _, p in log[:40]),
+        )
+    gaps = []
+    for (s0, e0), (s1, _) in zip(checks, checks[1:], strict=False):
+        gaps.append((s1 - s0, s1 - e0))
+    # Start to start at least the interval; from the end of one check to the start of the next
+    # at most the interval + 10 %; both with SCHEDULE_SLACK for the processes' own latency.
+    low, high = interval - SCHEDULE_SLACK, 1.1 * interval + SCHEDULE_SLACK
+    text = ", ".join(f"{a:.2f} s (after the end {b:.2f} s)" for a, b in gaps)
+    bad = [(a, b) for a, b in gaps if a < low or b > high]
+    if bad:
+        return fail(
+            "the feed was not checked every checkInterval with at most 10 % delay",
+            expected=f"{interval} s start to start or more, at most {1.1 * interval:.2f} s after "
+            f"the previous check (± {SCHEDULE_SLACK} s)",
+            actual=text,
+        )
+    return ok(f"{len(checks)} checks of the feed, {text}, for a checkInterval of {interval} s")
+
+
+def judge_newest_fetched(log: list[tuple[float, str]], targets: dict[str, str]) -> list[Finding]:
+    """MS-UPD-14: in automatic mode the newest software and the licence were downloaded."""
+    fetched = {p for _, p in log}
+    out = []
+    for key, what in (("auto-newest", "the newest software"), ("auto-licence", "the licence")):
+        path = "/targets/" + targets[key]
+        if path in fetched:
+            out.append(ok(f"automatic mode downloaded {what} ({path})"))
+        else:
+            out.append(
+                fail(
+                    f"automatic mode did not download {what}",
+                    expected=path,
+                    excerpt="\n".join(sorted(fetched)),
+                )
+            )
+    return out
+
+
+# --- agent checks: bounds, automatic mode, maxDevices -----------------------------------------
+
+
+@check("MS-UPD-9", classes=UPDATE, role="agent")
+async def update_downloads_bounded(ctx: AgentContext) -> list[Finding]:
+    """An endless timestamp and an oversize target are not read past their bound, are refused,
+    and the agent keeps its licence."""
+    miss = _missing(ctx)
+    if miss:
+        return [miss]
+    run = _run(ctx)
+    out = judge_bounded(run)
+    last = run.step("long-target")
+    until = run.auto_started or float("inf")
+    after = [r for r in ctx.rec.accepted_reports() if last and last.t < r.t < until]
+    if last is not None and after and _state(after[-1])[:2] != ("valid", VALID_LICENCE):
+        out.append(
+            fail(
+                "after the oversize downloads the installed licence is no longer reported valid",
+                expected=f"valid {VALID_LICENCE}",
+                actual=str(_state(after[-1])[:2]),
+                excerpt=after[-1].body,
+            )
+        )
+    return out
+
+
+@check("MS-UPD-1", "MS-UPD-14", classes=UPDATE, role="agent", timeout=120)
+async def update_automatic_mode(ctx: AgentContext) -> list[Finding]:
+    """Provisioned in automatic mode, the agent reports it, checks the feed every checkInterval
+    (+ at most 10 %) and installs the newest software and the licence."""
+    miss = _missing(ctx)
+    if miss:
+        return [miss]
+    run = _run(ctx)
+    if run.auto_started is None:
+        return [not_tested("the automatic phase did not run")]
+    out = [
+        judge_schedule(run.auto_log, CHECK_INTERVAL),
+        *judge_newest_fetched(run.auto_log, run.targets),
+    ]
+    out = [replace(f, requirement="MS-UPD-14") for f in out]
+    during = [r for r in ctx.rec.accepted_reports() if r.t > run.auto_started]
+    modes = {str(getattr(m, "value", m)) for m in (r.obj.agent_status.update_mode for r in during)}
+    if modes != {"automatic"}:
+        out.append(
+            fail(
+                "agentStatus/updateMode does not say automatic after the re-provisioning",
+                "MS-UPD-1",
+                expected="automatic",
+                actual=", ".join(sorted(modes)) or "no report",
+            )
+        )
+    else:
+        out.append(ok("reports say updateMode automatic, as re-provisioned", "MS-UPD-1"))
+    shown = [r for r in during if _state(r)[1] == AUTO_LICENCE]
+    if not shown:
+        out.append(
+            fail(
+                "no report in automatic mode names the licence the feed offered",
+                "MS-UPD-14",
+                expected=f"agentStatus/licence {AUTO_LICENCE} (issued last, valid longest)",
+                excerpt=during[-1].body if during else None,
+            )
+        )
+    else:
+        out.append(ok(f"reports name the licence {AUTO_LICENCE} installed in automatic mode",
+                      "MS-UPD-14"))  # fmt: skip
+    return out
+
+
+@check("MS-UPD-22", classes=("Agent-Core",), role="agent")
+async def update_licence_max_devices_respected(ctx: AgentContext) -> list[Finding]:
+    """With a licence for the N devices it monitors, a newly discovered printer is not
+    monitored: reports keep exactly the N devices it had."""
+    miss = _missing(ctx)
+    if miss:
+        return [miss]
+    lim = ctx.licence_limit
+    if lim is None:
+        return [not_tested("the licence_limit phase did not run")]
+    until = _run(ctx).auto_started or float("inf")  # then a restart and another licence
+    after = [r for r in ctx.rec.accepted_reports() if lim.t_on < r.t < until]
+    under = [
+        r
+        for r in after
+        if _state(r)[0] in ("valid", "expiring") and _state(r)[3] == lim.max_devices
+    ]
+    if not under:
+        return [
+            not_tested(
+                f"no report shows a licence with maxDevices {lim.max_devices} in force after the "
+                "update (see MS-UPD-3, MS-UPD-20)",
+                excerpt=after[-1].body if after else None,
+            )
+        ]
+    counted = [r for r in under if lim.extra in _keys(r) or len(r.obj.device) > lim.max_devices]
+    if counted:
+        r = counted[0]
+        return [
+            fail(
+                "a newly discovered printer was monitored beyond the licence's maxDevices",
+                expected=f"at most {lim.max_devices}: {', '.join(sorted(lim.kept))}",
+                actual=", ".join(sorted(_keys(r))),
+                excerpt=r.body,
+            )
+        ]
+    settled = [r for r in under if r.t > lim.settled]
+    if not settled:
+        return [fail("no report after the new printer had time to be discovered and polled")]
+    lost = [r for r in settled if _keys(r) != lim.kept]
+    if lost:
+        r = lost[0]
+        return [
+            fail(
+                "the devices monitored before the new printer appeared are not all kept",
+                expected=", ".join(sorted(lim.kept)),
+                actual=", ".join(sorted(_keys(r))),
+                excerpt=r.body,
+            )
+        ]
+    return [
+        ok(
+            f"{len(settled)} report(s) after {lim.extra} appeared keep exactly the "
+            f"{len(lim.kept)} device(s) of the licence's maxDevices {lim.max_devices}"
+        )
+    ]
+
+
+def _keys(report: Any) -> set[str]:
+    return {d.identity.device_key for d in report.obj.device}

@@ -18,21 +18,37 @@ update command runs once per step, the feed mutated before each step and restore
     bad-root     root v2 signed by a key the trusted root lacks            → refused, 6001
     self-root    root v2 with a new root key, signed only by that new key  → refused, 6001
     rotated      roots v2 and v3, each signed by the old and the new keys  → exit 0, both fetched
+    endless-ts   timestamp.json streams for ever                           → refused, read ≤ bound
+    long-target  newer software served longer than its listed length       → refused, read ≤ length
     kept         software between the installed and the refused versions   → fetched (exit 0)
+
+The licence steps also offer a licence for the wrong product and one not valid yet. The agent
+harness sets `max_devices` (the valid licence's maxDevices) to the number of printers the agent
+monitors, then checks that a newly discovered printer is not monitored (MS-UPD-22).
 
 The command must exit 0 when it installed or had nothing to do, non-zero when it refused, and
 print the error code of a refusal. The feed server's request log tells what each step fetched.
+
+Update modes (MS-UPD-1, MS-UPD-13, MS-UPD-14): an agent is re-provisioned in `automatic` mode
+with a short `checkInterval` (agent_harness); a manager is started by `--manager-command`
+(`run_manager_mode`) once in each mode against a feed of its own, and the feed server's log
+(request times) shows whether and how often it checked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import os
+import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,10 +59,47 @@ KEPT_VERSION = "9999.0.5"  # newer than NEW_VERSION, older than the refused TAMP
 TAMPERED_VERSION = "9999.1.0"
 DOWNGRADE_VERSION = "9998.0.0"  # older than NEW_VERSION once that is installed
 FOREIGN_VERSION = "9999.9.0"
+LONG_VERSION = "9999.2.0"  # newer than KEPT_VERSION: refused, it must not count as installed
+AUTO_OLDER, AUTO_NEWEST = "9999.4.0", "9999.5.0"  # offered together in automatic mode
 FOREIGN_PLATFORM = "conformance-foreign-platform"
 VALID_LICENCE = "conformance-valid"
+AUTO_LICENCE = "conformance-automatic"  # issued last, valid longest: the one to run under
 MAX_DEVICES = 500
 STEP_TIMEOUT = 60.0
+# MS-UPD-9: the spec's bound for root and timestamp without a listed length.
+METADATA_BOUND = 512 * 1024
+CHUNK = 16 * 1024
+# Automatic mode: checkInterval (the XSD's Seconds has no minimum) and the run's length.
+CHECK_INTERVAL = 3
+CHECKS_WANTED = 3  # two intervals to measure
+SCHEDULE_SLACK = 0.5  # s of process and thread scheduling allowed beyond the 10 % jitter
+MANUAL_SECONDS = 2 * CHECK_INTERVAL + 2  # how long a manager in manual mode is watched
+
+
+def receive_slack() -> tuple[int, str]:
+    """Bytes a client may hold unread in TCP buffers when it closes: this server's send
+    buffer (Linux doubles SO_SNDBUF) + the largest receive buffer the kernel grants a socket
+    (net.ipv4.tcp_rmem max), + one chunk; and how that was worked out, for the evidence."""
+    try:
+        rmem = int(Path("/proc/sys/net/ipv4/tcp_rmem").read_text().split()[2])
+    except (OSError, IndexError, ValueError):
+        rmem = 6 * 1024 * 1024  # Linux's default maximum
+    send = 2 * FeedServer.SEND_BUFFER
+    why = f"send buffer {send} B + receive buffer max (tcp_rmem) {rmem} B + chunk {CHUNK} B"
+    return send + rmem + CHUNK, why
+
+
+def oversize_stream(prefix: bytes, bound: int) -> Iterator[bytes]:
+    """`prefix`, then filler far beyond `bound` plus the TCP slack (an "endless" file that
+    still ends, so that a client without a bound is caught rather than left reading)."""
+    slack, _ = receive_slack()
+    total = 2 * (bound + slack) + 1024 * 1024
+    yield prefix
+    sent = len(prefix)
+    filler = b" " * CHUNK
+    while sent < total:
+        yield filler
+        sent += CHUNK
 
 
 @dataclass
@@ -71,6 +124,12 @@ class UpdateRun:
     licence_not_after: dt.datetime | None = None
     targets: dict[str, str] = field(default_factory=dict)  # what -> target path
     error: str | None = None
+    max_devices: int = MAX_DEVICES  # of the valid licence
+    bounds: dict[str, tuple[str, int]] = field(default_factory=dict)  # step -> (path, bound)
+    # Automatic mode (agent): the feed log from the agent's start in that mode, and when.
+    auto_log: list[tuple[float, str]] = field(default_factory=list)
+    auto_started: float | None = None
+    auto_ended: float | None = None
 
     def step(self, name: str) -> Step | None:
         return self.steps.get(name)
@@ -158,16 +217,19 @@ async def run_steps(run: UpdateRun, argv: list[str], agent_id: str | None, log: 
         )
 
     now = dt.datetime.now(dt.UTC)
+    # The signed document names the other product, the target's custom data this one.
+    data = make_licence("conformance-product", product=other_product, agent_ids=bound)
+    foreign = [
+        feed._add_target(
+            "licences/conformance-product.xml", data, {"kind": "licence", "product": product}
+        )
+    ]
     if product == "agent":
         other = make_licence("conformance-other", agent_ids=[str(uuid.uuid4())])
-        foreign = feed.add_licence(other)
-    else:  # the signed document says agent, the target's custom data says manager
-        data = make_licence("conformance-other", product="agent")
-        foreign = feed._add_target(
-            "licences/conformance-other.xml", data, {"kind": "licence", "product": product}
-        )
+        foreign.append(feed.add_licence(other))
     await step("foreign-lic")
-    feed.remove_target(foreign)
+    for name in foreign:
+        feed.remove_target(name)
     old = make_licence(
         "conformance-expired",
         product=product,
@@ -175,9 +237,17 @@ async def run_steps(run: UpdateRun, argv: list[str], agent_id: str | None, log: 
         not_before=now - dt.timedelta(days=400),
         not_after=now - dt.timedelta(days=1),
     )
-    expired = feed.add_licence(old)
+    early = make_licence(
+        "conformance-early",
+        product=product,
+        agent_ids=bound,
+        not_before=now + dt.timedelta(days=100),
+        not_after=now + dt.timedelta(days=150),
+    )
+    expired = [feed.add_licence(old), feed.add_licence(early)]
     await step("expired-lic")
-    feed.remove_target(expired)
+    for name in expired:
+        feed.remove_target(name)
 
     run.targets["valid"] = software(NEW_VERSION)
     run.licence_not_after = (now + dt.timedelta(days=200)).replace(microsecond=0)
@@ -187,7 +257,7 @@ async def run_steps(run: UpdateRun, argv: list[str], agent_id: str | None, log: 
             product=product,
             agent_ids=bound,
             not_after=run.licence_not_after,
-            max_devices=MAX_DEVICES,
+            max_devices=run.max_devices,
         )
     )
     await step("valid")
@@ -231,9 +301,148 @@ async def run_steps(run: UpdateRun, argv: list[str], agent_id: str | None, log: 
     run.targets["root-b"] = "/metadata/" + _rotate_root(feed, keep_old=True).name
     await step("rotated")
 
+    stream = "/metadata/timestamp.json"
+    run.bounds["endless-ts"] = (stream, METADATA_BOUND)
+    run.server.streams[stream] = lambda: oversize_stream(
+        b'{"signed": {"padding": "', METADATA_BOUND
+    )
+    await step("endless-ts")
+    del run.server.streams[stream]
+    long = software(LONG_VERSION)
+    stream, listed = "/targets/" + long, (feed.targets_dir / long).stat().st_size
+    run.targets["long"] = long
+    run.bounds["long-target"] = (stream, listed)
+    body = (feed.targets_dir / long).read_bytes()
+    run.server.streams[stream] = lambda: oversize_stream(body, listed)
+    await step("long-target")
+    del run.server.streams[stream]
+    feed.remove_target(long)
+
     run.targets["kept"] = software(KEPT_VERSION)
     await step("kept")
 
 
 def stop_feed(run: UpdateRun) -> None:
     run.server.__exit__(None, None, None)
+
+
+# --- update modes -----------------------------------------------------------------------------
+
+
+def publish_automatic(feed: Feed, product: str, agent_id: str | None) -> dict[str, str]:
+    """Two newer software versions and a licence, for a client in automatic mode: it must
+    install the newest and the licence (MS-UPD-14). Returns what -> target path."""
+    now = dt.datetime.now(dt.UTC)
+    out = {}
+    for key, version in (("auto-older", AUTO_OLDER), ("auto-newest", AUTO_NEWEST)):
+        data = f"conformance artifact {version}\n".encode()
+        out[key] = feed.add_software(
+            data, product=product, version=version, platform="any", filename="artifact"
+        )
+    lic = make_licence(
+        AUTO_LICENCE,
+        product=product,
+        agent_ids=[agent_id] if product == "agent" and agent_id else [],
+        not_after=now + dt.timedelta(days=300),
+        max_devices=MAX_DEVICES,
+    )
+    out["auto-licence"] = feed.add_licence(lic)
+    return out
+
+
+_ROOT_PROBE = re.compile(r"/metadata/\d+\.root\.json")
+
+
+def checks_in(log: list[tuple[float, str]]) -> list[tuple[float, float]]:
+    """The feed log as checks, (first, last request time): the TUF workflow (MS-UPD-3) starts
+    each check by asking for the next root version, so a root probe after other requests
+    starts a new check."""
+    out: list[tuple[float, float]] = []
+    after_probe = False
+    for t, path in sorted(log):
+        probe = bool(_ROOT_PROBE.fullmatch(path.split("?")[0]))
+        if not out or (probe and not after_probe):
+            out.append((t, t))
+        else:
+            out[-1] = (out[-1][0], t)
+        after_probe = probe
+    return out
+
+
+@dataclass
+class ModeRun:
+    """A manager started by `--manager-command` in one update mode, watched from the feed."""
+
+    mode: str
+    log: list[tuple[float, str]]
+    started: float
+    stopped: float
+    exit_code: int | None  # None: still running when the harness stopped it
+    output: str
+    targets: dict[str, str] = field(default_factory=dict)
+
+
+def serve_argv(template: str, **values: str) -> list[str]:
+    text = template
+    for key, value in {**values, "python": sys.executable}.items():
+        text = text.replace("{" + key + "}", shlex.quote(value))
+    return shlex.split(text)
+
+
+async def run_manager_mode(
+    feed: Feed, template: str, mode: str, work: Path, targets: dict[str, str]
+) -> ModeRun:
+    """Start the manager in `mode` with its own feed server; watch it for MANUAL_SECONDS
+    (manual) or until CHECKS_WANTED checks (automatic, at most a generous while); stop it."""
+    from metersync_conformance.fake_manager import free_tcp_port
+
+    data = work / f"data-{mode}"
+    data.mkdir(parents=True, exist_ok=True)
+    root = work / "root.json"
+    root.write_bytes(feed.trusted_root())
+    log_path = work / f"manager-{mode}.log"
+    with FeedServer(feed.path) as server:
+        argv = serve_argv(
+            template,
+            feed_url=server.url,
+            trusted_root=str(root),
+            data_dir=str(data),
+            mode=mode,
+            check_interval=str(CHECK_INTERVAL),
+            port=str(free_tcp_port()),
+        )
+        with log_path.open("ab") as out:
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        started = time.monotonic()
+        limit = MANUAL_SECONDS if mode == "manual" else (CHECKS_WANTED + 2) * CHECK_INTERVAL * 1.1
+        while proc.poll() is None and time.monotonic() - started < limit:
+            if mode == "automatic" and len(checks_in(server.log)) >= CHECKS_WANTED:
+                break
+            await asyncio.sleep(0.2)
+        stopped = time.monotonic()
+        code = proc.poll()
+        if code is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.to_thread(proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await asyncio.to_thread(proc.wait, 5)
+        log = list(server.log)
+    output = log_path.read_text(errors="replace")
+    return ModeRun(mode, log, started, stopped, code, output, dict(targets))
+
+
+async def run_manager_modes(template: str, work: Path) -> dict[str, ModeRun]:
+    """Manual and automatic, at once, each against its own server of one feed."""
+    feed = Feed.create(work / "modes-feed")
+    targets = publish_automatic(feed, "manager", None)
+    runs = await asyncio.gather(
+        *(run_manager_mode(feed, template, m, work, targets) for m in ("manual", "automatic"))
+    )
+    return {r.mode: r for r in runs}

@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -275,21 +276,52 @@ def make_licence(
 class FeedServer:
     """A static HTTP server for a feed directory on loopback, in a thread (tests, demos).
 
-    Records the paths it was asked for, so a test can tell whether a client fetched anything.
+    Records the paths it was asked for (`requests`, and `log` with monotonic times), so a test
+    can tell whether and when a client fetched anything. A path in `streams` is answered with
+    the chunks of that function instead of the file (no Content-Length): an endless or
+    oversize download; `sent` records, per such request, the bytes the client took before it
+    closed (with at most `SEND_BUFFER` more in this server's socket buffer).
     Production feeds sit behind any HTTPS static file server."""
+
+    SEND_BUFFER = 64 * 1024
 
     def __init__(self, directory: Path, host: str = "127.0.0.1", port: int = 0) -> None:
         import functools
         import http.server
+        import socket
         import threading
+        import time
 
         requests: list[str] = []
         self.requests = requests
+        self.log: list[tuple[float, str]] = []
+        self.streams: dict[str, Callable[[], Iterator[bytes]]] = {}
+        self.sent: list[tuple[str, int]] = []
+        log, streams, sent = self.log, self.streams, self.sent
+        send_buffer = self.SEND_BUFFER
 
         class Handler(http.server.SimpleHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 requests.append(self.path)
-                super().do_GET()
+                log.append((time.monotonic(), self.path))
+                stream = streams.get(self.path)
+                if stream is None:
+                    super().do_GET()
+                    return
+                self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.end_headers()
+                n = 0
+                try:
+                    for chunk in stream():
+                        self.wfile.write(chunk)
+                        n += len(chunk)
+                except OSError:  # the client closed: it stopped reading
+                    pass
+                finally:
+                    sent.append((self.path, n))
+                    self.close_connection = True
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass

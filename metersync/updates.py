@@ -300,7 +300,8 @@ class UpdateClient:
         try:
             updater = self._updater()
             updater.refresh()
-        except tx.RepositoryError as exc:
+        except (tx.RepositoryError, tx.DownloadLengthMismatchError) as exc:
+            # A metadata file longer than its listed length or the fixed bound (MS-UPD-9).
             raise _refusal(exc, "the feed's metadata is refused") from None
         except tx.DownloadError as exc:
             raise UpdateError(f"the feed {self.base} cannot be read: {exc}") from None

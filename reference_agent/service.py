@@ -9,6 +9,9 @@ The pipeline, each stage with one job (STYLE.md): discover → poll → map → 
   the last value stored (identity.flag_decreased).
 - The sender drains the outbox oldest first and never deletes a report without a receipt;
   waits are the outbox's persisted next-attempt times.
+- With a licence in force, at most its maxDevices devices are monitored (MS-UPD-22): those
+  monitored already (also before a restart: monitored.json in the state dir) before newly
+  discovered ones; a device beyond it is read once, to know its key, and then left alone.
 - Before anything, a random delay up to startDelayMax, so a fleet does not call in at once
   after a power cut. SIGTERM/SIGINT stop both loops; a write in progress is finished and the
   database closed. Nothing listens on any port.
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import logging
 import os
 import random
@@ -49,6 +53,7 @@ BATCH_WINDOW = 2.0  # devices due within this many seconds are polled in the sam
 BATCH_SHARE = 0.05  # ... but never more than this share of the poll interval early (MS-PRV-4)
 FAILED_CODES = {"unreachable", "auth-failure"}
 OUTBOX_FILE = "outbox.sqlite3"
+MONITORED_FILE = "monitored.json"  # device keys in the order first monitored (MS-UPD-22)
 
 PollFn = Callable[..., Awaitable[model.DeviceSnapshot]]
 
@@ -104,6 +109,45 @@ def one_snapshot_per_key(
         seen.add(key)
         kept.append(snap)
     return kept, dropped_silent
+
+
+def admit(
+    monitored: dict[str, None], previous: dict[str, int], keys: list[str], limit: int | None
+) -> set[str]:
+    """Add a cycle's answering device keys to `monitored` (MS-UPD-22) while there is room:
+    those monitored already, then those monitored before a restart (by their rank), then new
+    ones in the cycle's order. Returns the keys refused."""
+    order = {k: i for i, k in enumerate(monitored)}
+
+    def rank(key: str) -> tuple[int, int]:
+        if key in order:
+            return 0, order[key]
+        return (1, previous[key]) if key in previous else (2, 0)
+
+    refused: set[str] = set()
+    for key in sorted(dict.fromkeys(keys), key=rank):
+        if key in monitored:
+            continue
+        if limit is not None and len(monitored) >= limit:
+            refused.add(key)
+        else:
+            monitored[key] = None
+    return refused
+
+
+def load_monitored(state_dir: Path) -> dict[str, int]:
+    """The device keys monitored before, with their rank (MS-UPD-22: they come first)."""
+    try:
+        keys = json.loads((state_dir / MONITORED_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): i for i, k in enumerate(keys)} if isinstance(keys, list) else {}
+
+
+def save_monitored(state_dir: Path, keys: list[str]) -> None:
+    tmp = state_dir / f".{MONITORED_FILE}.tmp"
+    tmp.write_text(json.dumps(keys))
+    os.replace(tmp, state_dir / MONITORED_FILE)
 
 
 def status_info(
@@ -200,12 +244,14 @@ class DeviceEntry:
     device_key: str | None = None
     last_good: model.DeviceIdentity | None = None
     stale: bool = False  # not found by the last discovery
+    unlicensed: bool = False  # beyond the licence's maxDevices: not polled (MS-UPD-22)
     last_snapshot: model.DeviceSnapshot | None = None  # served by the channel (MS-CH-12)
 
 
 @dataclass
 class AgentState:
     devices: dict[tuple[str, int], DeviceEntry] = field(default_factory=dict)
+    monitored: dict[str, None] = field(default_factory=dict)  # device keys, first seen first
     last_cycle: CycleResult | None = None
     reports_queued: int = 0
 
@@ -242,6 +288,7 @@ class AgentService:
 
         s = self.settings
         self.identity = enrollment.load_or_create_identity(self.state_dir)
+        self._previous = load_monitored(self.state_dir)
         self.outbox = Outbox(self.state_dir / OUTBOX_FILE, limits=s.retention)
         st = self.outbox.status()
         log.info(
@@ -387,13 +434,14 @@ class AgentService:
                 )
             now = loop.time()
             window = min(BATCH_WINDOW, BATCH_SHARE * s.poll_interval)
-            due = [e for e in self.state.devices.values() if e.next_poll <= now + window]
-            if due or (not self.state.devices and self._heartbeat_due(now)):
+            active = [e for e in self.state.devices.values() if not e.unlicensed]
+            due = [e for e in active if e.next_poll <= now + window]
+            if due or (not active and self._heartbeat_due(now)):
                 if not await self._cycle(client, profiles, due):
                     return
                 continue
-            wake = min([next_discovery] + [e.next_poll for e in self.state.devices.values()])
-            if not self.state.devices:
+            wake = min([next_discovery] + [e.next_poll for e in active])
+            if not active:
                 wake = min(wake, self._heartbeat_at)
             if await self._sleep(wake - loop.time()):
                 return
@@ -408,8 +456,49 @@ class AgentService:
         j = self.settings.jitter
         return self.rng.uniform(0, j) if j > 0 else 0.0
 
+    def _licensed_devices(self) -> int | None:
+        """maxDevices of the licence the agent runs under, when it is in force (MS-UPD-22)."""
+        from metersync import updates
+
+        assert self.identity is not None
+        info = updates.licence_state(self.state_dir, "agent", self.identity.agent_id)
+        return info.max_devices if info.state in ("valid", "expiring") else None
+
+    _previous: dict[str, int] = {}  # monitored before a restart: their rank
+
+    def _admit_all(self, answered: list[tuple[DeviceEntry, Any]], limit: int | None) -> set[int]:
+        """Admit a cycle's answering devices (MS-UPD-22); the ids of the entries refused."""
+        keys = [snap.identity.device_key for _, snap in answered]
+        refused_keys = admit(self.state.monitored, self._previous, keys, limit)
+        refused: set[int] = set()
+        for e, snap in answered:
+            if snap.identity.device_key in refused_keys:
+                e.unlicensed = True  # read once to know it; not monitored
+                refused.add(id(e))
+                log.warning("licence: %s:%d (%s) not monitored, maxDevices %s reached",
+                            e.host, e.port, snap.identity.device_key, limit)  # fmt: skip
+        return refused
+
+    def _apply_limit(self, limit: int | None) -> None:
+        """A licence for fewer devices than monitored: keep the first `limit` monitored."""
+        monitored = self.state.monitored
+        if limit is None or len(monitored) <= limit:
+            return
+        dropped = set(list(monitored)[limit:])
+        for key in dropped:
+            del monitored[key]
+        for e in self.state.devices.values():
+            if e.device_key in dropped:
+                e.unlicensed, e.last_snapshot = True, None
+        log.warning("licence: %d device(s) beyond maxDevices %d are no longer polled",
+                    len(dropped), limit)  # fmt: skip
+
     def _merge_discovered(self, found: list[Any], now: float) -> None:
         seen = set()
+        limit = self._licensed_devices() if self.identity is not None else None
+        if limit is None or len(self.state.monitored) < limit:  # room again: try them anew
+            for e in self.state.devices.values():
+                e.unlicensed = False
         for dev in found:
             key = (dev.host, dev.port)
             seen.add(key)
@@ -445,6 +534,10 @@ class AgentService:
         if stopped:
             return False
         finished = time.time()
+        limit = self._licensed_devices()
+        self._apply_limit(limit)
+        monitored_before = list(self.state.monitored)
+        polled: list[tuple[DeviceEntry, model.DeviceSnapshot, bool]] = []  # (…, answered)
         snapshots: list[model.DeviceSnapshot] = []
         failed = partial = 0
         for e, snap in zip(due, results, strict=True):
@@ -466,11 +559,22 @@ class AgentService:
                 )
                 if e.stale:  # gone from discovery and now silent: stop polling this address
                     self.state.devices.pop((e.host, e.port), None)
+                    if not any(o.device_key == e.device_key for o in self.state.devices.values()):
+                        self.state.monitored.pop(e.device_key or "", None)
+                polled.append((e, snap, False))
             else:
                 partial += verdict == "partial"
+                polled.append((e, snap, True))
+        refused = self._admit_all([(e, snap) for e, snap, ok in polled if ok], limit)
+        for e, snap, answered in polled:
+            if answered:
+                if id(e) in refused:
+                    continue
                 self._moved(e, snap.identity)
             e.last_snapshot = snap
             snapshots.append(snap)
+        if list(self.state.monitored) != monitored_before:
+            save_monitored(self.state_dir, list(self.state.monitored))
         snapshots, moved = one_snapshot_per_key(snapshots)
         failed -= moved
         self._heartbeat_at = cycle_start + s.poll_interval

@@ -5,7 +5,7 @@ from __future__ import annotations
 from xsdata.models.datatype import XmlDateTime
 
 import metersync_generated.v1 as model
-from metersync_agent.service import one_snapshot_per_key
+from metersync_agent.service import admit, one_snapshot_per_key
 
 
 def snap(key: str, ip: str, *, silent: bool) -> model.DeviceSnapshot:
@@ -36,3 +36,19 @@ def test_a_printer_on_two_addresses_is_reported_once() -> None:
     second = snap("sn:hp:cnb1", "127.0.0.3", silent=False)
     kept, dropped = one_snapshot_per_key([first, second])
     assert kept == [first] and dropped == 0
+
+
+def test_a_licence_keeps_the_devices_monitored_before_new_ones() -> None:
+    monitored = dict.fromkeys(["sn:b", "sn:c"])
+    # "sn:a" is new and comes first in the cycle (its address sorts first): it is refused.
+    assert admit(monitored, {}, ["sn:a", "sn:b", "sn:c"], 2) == {"sn:a"}
+    assert list(monitored) == ["sn:b", "sn:c"]
+    assert admit(monitored, {}, ["sn:a", "sn:d"], 3) == {"sn:d"}  # room for one more
+    assert admit(monitored, {}, ["sn:d"], None) == set()  # no licence in force: no limit
+
+
+def test_after_a_restart_the_devices_monitored_before_come_first() -> None:
+    monitored: dict[str, None] = {}
+    before = {"sn:b": 0, "sn:c": 1}  # monitored.json
+    assert admit(monitored, before, ["sn:a", "sn:b", "sn:c"], 2) == {"sn:a"}
+    assert list(monitored) == ["sn:b", "sn:c"]

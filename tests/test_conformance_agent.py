@@ -66,18 +66,40 @@ UPDATE = (
 )
 UPDATE_CLASSES = ["Agent-Core", "Agent-HTTP", "Agent-Update"]
 UPDATE_IDS = {"MS-UPD-1", "MS-UPD-2", "MS-UPD-3", "MS-UPD-4", "MS-UPD-5", "MS-UPD-6",
-              "MS-UPD-7", "MS-UPD-8", "MS-UPD-10", "MS-UPD-12", "MS-UPD-13", "MS-UPD-17",
-              "MS-UPD-18", "MS-UPD-20", "MS-UPD-21"}  # fmt: skip
+              "MS-UPD-7", "MS-UPD-8", "MS-UPD-9", "MS-UPD-10", "MS-UPD-12", "MS-UPD-13",
+              "MS-UPD-14", "MS-UPD-17", "MS-UPD-18", "MS-UPD-20", "MS-UPD-21",
+              "MS-UPD-22"}  # fmt: skip
+# The broken update run: the agent monitors printers beyond maxDevices and, in automatic mode,
+# checks every third of checkInterval; its update command accepts an expired timestamp, a
+# licence before its notBefore, and reads downloads past their bound. Each flaw must fail
+# exactly its check.
+UPDATE_FLAWS = ("ignores-max-devices+update-hurry", "expired-ok+licence-early+unbounded")
+UPDATE_BROKEN_CHECKS = {
+    "update_expired_timestamp_refused": {"MS-UPD-7"},
+    "update_foreign_and_expired_licences_refused": {"MS-UPD-21"},
+    "update_downloads_bounded": {"MS-UPD-9"},
+    "update_licence_max_devices_respected": {"MS-UPD-22"},
+    "update_automatic_mode": {"MS-UPD-14"},
+}
+# A short discovery interval and SNMP timeout: the extra printer of phase licence_limit is
+# silent until then, and found soon after it answers.
+UPDATE_SETUP = Setup(recordings=("lexmark_ms",), poll_interval=2, discovery_interval=2,
+                     snmp=(1, 0, 5))  # fmt: skip
 
 
 def _update_run(flawed: bool):  # type: ignore[no-untyped-def]
-    broken_cmd = "metersync_conformance.broken agent expired-ok --"
-    update = UPDATE.replace("metersync_agent.service", broken_cmd) if flawed else UPDATE
+    command, update = REFERENCE, UPDATE
+    if flawed:
+        agent_flaw, update_flaw = UPDATE_FLAWS
+        command = broken(agent_flaw)
+        update = UPDATE.replace(
+            "metersync_agent.service", f"metersync_conformance.broken agent {update_flaw} --"
+        )
     return run_agent(
-        REFERENCE,
+        command,
         UPDATE_CLASSES,
-        phases=("baseline", "update"),
-        setup=Setup(recordings=("lexmark_ms",)),
+        phases=("baseline", "update", "licence_limit", "automatic"),
+        setup=UPDATE_SETUP,
         update_command=update,
         update_platform="python",
         only="update_",
@@ -87,7 +109,7 @@ def _update_run(flawed: bool):  # type: ignore[no-untyped-def]
 async def _all() -> dict[str, list[Verdict]]:
     runs = {
         "update": _update_run(False),
-        "update-expired-ok": _update_run(True),
+        "update-broken": _update_run(True),
         "reference": run_agent(REFERENCE, CLASSES, setup=Setup(vanish="oki_c", relay="lexmark_ms")),
         "reference-fringe": run_agent(REFERENCE, CLASSES, setup=FRINGE),
     }
@@ -127,11 +149,16 @@ def test_broken_agent_caught_by_exactly_its_requirement(
     assert by_status(got, Status.FAIL) == FLAWS[flaw][2], (flaw, evidence(got))
 
 
-def test_update_feed_attacks_refused_and_a_frozen_client_caught(
+def test_update_feed_attacks_refused_and_a_broken_client_caught(
     verdicts: dict[str, list[Verdict]],
 ) -> None:
-    ref, frozen = verdicts["update"], verdicts["update-expired-ok"]
+    ref, bad = verdicts["update"], verdicts["update-broken"]
     assert by_status(ref, Status.PASS) == UPDATE_IDS, evidence(ref)
     assert by_status(ref, Status.FAIL) == set(), evidence(ref)
-    # The client that accepts an expired timestamp is caught by the freeze rule and nothing else.
-    assert by_status(frozen, Status.FAIL) == {"MS-UPD-7"}, evidence(frozen)
+    # Each flaw is caught by its own check, and nothing else fails.
+    assert {v.check for v in bad if v.status is Status.FAIL} == set(UPDATE_BROKEN_CHECKS), evidence(
+        bad
+    )
+    for name, ids in UPDATE_BROKEN_CHECKS.items():
+        got = {v.requirement for v in bad if v.check == name and v.status is Status.FAIL}
+        assert got == ids, (name, evidence(bad))
