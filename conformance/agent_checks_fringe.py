@@ -4,6 +4,8 @@ budget, and outbox retention limits after a re-provisioning."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from metersync_conformance import answers
 from metersync_conformance.agent_checks import (
     CORE,
@@ -518,3 +520,30 @@ async def requests_through_the_proxy(ctx: AgentContext) -> list[Finding]:
     if bad:
         return [fail(f"request {bad[0]!r} without the proxy login", expected=want)]
     return [ok(f"all {len(ctx.rec.received)} requests through the proxy, with its login")]
+
+
+@check("MS-ID-8", classes=CORE, role="agent")
+async def one_snapshot_for_two_addresses(ctx: AgentContext) -> Finding:
+    """A printer answering at two addresses in the range is reported once per report."""
+    if (f := _fringe(ctx)) is not None:
+        return f
+    if ctx.twin is None:
+        return not_tested("no printer was served at two addresses")
+    twin, dev = ctx.twin
+    addrs = {twin, dev.host}
+    reports = ctx.rec.reports()
+    # The scenario later replaces that printer (another serial number): judged per key.
+    carrying: Counter[str] = Counter()
+    for r in reports:
+        seen = Counter(
+            d.identity.device_key for d in r.obj.device if d.identity.ip_address in addrs
+        )
+        for key, n in seen.items():
+            if n > 1:
+                msg = f"report {r.report_id} holds {n} snapshots of {key}"
+                return fail(msg, excerpt=_snapshot_xml(r, key))
+        carrying.update(seen)
+    if not carrying:
+        return fail(f"the printer served at {sorted(addrs)} was never reported")
+    shown = ", ".join(f"{k} in {n}" for k, n in sorted(carrying.items()))
+    return ok(f"served at {sorted(addrs)}: one snapshot per report ({shown} reports)")

@@ -230,6 +230,7 @@ class AgentContext:
     excluded_hits: int = 0  # datagrams the excluded address received
     not_printer: str | None = None  # host of the device that is no printer
     slow: str | None = None  # host of the printer that spends its budget
+    twin: tuple[str, Device] | None = None  # a second address serving that device (MS-ID-8)
     vanished: Device | None = None
     vanish_responder: SnmpSimulator | None = None
     replaced: str | None = None  # host where REPLACED took place
@@ -262,9 +263,11 @@ def plan_devices(
     by_name = {r.name: r for r in recordings}
     devices: list[Device] = []
     extra: dict[str, Any] = {}
-    hosts = [f"{HOST_PREFIX}{10 + i}" for i in range(len(recordings) + fringe)]
+    twin = 1 if fringe else 0  # one more address, last: a second interface of a printer
+    hosts = [f"{HOST_PREFIX}{10 + i}" for i in range(len(recordings) + fringe + twin)]
     port = free_udp_port(*hosts)
     if fringe:
+        extra["twin"] = hosts.pop()
         extra["fringe"] = tuple(hosts.pop(1) for _ in range(fringe))
     taken = iter(hosts)
 
@@ -842,8 +845,12 @@ async def run_agent(
             ddir.mkdir(parents=True, exist_ok=True)
             (ddir / "public.snmprec").write_text(text, encoding="utf-8")
             into.append(Endpoint(host, port, ddir))
+        twin_of = next(d for d in devices if d.recording.name != setup.relay)
+        ctx.twin = (extra["twin"], twin_of)
+        fringe_printers.append(Endpoint(extra["twin"], port, twin_of.data_dir))
         hosts = sorted(
-            [d.host for d in devices] + [excluded, odd, slow], key=lambda h: int(h.split(".")[-1])
+            [d.host for d in devices] + [excluded, odd, slow, extra["twin"]],
+            key=lambda h: int(h.split(".")[-1]),
         )
         targets = (
             f"    <include>{hosts[0]}-{hosts[-1].split('.')[-1]}:{port}</include>\n"

@@ -137,7 +137,7 @@ def test_reference_agent_passes_everything(verdicts: dict[str, list[Verdict]]) -
                 "MS-DEL-12", "MS-ERR-3", "MS-HTTP-14", "MS-HTTP-15", "MS-XML-8", "MS-DEL-13",
                 "MS-DEL-14", "MS-PRV-8", "MS-SNMP-4", "MS-SNMP-5", "MS-SNMP-7", "MS-SNMP-8",
                 "MS-SNMP-14", "MS-SNMP-15", "MS-PRV-3", "MS-ID-5", "MS-HTTP-1", "MS-HTTP-6",
-                "MS-SEC-14", "MS-PRV-4", "MS-SNMP-9", "MS-SNMP-11", "MS-PRV-7"):  # fmt: skip
+                "MS-SEC-14", "MS-PRV-4", "MS-SNMP-9", "MS-SNMP-11", "MS-PRV-7", "MS-ID-8"):  # fmt: skip
         assert rid in passed, (rid, evidence(ref), evidence(fringe))
 
 
