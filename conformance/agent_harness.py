@@ -834,6 +834,7 @@ async def run_agent(
     vdir = variation_dir(walks)
     fringe_printers: list[Endpoint] = []
     slow_printers: list[Endpoint] = []
+    twin_printers: list[Endpoint] = []  # own process: the main responder's load stays as it was
     if setup.fringe:
         excluded, odd, slow = extra["fringe"]
         ctx.excluded, ctx.not_printer, ctx.slow = (excluded, port), odd, slow
@@ -847,7 +848,7 @@ async def run_agent(
             into.append(Endpoint(host, port, ddir))
         twin_of = next(d for d in devices if d.recording.name != setup.relay)
         ctx.twin = (extra["twin"], twin_of)
-        fringe_printers.append(Endpoint(extra["twin"], port, twin_of.data_dir))
+        twin_printers.append(Endpoint(extra["twin"], port, twin_of.data_dir))
         hosts = sorted(
             [d.host for d in devices] + [excluded, odd, slow, extra["twin"]],
             key=lambda h: int(h.split(".")[-1]),
@@ -920,6 +921,8 @@ async def run_agent(
         if slow_printers
         else None
     )
+    if twin_printers:
+        responders.append(SnmpSimulator(endpoints=twin_printers, variation_modules_dir=vdir))
     for d in devices:
         if d.recording.name in alone:
             ctx.vanished = d
