@@ -860,5 +860,6 @@ async def agent_holds_no_listening_socket(ctx: AgentContext) -> list[Finding]:
 from metersync_conformance import (  # noqa: E402, F401
     agent_checks_devices,
     agent_checks_fringe,
+    agent_checks_walk,
     agent_checks_wire,
 )

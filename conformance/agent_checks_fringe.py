@@ -372,17 +372,20 @@ async def other_serial_is_other_device(ctx: AgentContext) -> list[Finding]:
     if ctx.replaced is None:
         return [not_tested(f"no {REPLACED[0]} printer to replace in this run")]
     t0 = ctx.phase("limits")[0]
+    # The printer also answering at a second address (MS-ID-8) may be reported at that one.
+    twin = ctx.twin[0] if ctx.twin and ctx.twin[1].host == ctx.replaced else None
+    addrs = {ctx.replaced, twin} - {None}
     snaps = [
         (d, r)
         for r in ctx.rec.reports()
         if r.t >= t0
         for d in r.obj.device
-        if d.identity.ip_address == ctx.replaced and d.identity.serial_number == REPLACED[2]
+        if d.identity.ip_address in addrs and d.identity.serial_number == REPLACED[2]
     ]
     if not snaps:
         return [
             fail(
-                f"the replacing printer at {ctx.replaced} was never reported",
+                f"the replacing printer at {' or '.join(sorted(addrs))} was never reported",
                 excerpt=ctx.agent_log(),
             )
         ]
@@ -524,26 +527,49 @@ async def requests_through_the_proxy(ctx: AgentContext) -> list[Finding]:
 
 @check("MS-ID-8", classes=CORE, role="agent")
 async def one_snapshot_for_two_addresses(ctx: AgentContext) -> Finding:
-    """A printer answering at two addresses in the range is reported once per report."""
+    """A printer answering at two addresses in the range is reported once per poll cycle: no
+    two reports of one cycle (same agentStatus/lastCycle) hold a snapshot of its key."""
     if (f := _fringe(ctx)) is not None:
         return f
     if ctx.twin is None:
         return not_tested("no printer was served at two addresses")
     twin, dev = ctx.twin
     addrs = {twin, dev.host}
-    reports = ctx.rec.reports()
+    # One entry per report (a resent report counts once), grouped by the cycle it reports.
+    cycles: dict[tuple[str, ...], dict[str, Received]] = {}
+    for r in ctx.rec.reports():
+        st = r.obj.agent_status
+        last = st.last_cycle
+        cycle = (
+            (str(st.started_at), str(last.started_at), str(last.finished_at))
+            if last
+            else (r.report_id,)
+        )
+        cycles.setdefault(cycle, {})[r.report_id] = r
     # The scenario later replaces that printer (another serial number): judged per key.
     carrying: Counter[str] = Counter()
-    for r in reports:
-        seen = Counter(
-            d.identity.device_key for d in r.obj.device if d.identity.ip_address in addrs
-        )
+    for cycle, reports in cycles.items():
+        seen: Counter[str] = Counter()
+        for r in reports.values():
+            seen.update(
+                d.identity.device_key for d in r.obj.device if d.identity.ip_address in addrs
+            )
         for key, n in seen.items():
             if n > 1:
-                msg = f"report {r.report_id} holds {n} snapshots of {key}"
-                return fail(msg, excerpt=_snapshot_xml(r, key))
+                where = [
+                    r
+                    for r in reports.values()
+                    if key in {d.identity.device_key for d in r.obj.device}
+                ]
+                msg = (
+                    f"{n} snapshots of {key} for the poll cycle started {cycle[1]} "
+                    f"(reports {', '.join(str(r.sequence) for r in where)})"
+                )
+                return fail(
+                    msg, expected="one snapshot per cycle", excerpt=_snapshot_xml(where[-1], key)
+                )
         carrying.update(seen)
     if not carrying:
         return fail(f"the printer served at {sorted(addrs)} was never reported")
     shown = ", ".join(f"{k} in {n}" for k, n in sorted(carrying.items()))
-    return ok(f"served at {sorted(addrs)}: one snapshot per report ({shown} reports)")
+    return ok(f"served at {sorted(addrs)}: one snapshot per poll cycle ({shown} cycles)")

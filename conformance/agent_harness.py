@@ -25,7 +25,9 @@ Throughout, the agent's process tree is inspected for listening sockets.
 An agent claiming Agent-SMTP without Agent-HTTP is provisioned with SMTP only: it enrolls with
 the harness manager over HTTP and mails its reports to the harness relay (fake_relay), and the
 scenario is the baseline, then `smtp_transient`: the relay answers 451 to the next two mails,
-which must come again, byte for byte, and be accepted once.
+which must come again, byte for byte, and be accepted once; then `smtp_refusals`: the relay
+plays 5xx replies to the end of the data (with a MeterSync code that means a refusal, without a
+code, with a code that means retry) and to MAIL and RCPT (fake_relay.SCRIPT, MS-SMTP-13).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ PHASES = (
     "licence_limit",
     "automatic",
 )
-SMTP_PHASES = ("baseline", "smtp_transient")
+SMTP_PHASES = ("baseline", "smtp_transient", "smtp_refusals")
 SMTP_FROM = "agent@conformance.invalid"
 SMTP_TO = "reports@conformance.invalid"
 # "channel" (channel_harness.py) follows them when Agent-Channel is claimed.
@@ -164,7 +166,12 @@ class Setup:
     proxy: bool = False  # the manager is reached through the harness's HTTP proxy (proxy.py)
     refusals: bool = True  # with fringe: first start the agent with bad Provisioning documents
     v3: bool = False  # printers know only the SNMPv3 user V3_GOOD; provisioned first (MS-SNMP-2)
+    walk_cap: bool = False  # one more printer, with a table longer than the walk cap (walk_cap.py)
 
+
+# A short run of its own: one plain printer and the one with the long table, baseline only.
+WALK_CAP = Setup(recordings=("lexmark_ms",), walk_cap=True)
+WALK_CAP_PHASES = ("baseline",)
 
 FRINGE = Setup(
     recordings=("brother_hl", "text_latin1"),
@@ -235,6 +242,8 @@ class AgentContext:
     vanish_responder: SnmpSimulator | None = None
     replaced: str | None = None  # host where REPLACED took place
     relay: Relay | None = None
+    walk_cap: Any = None  # walk_cap.WalkCapPrinter when setup.walk_cap
+    mail_relay: Any = None  # fake_relay.FakeRelay in SMTP-only mode
     proxy: Proxy | None = None
     trap_payload: bytes = b""  # sent in a trap to UDP 162 during the baseline (MS-SNMP-3)
     refusals: list[tuple[str, str, int | None, str, int]] = field(default_factory=list)
@@ -256,16 +265,18 @@ class AgentContext:
 
 
 def plan_devices(
-    recordings: list[Recording], root: Path, fringe: int = 0
+    recordings: list[Recording], root: Path, fringe: int = 0, spare: int = 0
 ) -> tuple[list[Device], dict[str, Any]]:
     """Addresses and roles: movers and their moved twins, swap pairs, and the rest; `fringe`
-    more addresses (excluded, not a printer, slow) in the middle of the range."""
+    more addresses (excluded, not a printer, slow) in the middle of the range; `spare` more
+    at its end."""
     by_name = {r.name: r for r in recordings}
     devices: list[Device] = []
     extra: dict[str, Any] = {}
     twin = 1 if fringe else 0  # one more address, last: a second interface of a printer
-    hosts = [f"{HOST_PREFIX}{10 + i}" for i in range(len(recordings) + fringe + twin)]
+    hosts = [f"{HOST_PREFIX}{10 + i}" for i in range(len(recordings) + fringe + twin + spare)]
     port = free_udp_port(*hosts)
+    extra["spare"] = [hosts.pop() for _ in range(spare)]
     if fringe:
         extra["twin"] = hosts.pop()
         extra["fringe"] = tuple(hosts.pop(1) for _ in range(fringe))
@@ -456,6 +467,10 @@ async def scenario(ctx: AgentContext, agent: AgentProcess, work: Path, walks: Pa
 
     initial = [d for d in ctx.devices if d.role != "moved"]
     want = {d.recording.key for d in initial}
+    if ctx.walk_cap is not None:
+        from metersync_conformance import walk_cap
+
+        want.add(walk_cap.KEY)
     begin("baseline")
     agent.start()
     ok = await rec.wait_for(lambda: want <= _keys_in(rec.accepted_reports()), 45)
@@ -513,6 +528,11 @@ async def scenario(ctx: AgentContext, agent: AgentProcess, work: Path, walks: Pa
             return bool(refused) and not rec.outages and refused <= done
 
         end("smtp_transient", await rec.wait_for(resent, 60))
+
+    if "smtp_refusals" in ctx.planned and ctx.mail_relay is not None:
+        begin("smtp_refusals")
+        end("smtp_refusals", await smtp_refusals(ctx))
+    if ctx.mail_relay is not None:
         return
 
     if "retry_after" not in ctx.planned:
@@ -556,6 +576,33 @@ async def scenario(ctx: AgentContext, agent: AgentProcess, work: Path, walks: Pa
         return ids <= done and bool(after)
 
     end("recovery", await rec.wait_for(delivered, 120))
+
+
+async def smtp_refusals(ctx: AgentContext) -> bool:
+    """Play the relay's 5xx script; done when it is played, every mail refused with a "retry"
+    reply came again and was accepted, and the sequence numbers mailed have no gap (a report
+    refused at MAIL or RCPT was never seen: only its resend fills the gap)."""
+    from metersync_conformance.fake_relay import SCRIPT
+
+    rec, script = ctx.rec, ctx.mail_relay.script
+    n0 = len(rec.received)
+    ctx.mail_relay.play()
+
+    def settled() -> bool:
+        if script.pending:
+            return False
+        later = [r for r in rec.received[n0:] if r.kind == "Report"]
+        retry = {r.report_id for r in later if r.script and SCRIPT[r.script][2] == "retry"}
+        done = {r.report_id for r in later if r.answer_kind in ("accepted", "duplicate")}
+        return retry <= done and not sequence_gaps(rec.reports())
+
+    return await rec.wait_for(settled, 90)
+
+
+def sequence_gaps(reports: list[Received]) -> list[int]:
+    """Sequence numbers below the highest seen that were never seen."""
+    seen = {r.sequence for r in reports if r.sequence is not None}
+    return sorted(set(range(min(seen), max(seen) + 1)) - seen) if seen else []
 
 
 async def update_phase(
@@ -786,7 +833,8 @@ async def run_agent(
     setup = setup or Setup()
     explicit = phases is not None
     phases = phases or (FRINGE_PHASES if setup.fringe else PHASES)
-    if "Agent-Channel" in classes and "channel" not in phases and not setup.fringe:
+    short = setup.fringe or setup.walk_cap
+    if "Agent-Channel" in classes and "channel" not in phases and not short:
         phases = (*phases, "channel")  # last: the channel stays off until then (MS-CH-1)
     recordings = load(walks)
     if setup.recordings is not None:
@@ -800,7 +848,9 @@ async def run_agent(
     else:
         tmp = tempfile.TemporaryDirectory(prefix="metersync-conformance-")
         work = Path(tmp.name)
-    devices, extra = plan_devices(recordings, work, fringe=3 if setup.fringe else 0)
+    devices, extra = plan_devices(
+        recordings, work, fringe=3 if setup.fringe else 0, spare=int(setup.walk_cap)
+    )
     for d in devices:
         if d.role != "moved":
             install_recording(d.recording.snmprec, d.data_dir)
@@ -815,6 +865,7 @@ async def run_agent(
         if not explicit and not setup.fringe:
             phases = SMTP_PHASES
     ctx = AgentContext(
+        mail_relay=relay,
         rec=manager.rec,
         devices=devices,
         move=extra.get("move"),
@@ -856,6 +907,10 @@ async def run_agent(
         targets = (
             f"    <include>{hosts[0]}-{hosts[-1].split('.')[-1]}:{port}</include>\n"
             f"    <exclude>{excluded}:{port}</exclude>"
+        )
+    if setup.walk_cap:
+        targets = "\n".join(
+            f"    <include>{h}:{port}</include>" for h in [d.host for d in devices] + extra["spare"]
         )
     prov = work / "provisioning.xml"
     if setup.proxy:
@@ -941,6 +996,11 @@ async def run_agent(
         for d in relayed.values():
             watch = Relay((d.host, d.port), (d.host, behind), timeout=float(setup.snmp[0]))
             ctx.relay = await watch.start()
+        if setup.walk_cap:
+            from metersync_conformance import walk_cap
+
+            host = extra["spare"][0]
+            ctx.walk_cap = await walk_cap.start(work, host, port, float(setup.snmp[0]))
         watcher = asyncio.create_task(_watch_sockets(ctx, agent, stop))
         if setup.fringe:
             await scenario_fringe(ctx, agent, prov, remake, slow_responder)
@@ -975,6 +1035,8 @@ async def run_agent(
         await manager.stop()
         if ctx.relay is not None:
             ctx.relay.close()
+        if ctx.walk_cap is not None:
+            await ctx.walk_cap.stop()
         if ctx.proxy is not None:
             await ctx.proxy.close()
         if ctx.update is not None:
@@ -1004,8 +1066,9 @@ async def run_all(
     update_command: str | None = None,
     update_platform: str = "any",
 ) -> tuple[list[Verdict], float]:
-    """Both scenarios at once, as a certification run does: the full scenario on every
-    recording, and the hard cases (FRINGE) on two of them; the verdicts of both together."""
+    """The scenarios at once, as a certification run does: the full scenario on every
+    recording, the hard cases (FRINGE) on two of them and the short walk-cap run (WALK_CAP);
+    the verdicts of all together."""
     started = time.monotonic()
     names = [r.name for r in load(walks)]
     main = Setup(
@@ -1026,6 +1089,19 @@ async def run_all(
                 only=only,
                 progress=progress,
                 setup=FRINGE,
+            )  # fmt: skip
+        )
+    if set(WALK_CAP.recordings or ()) <= set(names):
+        runs.append(
+            run_agent(
+                command,
+                classes,
+                walks=walks,
+                keep=keep and keep / "walk-cap",
+                only=only,
+                progress=progress,
+                setup=WALK_CAP,
+                phases=WALK_CAP_PHASES,
             )  # fmt: skip
         )
     results = await asyncio.gather(*runs)

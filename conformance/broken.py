@@ -29,7 +29,12 @@ instead of backing off, still honouring Retry-After), `listen` (opens a TCP list
 report or agent as delivery), `unbounded` (as the manager's), `licence-early` (its update
 command installs a licence before its notBefore: MS-UPD-21), `ignores-max-devices` (monitors
 every printer whatever the licence's maxDevices: MS-UPD-22), `update-hurry` (in automatic mode
-checks the feed every third of checkInterval: MS-UPD-14).
+checks the feed every third of checkInterval: MS-UPD-14), `no-walk-cap` (walks a subtree to
+its end, however long: MS-SNMP-10), `twin-reported` (a device found at two addresses is
+reported twice per poll cycle, in two reports of that cycle: MS-ID-8), `smtp-code-ignored`
+(takes every 5xx to the end of the mail data as a refusal, even one naming a MeterSync code to
+retry: MS-SMTP-13), `fresh-kept` (a fresh read over the channel replaces the snapshot the agent
+holds for the device: MS-CH-19).
 
 Flaws join with `+` (`expired-ok+unbounded`): each breaks its own rule, so one run of a
 deliberately broken implementation can prove several checks at once.
@@ -74,6 +79,10 @@ AGENT_FLAWS = (
     "licence-early",
     "ignores-max-devices",
     "update-hurry",
+    "no-walk-cap",
+    "twin-reported",
+    "smtp-code-ignored",
+    "fresh-kept",
 )
 
 _DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*>")
@@ -382,8 +391,80 @@ def break_agent(flaw: str) -> None:
         from metersync_agent import updating
 
         updating.next_check_delay = lambda interval, rng: interval / 3  # type: ignore[assignment]
+    elif flaw == "no-walk-cap":
+        from metersync_agent import poller
+
+        real_poll = poller.poll_device
+
+        async def poll_device(*args: Any, **kw: Any) -> Any:
+            return await real_poll(*args, **{**kw, "max_varbinds": 10**9})
+
+        poller.poll_device = poll_device  # type: ignore[assignment]
+    elif flaw == "twin-reported":
+        _report_twins_twice()
+    elif flaw == "smtp-code-ignored":
+        from metersync_agent import transport_smtp
+        from metersync_agent.backoff import Refused
+
+        real_classify = transport_smtp.classify_reply
+
+        def classify_reply(code: int, text: str, stage: str) -> Any:
+            if stage == "data" and 500 <= code < 600:
+                return Refused(code, f"SMTP_{code}", text)
+            return real_classify(code, text, stage)
+
+        transport_smtp.classify_reply = classify_reply  # type: ignore[assignment]
+    elif flaw == "fresh-kept":
+        from metersync_agent import service
+
+        real_fresh = service.AgentService.fresh
+
+        async def fresh(self: Any, device_key: str) -> Any:
+            snap = await real_fresh(self, device_key)
+            for e in self.state.devices.values():
+                if (
+                    e.last_snapshot is not None
+                    and e.last_snapshot.identity.device_key == device_key
+                ):
+                    e.last_snapshot = snap  # the channel's read becomes the device's state
+            return snap
+
+        service.AgentService.fresh = fresh  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown agent flaw {flaw!r}; known: {', '.join(AGENT_FLAWS)}")
+
+
+def _report_twins_twice() -> None:
+    """Keep every answered snapshot of a cycle, and put a key seen again into another report
+    of the same cycle (so no report holds a key twice: only MS-ID-8 is broken)."""
+    from metersync_agent import service
+
+    real_one = service.one_snapshot_per_key
+    real_store = service.AgentService._store
+
+    def one_snapshot_per_key(snapshots: list[Any]) -> tuple[list[Any], int]:
+        kept, dropped = real_one(snapshots)
+        again = [
+            s
+            for s in snapshots
+            if service.classify(s) != "failed" and all(s is not k for k in kept)
+        ]
+        return kept + again, dropped
+
+    async def store(self: Any, cycle: Any, snapshots: list[Any]) -> None:
+        batches: list[list[Any]] = []
+        for snap in snapshots:
+            key = snap.identity.device_key
+            free = [b for b in batches if all(s.identity.device_key != key for s in b)]
+            if free:
+                free[0].append(snap)
+            else:
+                batches.append([snap])
+        for batch in batches or [[]]:
+            await real_store(self, cycle, batch)
+
+    service.one_snapshot_per_key = one_snapshot_per_key  # type: ignore[assignment]
+    service.AgentService._store = store  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -362,6 +362,90 @@ async def device_and_fresh_resources(ctx: AgentContext) -> list[Finding]:
     return out
 
 
+def _body(item: Sent, name: str) -> Any:
+    """The answer's document of that kind (device, device_list, agent_status), else None."""
+    a = item.answer
+    return getattr(a.obj.body, name, None) if a and a.obj and a.status == 200 else None
+
+
+def _cycle_of(report: Any) -> tuple[str, ...]:
+    st = report.obj.agent_status
+    last = st.last_cycle
+    if last is None:
+        return (report.report_id,)
+    return str(st.started_at), str(last.started_at), str(last.finished_at)
+
+
+STATUS_KEPT = ("software", "started_at", "channel_enabled", "update_mode", "dropped_reports")
+
+
+@check("MS-CH-19", classes=CHANNEL, role="agent")
+async def channel_requests_change_nothing(ctx: AgentContext) -> list[Finding]:
+    """After status, device list, held and fresh snapshots, refused methods and paths, invalid
+    requests and a burst of fresh reads: the same status and device list, every held snapshot
+    one of the agent's own polls (not a fresh read), and no fresh snapshot in a report."""
+    run = _run(ctx)
+    if isinstance(run, Finding):
+        return [run]
+    before, after = run.step("get"), run.step("after")
+    if not before or not after:
+        return [not_tested("the status and device list were not asked for before and after")]
+    out: list[Finding] = []
+
+    def one(items: list[Sent], path: str, name: str) -> Any:
+        found = [s for s in items if s.path == path]
+        return _body(found[0], name) if found else None
+
+    old, new = one(before, "/devices", "device_list"), one(after, "/devices", "device_list")
+    if old is None or new is None:
+        out.append(fail("GET /devices was not answered with a DeviceList before and after"))
+    else:
+        gone = sorted({d.device_key for d in old.device} - {d.device_key for d in new.device})
+        came = sorted({d.device_key for d in new.device} - {d.device_key for d in old.device})
+        if gone or came:
+            out.append(fail("the device list changed", expected="the same device keys",
+                            actual=f"gone {gone}, new {came}"))  # fmt: skip
+    s0, s1 = one(before, "/status", "agent_status"), one(after, "/status", "agent_status")
+    if s0 is None or s1 is None:
+        out.append(fail("GET /status was not answered with an AgentStatus before and after"))
+    else:
+        changed = [f for f in STATUS_KEPT if str(getattr(s0, f)) != str(getattr(s1, f))]
+        if changed:
+            f = changed[0]
+            out.append(fail(f"AgentStatus {f} changed", expected=str(getattr(s0, f)),
+                            actual=str(getattr(s1, f))))  # fmt: skip
+    fresh = {
+        (d.identity.device_key, str(d.polled_at))
+        for s in run.step("fresh") + run.step("burst")
+        if (d := _body(s, "device")) is not None
+    }
+    for s in after:
+        d = _body(s, "device")
+        if d is not None and (d.identity.device_key, str(d.polled_at)) in fresh:
+            out.append(fail(f"{s.path} now answers the snapshot of a fresh read",
+                            expected="the snapshot of the agent's last poll cycle",
+                            actual=f"polledAt {d.polled_at}", excerpt=_excerpt(s)))  # fmt: skip
+            break
+    t0 = run.enabled_at or 0.0
+    reports = {r.report_id: r for r in ctx.rec.reports() if r.t >= t0}
+    per_cycle: dict[tuple[str, ...], list[str]] = {}
+    for r in reports.values():
+        keys = [d.identity.device_key for d in r.obj.device]
+        if any((k, str(d.polled_at)) in fresh for k, d in zip(keys, r.obj.device, strict=True)):
+            out.append(fail(f"report {r.sequence} carries a fresh read's snapshot"))
+            break
+        per_cycle.setdefault(_cycle_of(r), []).extend(keys)
+    twice = [c for c, keys in per_cycle.items() if len(keys) != len(set(keys))]
+    if twice:
+        out.append(fail("a device was reported twice for one poll cycle (an extra report)",
+                        actual=f"agentStatus/lastCycle {twice[0]}"))  # fmt: skip
+    if out:
+        return out
+    n = sum(len(v) for v in run.steps.values())
+    return [ok(f"{n} channel requests: same status and {len(new.device)} devices, held "
+               f"snapshots from polls, {len(reports)} reports without fresh reads")]  # fmt: skip
+
+
 @check("MS-CH-13", classes=CHANNEL, role="agent")
 async def fresh_read_of_a_silent_device(ctx: AgentContext) -> Finding:
     """A fresh read of a device that answers nothing: 504 with error 5004 and retryAfter."""

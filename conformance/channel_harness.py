@@ -5,10 +5,11 @@ the whole run before it). The agent is restarted with `channel enabled="true"`, 
 WebSocket it opens the harness sends: the four GETs of Table 10-1; POST, PUT and DELETE
 (MS-CH-7); unknown paths, a query, an unknown device (MS-CH-9); an invalid request with a
 readable requestId and garbage without one (MS-CH-15); a burst of six fresh reads, two of them
-for the same device (MS-CH-14). It closes the WebSocket (the agent must reopen it, MS-CH-16),
-then refuses upgrades like a blocking proxy (the agent must fall back to long-poll, MS-CH-2)
-and asks again over long-poll; last, with every printer stopped, a fresh read (MS-CH-13).
-The checks (channel_checks.py) judge the records.
+for the same device (MS-CH-14); then the status, the device list and each held snapshot again,
+which all those requests must not have changed (MS-CH-19). It closes the WebSocket (the agent
+must reopen it, MS-CH-16), then refuses upgrades like a blocking proxy (the agent must fall back
+to long-poll, MS-CH-2) and asks again over long-poll; last, with every printer stopped, a fresh
+read (MS-CH-13). The checks (channel_checks.py) judge the records.
 """
 
 from __future__ import annotations
@@ -144,6 +145,10 @@ async def run_channel_phase(
     burst = [peer.request("GET", f"/devices/{k}/fresh") for k in burst_keys]
     run.steps["burst"] = burst
     await _answers(peer, burst)
+    # MS-CH-19: what the agent holds after every kind of request; compared with "get".
+    again = [("GET", "/status"), ("GET", "/devices")]
+    again += [("GET", f"/devices/{k}") for k in dict.fromkeys(burst_keys)]
+    await _ask_all(peer, run, "after", again)
 
     # MS-CH-16: the channel closes; the agent opens it again.
     upgrades = len([a for a in peer.attempts if a.kind == "websocket"])

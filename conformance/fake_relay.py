@@ -4,8 +4,10 @@ An aiosmtpd server on loopback. Every mail is recorded in the harness Recorder l
 request: the `report.xml` part, transfer-decoded, is the body; the `report.xml.sig` line is the
 `metersync-signature` header; the whole mail is kept for the structure checks. Like a relay it
 answers 250 to any mail (its checks judge afterwards), except while told to be unavailable:
-then 451, so the agent must send the same mail again later. The harness manager's recorder
-knows the agent's key from its Enrollment (enrollment is always over HTTP).
+then 451, so the agent must send the same mail again later; or while it plays a script of
+refusals (SCRIPT, MS-SMTP-13): each entry refuses the next MAIL, RCPT or end of DATA with a 5xx
+reply, with or without a MeterSync code, and "accept" lets the next mail through. The harness
+manager's recorder knows the agent's key from its Enrollment (enrollment is always over HTTP).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from collections import deque
+from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesParser
 from typing import Any
@@ -40,9 +44,72 @@ def split_mail(mail: bytes) -> tuple[bytes | None, str | None, str | None]:
         return None, None, f"unreadable mail: {exc!r}"
 
 
+# name: (the command refused, the reply, what a conforming agent does with the report:
+# "retry" = the same mail again later, "refused" = the rejected area, never mailed again)
+SCRIPT: dict[str, tuple[str, str, str]] = {
+    "data-coded-refusal": (
+        "data", "554 5.6.0 MeterSync 1008 SCHEMA_VIOLATION: the harness refuses it", "refused",
+    ),
+    "data-uncoded": ("data", "554 5.6.0 message content rejected", "refused"),
+    "data-coded-retry": (
+        "data", "554 5.6.0 MeterSync 2003 BAD_SIGNATURE: the harness doubts it", "retry",
+    ),
+    "mail": ("mail", "550 5.7.1 sender address not allowed on this relay", "retry"),
+    "rcpt": ("rcpt", "550 5.1.1 recipient unknown on this relay", "retry"),
+}  # fmt: skip
+# Refusals first, then the retried ones (each followed by "accept" for its resend): a report
+# wrongly retried after a refusal comes again before the phase is over.
+PLAYED = ("data-coded-refusal", "data-uncoded", "data-coded-retry", "accept", "mail", "accept",
+          "rcpt", "accept")  # fmt: skip
+
+
+@dataclass
+class Script:
+    """The refusals to play, and the MAIL/RCPT ones played (no report is seen there)."""
+
+    pending: deque[str] = field(default_factory=deque)
+    before_data: list[tuple[float, str]] = field(default_factory=list)  # (monotonic, name)
+
+    def take(self, stage: str) -> tuple[str, str] | None:
+        """(name, reply) when the next entry refuses at `stage`; "accept" is taken at data."""
+        if not self.pending:
+            return None
+        name = self.pending[0]
+        if name == "accept" and stage == "data":
+            self.pending.popleft()
+            return None
+        if name != "accept" and SCRIPT[name][0] == stage:
+            self.pending.popleft()
+            return name, SCRIPT[name][1]
+        return None
+
+
 class RelayHandler:
-    def __init__(self, rec: Recorder) -> None:
-        self.rec = rec
+    def __init__(self, rec: Recorder, script: Script) -> None:
+        self.rec, self.script = rec, script
+
+    async def handle_MAIL(  # noqa: N802
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if (got := self.script.take("mail")) is not None:
+            return self._before_data(*got)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(  # noqa: N802
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if (got := self.script.take("rcpt")) is not None:
+            return self._before_data(*got)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
+
+    def _before_data(self, name: str, reply: str) -> str:
+        self.script.before_data.append((time.monotonic(), name))
+        self.rec.changed.set()
+        return reply
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         rec = self.rec
@@ -73,6 +140,9 @@ class RelayHandler:
                 if out.remaining <= 0:
                     rec.outages.popleft()
             return self._done(item, 451, "unavailable", "451 4.3.0 the harness plays a busy relay")
+        if (got := self.script.take("data")) is not None:
+            item.script = got[0]
+            return self._done(item, int(got[1][:3]), f"smtp {got[1][:3]}", got[1])
         if item.kind != "Report":
             return self._done(item, 250, "accepted", "250 OK")
         digest = hashlib.sha256(item.body).hexdigest()
@@ -91,10 +161,14 @@ class FakeRelay:
     def __init__(self, rec: Recorder, host: str = "127.0.0.1") -> None:
         self.rec, self.host = rec, host
         self.port = free_tcp_port(host)
+        self.script = Script()
         self._server: asyncio.AbstractServer | None = None
 
+    def play(self, names: tuple[str, ...] = PLAYED) -> None:
+        self.script.pending.extend(names)
+
     async def start(self) -> FakeRelay:
-        handler = RelayHandler(self.rec)
+        handler = RelayHandler(self.rec, self.script)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: SMTP(handler, data_size_limit=32 * 1024 * 1024), self.host, self.port

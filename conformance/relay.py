@@ -3,8 +3,10 @@
 The agent talks to the relay at the printer's address; the relay forwards each datagram to the
 responder (same host, another port) and the answers back. For every SNMPv1/v2c request it
 records the PDU type, max-repetitions of a GETBULK, and how many of the agent's requests were
-outstanding at once (sent less than half a `timeout` ago and not answered yet). SNMPv3 messages
-are forwarded and counted, not decoded. Also: `trap()` builds an SNMPv2 trap for MS-SNMP-3.
+outstanding at once (sent less than half a `timeout` ago and not answered yet), and a log of the
+GETNEXT/GETBULK requests with their first OID (to count the rows an agent asked for in one walk,
+MS-SNMP-10). SNMPv3 messages are forwarded and counted, not decoded. Also: `trap()` builds an
+SNMPv2 trap for MS-SNMP-3.
 """
 
 from __future__ import annotations
@@ -42,6 +44,54 @@ def _int(data: bytes, pos: int) -> tuple[int, int]:
     return int.from_bytes(data[a:b], "big", signed=True), b
 
 
+def _read_oid(data: bytes, pos: int) -> tuple[int, ...]:
+    """The OBJECT IDENTIFIER whose TLV starts at pos."""
+    _, a, b = _tlv(data, pos)
+    top = min(data[a] // 40, 2)
+    out, n = [top, data[a] - 40 * top], 0
+    for byte in data[a + 1 : b]:
+        n = (n << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            out.append(n)
+            n = 0
+    return tuple(out)
+
+
+def first_oid(data: bytes) -> tuple[int, ...] | None:
+    """The OID of the first variable binding of a v1/v2c message, else None."""
+    try:
+        _, pos, _ = _tlv(data, 0)
+        for _ in range(2):  # version, community
+            pos = _tlv(data, pos)[2]
+        _, pos, _ = _tlv(data, pos)  # the PDU
+        for _ in range(3):  # request-id, error-status/non-repeaters, error-index/max-reps
+            pos = _tlv(data, pos)[2]
+        _, pos, _ = _tlv(data, pos)  # the varbind list
+        _, pos, _ = _tlv(data, pos)  # the first varbind
+        return _read_oid(data, pos)
+    except IndexError:
+        return None
+
+
+def rows_per_walk(
+    log: list[tuple[int, str, int, tuple[int, ...]]], subtree: tuple[int, ...]
+) -> list[int]:
+    """Rows asked for in each walk of `subtree` (GETBULK: max-repetitions, GETNEXT: 1). A walk
+    starts where a request's OID goes back; a request for the OID just asked for (a resend,
+    whatever its request-id) is not counted twice."""
+    n = len(subtree)
+    walks: list[int] = []
+    last: tuple[int, ...] | None = None
+    for _rid, name, reps, oid in log:
+        if name not in ("getbulk", "getnext") or oid[:n] != subtree or oid == last:
+            continue
+        if last is None or oid < last:
+            walks.append(0)
+        walks[-1] += reps if name == "getbulk" else 1
+        last = oid
+    return walks
+
+
 def parse(data: bytes) -> tuple[int, str, int, int, bytes] | None:
     """(version, pdu name, request-id, max-repetitions or 0, community) of a v1/v2c message,
     else None."""
@@ -69,6 +119,8 @@ class Seen:
     communities: dict[bytes, int] = field(default_factory=dict)  # requests per community
     max_repetitions: int = 0
     most_outstanding: int = 0
+    # (request-id, pdu name, max-repetitions, first OID) of every GETNEXT and GETBULK
+    walk_log: list[tuple[int, str, int, tuple[int, ...]]] = field(default_factory=list)
 
 
 class _Upstream(asyncio.DatagramProtocol):
@@ -118,6 +170,8 @@ class Relay(asyncio.DatagramProtocol):
                 s.communities[community] = s.communities.get(community, 0) + 1
             s.requests[name] = s.requests.get(name, 0) + 1
             s.max_repetitions = max(s.max_repetitions, reps)
+            if name in ("getbulk", "getnext") and (oid := first_oid(data)) is not None:
+                s.walk_log.append((rid, name, reps, oid))
             # A retransmission (same request-id) is not a second outstanding request, and one
             # sent over half a timeout ago may have timed out at the agent already (the relay
             # sees datagrams late under load); true parallel requests arrive together.

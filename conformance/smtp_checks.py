@@ -387,3 +387,76 @@ async def smtp_relay_acceptance(ctx: Any) -> list[Finding]:
         out.append(fail(f"report {again[0].report_id} was mailed again after the relay's 250",
                         expected="the 250 is the receipt (SMTP only)"))  # fmt: skip
     return out or [ok("451 → the same mail again; 250 → removed, never mailed again")]
+
+
+def _resent_after(mails: list[Any], first: Any) -> list[Any]:
+    return [m for m in mails if m.t > first.t and m.report_id == first.report_id]
+
+
+def _judge_data_reply(mails: list[Any], name: str) -> Finding:
+    from metersync_conformance.fake_relay import SCRIPT
+
+    _, reply, expect = SCRIPT[name]
+    hit = [m for m in mails if m.script == name]
+    if not hit:
+        return fail(f"{reply!r} was never played (the agent mailed too little)")
+    first = hit[0]
+    again = _resent_after(mails, first)
+    label = f"after {reply.split(':')[0]!r} to the data of report {first.sequence}"
+    if expect == "retry" and not again:
+        want = "a failed attempt: the same mail again after backoff"
+        return fail(f"{label}: never mailed again (taken as a refusal)", expected=want)
+    if expect == "retry" and again[0].body != first.body:
+        return fail(f"{label}: mailed again with other bytes")
+    if expect == "refused" and again:
+        return fail(
+            f"{label}: mailed again {again[0].t - first.t:.1f} s later",
+            expected="rejected area, never mailed again",
+            actual=f"{len(again)} more mails",
+        )
+    return ok(f"{label}: {expect}")
+
+
+@check("MS-SMTP-13", classes=AGENT, role="agent")
+async def smtp_relay_replies(ctx: Any) -> list[Finding]:
+    """4xx: the same mail again; 5xx to the data naming a code: that code's Table 11-1 outcome;
+    5xx to the data without a code: rejected area (never mailed again); 5xx to MAIL or RCPT: a
+    failed attempt, so the report comes again (no sequence number is lost). The operator alert
+    of the last case has no protocol element, so it is not judged."""
+    from metersync_conformance.agent_harness import sequence_gaps
+    from metersync_conformance.fake_relay import SCRIPT
+
+    out: list[Finding] = []
+    mails = [m for m in _mails(ctx) if m.kind == "Report"]
+    delivered = ("accepted", "duplicate")
+    if "smtp_transient" in ctx.planned:
+        busy = [m for m in mails if m.answer_kind == "unavailable"]
+        lost = [
+            m for m in busy if not any(n.answer_kind in delivered for n in _resent_after(mails, m))
+        ]
+        if not busy or lost:
+            what = f"report {lost[0].sequence} refused with 451" if lost else "no 451 was played"
+            out.append(fail(f"{what}: not mailed again and accepted", excerpt=ctx.agent_log()))
+        else:
+            out.append(ok(f"451 to {len(busy)} mails: each mailed again and accepted"))
+    if "smtp_refusals" not in ctx.planned:
+        return [*out, not_tested("the smtp_refusals phase was not part of this run")]
+    if "smtp_refusals" not in ctx.phases:
+        return [*out, fail("the scenario never reached the smtp_refusals phase")]
+    out += [_judge_data_reply(mails, n) for n, (stage, _, _) in SCRIPT.items() if stage == "data"]
+    before = ctx.mail_relay.script.before_data if ctx.mail_relay else []
+    gaps = sequence_gaps(mails)
+    if not before:
+        out.append(fail("no MAIL or RCPT was refused (the agent mailed too little)"))
+    elif gaps:
+        out.append(
+            fail(
+                f"after {len(before)} MAIL/RCPT refusals, reports {gaps[:5]} were never mailed",
+                expected="a failed attempt: the report mailed again later",
+                actual=f"sequence numbers {gaps[:5]} missing",
+            )
+        )
+    else:
+        names = ", ".join(n.upper() for _, n in before)
+        out.append(ok(f"5xx to {names}: a failed attempt, every report mailed later"))
+    return out

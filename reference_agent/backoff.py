@@ -45,6 +45,7 @@ class RetryLater:
     reason: str
     retry_after: float | None = None
     alert: bool = False  # the operator must act (the manager refuses this agent's key)
+    action: str = "re-enroll it or restore its key at the manager"  # what the alert asks for
 
 
 @dataclass(frozen=True)

@@ -766,9 +766,9 @@ class AgentService:
                 )
                 if outcome.alert:
                     log.error(
-                        "the manager refuses this agent (%s): re-enroll it or restore its key "
-                        "at the manager; reports stay queued, next try in %.1f s",
+                        "operator action needed (%s): %s; reports stay queued, next try in %.1f s",
                         outcome.reason,
+                        outcome.action,
                         delay,
                     )
                 else:

@@ -49,6 +49,7 @@ SIGNATURE_PART = "report.xml.sig"
 SUBJECT = "MeterSync report {report_id}"
 DEFAULT_TIMEOUT = 60.0
 _CODE = re.compile(r"\bMeterSync (\d{4})\b")
+RELAY_ACTION = "check the relay and transports/smtp (host, port, security, login, from, to)"
 
 
 def build_mail(
@@ -89,7 +90,7 @@ def classify_reply(code: int, text: str, stage: str) -> Outcome:
         return Refused(mcode, spec.name if spec else "VENDOR", text)
     if stage == "data":
         return Refused(code, f"SMTP_{code}", text)
-    return RetryLater(reason, alert=True)
+    return RetryLater(reason, alert=True, action=RELAY_ACTION)
 
 
 def _text(raw: bytes | str) -> str:
@@ -166,6 +167,7 @@ class SmtpTransport:
                             f"the relay {self.host}:{self.port} does not offer STARTTLS; "
                             "reports are never mailed in plain text (MS-SMTP-8)",
                             alert=True,
+                            action=RELAY_ACTION,
                         )
                     client.starttls(context=self.context())
                     client.ehlo()
@@ -178,7 +180,8 @@ class SmtpTransport:
         except smtplib.SMTPResponseException as exc:
             return classify_reply(exc.smtp_code, _text(exc.smtp_error), stage)
         except ssl.SSLCertVerificationError as exc:
-            return RetryLater(f"the relay's certificate is not trusted: {exc}", alert=True)
+            reason = f"the relay's certificate is not trusted: {exc}"
+            return RetryLater(reason, alert=True, action=RELAY_ACTION)
         except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
             return RetryLater(f"cannot mail through {self.host}:{self.port}: {exc!r}")
 

@@ -1,6 +1,7 @@
 """The conformance suite's SMTP checks: the reference manager (Manager-SMTP) passes them, the
-reference agent provisioned with SMTP only passes them, and an agent that signs the base64 text
-instead of the report's bytes is caught by MS-SMTP-3 and nothing else."""
+reference agent provisioned with SMTP only passes them, an agent that signs the base64 text
+instead of the report's bytes is caught by MS-SMTP-3 and nothing else, and one that takes every
+5xx to the mail data as a refusal (ignoring a MeterSync code that means retry) by MS-SMTP-13."""
 
 from __future__ import annotations
 
@@ -47,13 +48,15 @@ CLASSES = ["Agent-Core", "Agent-SMTP"]
 async def _agents():  # type: ignore[no-untyped-def]
     ref = run_agent(REFERENCE, CLASSES)
     bad = run_agent(broken("sign-base64"), CLASSES, phases=("baseline",))
-    (r, _), (b, _) = await asyncio.gather(ref, bad)
-    return r, b
+    deaf = run_agent(broken("smtp-code-ignored"), CLASSES, phases=("baseline", "smtp_refusals"))
+    (r, _), (b, _), (d, _) = await asyncio.gather(ref, bad, deaf)
+    return r, b, d
 
 
-def test_smtp_only_agent_and_one_that_signs_the_base64_text() -> None:
-    ref, bad = asyncio.run(_agents())
+def test_smtp_only_agent_and_ones_that_sign_the_base64_text_or_ignore_a_code() -> None:
+    ref, bad, deaf = asyncio.run(_agents())
     assert by_status(ref, Status.FAIL) == set(), evidence(ref)
-    for rid in ("MS-SMTP-1", "MS-SMTP-2", "MS-SMTP-3", "MS-SMTP-9", "MS-SEC-1"):
+    for rid in ("MS-SMTP-1", "MS-SMTP-2", "MS-SMTP-3", "MS-SMTP-9", "MS-SMTP-13", "MS-SEC-1"):
         assert rid in by_status(ref, Status.PASS), (rid, evidence(ref))
     assert by_status(bad, Status.FAIL) == {"MS-SMTP-3"}, evidence(bad)
+    assert by_status(deaf, Status.FAIL) == {"MS-SMTP-13"}, evidence(deaf)

@@ -133,6 +133,8 @@ def test_reply_mapping() -> None:
     assert isinstance(classify_reply(554, "content rejected", "data"), Refused)
     relay = classify_reply(550, "no such mailbox", "rcpt")
     assert isinstance(relay, RetryLater) and relay.alert
+    # The alert names the relay's settings, not the manager's enrollment.
+    assert "transports/smtp" in relay.action and "re-enroll" in bad_key.action
 
 
 def test_config_smtp_rules() -> None:
