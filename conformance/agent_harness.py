@@ -917,7 +917,7 @@ async def run_agent(
         ctx.proxy = await Proxy().start()
 
     feed_kw: dict[str, Any] = {}
-    extra: Endpoint | None = None
+    unlicensed: Endpoint | None = None  # a router that becomes a printer (MS-UPD-22)
     # The update command installs licences too: the Agent-Core licence rules need it.
     if update_command and "update" in phases:
         from metersync_conformance import update_harness
@@ -932,10 +932,11 @@ async def run_agent(
             ddir = work / "printers" / "extra"
             ddir.mkdir(parents=True, exist_ok=True)
             (ddir / "public.snmprec").write_text(NOT_A_PRINTER, encoding="utf-8")
-            extra = Endpoint(EXTRA_HOST, free_udp_port(EXTRA_HOST), ddir)
+            unlicensed = Endpoint(EXTRA_HOST, free_udp_port(EXTRA_HOST), ddir)
             targets = "\n".join(
                 f"    <include>{h}:{p}</include>"
-                for h, p in [(extra.host, extra.port)] + [(d.host, d.port) for d in devices]
+                for h, p in [(unlicensed.host, unlicensed.port)]
+                + [(d.host, d.port) for d in devices]
             )
     smtp = (relay.host, relay.port) if relay else None
 
@@ -966,8 +967,8 @@ async def run_agent(
         for d in devices
         if d.role in ("plain", "swap") and d.recording.name not in alone
     ] + fringe_printers
-    if extra is not None:
-        main_printers.append(extra)
+    if unlicensed is not None:
+        main_printers.append(unlicensed)
     v3 = [V3User(V3_GOOD[0], auth_key=V3_GOOD[2], priv_key=V3_GOOD[4], auth_proto=V3_GOOD[1],
                  priv_proto=V3_GOOD[3])] if setup.v3 else []  # fmt: skip
     responders = [SnmpSimulator(endpoints=main_printers, variation_modules_dir=vdir, v3_users=v3)]
@@ -1008,8 +1009,8 @@ async def run_agent(
             await scenario(ctx, agent, work, walks)
         if ctx.update is not None and "update" in phases:
             await update_phase(ctx, update_command or "", prov, state, work)
-            if extra is not None:
-                await licence_limit_phase(ctx, extra.data_dir / "public.snmprec")
+            if unlicensed is not None:
+                await licence_limit_phase(ctx, unlicensed.data_dir / "public.snmprec")
             if "Agent-Update" in classes and "automatic" in phases:
                 await automatic_phase(ctx, agent, prov, remake)
         if "channel" in phases:
