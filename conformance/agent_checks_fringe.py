@@ -488,8 +488,7 @@ async def bad_provisioning_refused(ctx: AgentContext) -> list[Finding]:
 async def plain_http_to_remote_refused(ctx: AgentContext) -> list[Finding]:
     """A manager URL with http:// to a host that is not loopback is refused (3001).
 
-    Only this part of MS-HTTP-11 is checked; TLS versions and certificate verification need a
-    TLS manager, which the harness does not play yet."""
+    TLS versions and certificate verification are checked by the TLS run (tls_checks.py)."""
     got = [x for x in ctx.refusals if x[0] == "plain-http-remote"]
     if not got:
         return [not_tested("no http:// URL to a remote host was given in this run")]

@@ -307,6 +307,11 @@ def plan_devices(
     return devices, extra
 
 
+def is_tls_check(name: str) -> bool:
+    """Checks of the TLS run (tls_harness.py) judge its records, not this scenario's."""
+    return name.startswith("tls_")
+
+
 def smtp_only_mode(classes: list[str]) -> bool:
     return "Agent-SMTP" in classes and "Agent-HTTP" not in classes
 
@@ -325,7 +330,11 @@ def provisioning(
     trusted_root: str | None = None,
     check_interval: int | None = None,
     channel: bool = False,
+    manager_extra: str = "",
+    transports_xml: str | None = None,
 ) -> bytes:
+    """The Provisioning document of a run; `manager_extra` goes into <manager> after the token
+    (caBundle, clientCertificate), `transports_xml` replaces the transports' content."""
     from xml.sax.saxutils import escape
 
     setup = setup or Setup()
@@ -339,6 +348,8 @@ def provisioning(
             f"<host>{smtp[0]}</host><port>{smtp[1]}</port><security>none</security>"
             f"<from>{SMTP_FROM}</from><to>{SMTP_TO}</to></smtp>"
         )
+    if transports_xml is not None:
+        transports = transports_xml
     updates = "".join(
         [
             f"<feedUrl>{escape(feed_url)}</feedUrl>" if feed_url else "",
@@ -362,11 +373,12 @@ def provisioning(
     else:
         creds = '<v2c community="public"/>'
     timeout, retries, budget = setup.snmp
+    proxy_xml = f"<proxy>{proxy}</proxy>" if proxy else ""
     doc = f"""<?xml version="1.0" encoding="UTF-8"?>
 <Provisioning xmlns="urn:metersync:v1" version="1.0">
   <manager>
     <url>{manager_url}</url>
-    <enrollmentToken>{TOKEN}</enrollmentToken>{f"<proxy>{proxy}</proxy>" if proxy else ""}
+    <enrollmentToken>{TOKEN}</enrollmentToken>{manager_extra}{proxy_xml}
   </manager>
   <transports>
     {transports}
@@ -774,7 +786,7 @@ async def scenario_fringe(
 BAD_DOCUMENTS = {
     # name: (change to the valid document, the error code the refusal must name)
     "no-transport": (('<http enabled="true">', '<http enabled="false">'), "3001"),
-    "plain-http-remote": (("http://127.0.0.1:", "http://mps.example.com:"), "3001"),
+    "plain-http-remote": (("http://127.0.0.1:", "http://mps.conformance.invalid:"), "3001"),
     "not-valid": (("<credentials>", "<credentials><v9/>"), "1008"),
 }
 
@@ -1049,7 +1061,7 @@ async def run_agent(
         if sniffer is not None:
             ctx.excluded_hits = _sniff(sniffer)
             sniffer.close()
-    checks = [c for c in select("agent", classes) if only in c.name]
+    checks = [c for c in select("agent", classes) if only in c.name and not is_tls_check(c.name)]
     verdicts = await run_checks(checks, ctx, progress)  # type: ignore[arg-type]
     if tmp:
         tmp.cleanup()
@@ -1068,8 +1080,8 @@ async def run_all(
     update_platform: str = "any",
 ) -> tuple[list[Verdict], float]:
     """The scenarios at once, as a certification run does: the full scenario on every
-    recording, the hard cases (FRINGE) on two of them and the short walk-cap run (WALK_CAP);
-    the verdicts of all together."""
+    recording, the hard cases (FRINGE) on two of them, the short walk-cap run (WALK_CAP) and
+    the TLS run (tls_harness.py); the verdicts of all together."""
     started = time.monotonic()
     names = [r.name for r in load(walks)]
     main = Setup(
@@ -1105,5 +1117,9 @@ async def run_all(
                 phases=WALK_CAP_PHASES,
             )  # fmt: skip
         )
+    from metersync_conformance.tls_harness import run_tls
+
+    runs.append(run_tls(command, classes, walks=walks, keep=keep and keep / "tls", only=only,
+                        progress=progress))  # fmt: skip
     results = await asyncio.gather(*runs)
     return [v for verdicts, _ in results for v in verdicts], time.monotonic() - started

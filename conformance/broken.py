@@ -34,7 +34,11 @@ its end, however long: MS-SNMP-10), `twin-reported` (a device found at two addre
 reported twice per poll cycle, in two reports of that cycle: MS-ID-8), `smtp-code-ignored`
 (takes every 5xx to the end of the mail data as a refusal, even one naming a MeterSync code to
 retry: MS-SMTP-13), `fresh-kept` (a fresh read over the channel replaces the snapshot the agent
-holds for the device: MS-CH-19).
+holds for the device: MS-CH-19), `tls-noverify` (checks neither the manager's certificate
+chain nor its host name), `tls-old` (accepts TLS 1.0 and 1.1), `no-client-cert` (never
+presents the provisioned client certificate), `smtp-plain-auth` (goes on in plain text, login
+included, when the relay offers no STARTTLS), `smtp-noverify` (does not check the relay's
+certificate).
 
 Flaws join with `+` (`expired-ok+unbounded`): each breaks its own rule, so one run of a
 deliberately broken implementation can prove several checks at once.
@@ -83,6 +87,11 @@ AGENT_FLAWS = (
     "twin-reported",
     "smtp-code-ignored",
     "fresh-kept",
+    "tls-noverify",
+    "tls-old",
+    "no-client-cert",
+    "smtp-plain-auth",
+    "smtp-noverify",
 )
 
 _DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*>")
@@ -430,6 +439,10 @@ def break_agent(flaw: str) -> None:
             return snap
 
         service.AgentService.fresh = fresh  # type: ignore[method-assign]
+    elif flaw in ("tls-noverify", "tls-old", "no-client-cert"):
+        _break_agent_tls(flaw)
+    elif flaw in ("smtp-plain-auth", "smtp-noverify"):
+        _break_agent_smtp(flaw)
     else:
         raise SystemExit(f"unknown agent flaw {flaw!r}; known: {', '.join(AGENT_FLAWS)}")
 
@@ -465,6 +478,63 @@ def _report_twins_twice() -> None:
 
     service.one_snapshot_per_key = one_snapshot_per_key  # type: ignore[assignment]
     service.AgentService._store = store  # type: ignore[method-assign]
+
+
+def _break_agent_tls(flaw: str) -> None:
+    """The manager's TLS context (HTTP and channel both take it from ssl_context)."""
+    import ssl
+    import warnings
+
+    from metersync_agent import transport_http
+
+    real_context = transport_http.ssl_context
+
+    def ssl_context(ca_bundle: Any, client_certificate: Any, state_dir: Any = None) -> Any:
+        if flaw == "no-client-cert":
+            client_certificate = None
+        ctx = real_context(ca_bundle, client_certificate, state_dir)
+        if flaw == "tls-noverify":
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        elif flaw == "tls-old":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+                ctx.minimum_version = ssl.TLSVersion.TLSv1
+        return ctx
+
+    transport_http.ssl_context = ssl_context  # type: ignore[assignment]
+
+
+def _break_agent_smtp(flaw: str) -> None:
+    import smtplib
+    import ssl
+
+    from metersync_agent.transport_smtp import SmtpTransport
+
+    if flaw == "smtp-noverify":
+
+        def context(self: Any) -> ssl.SSLContext:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+
+        SmtpTransport.context = context  # type: ignore[method-assign]
+        return
+    # smtp-plain-auth: a relay without STARTTLS is used in plain text, login and all.
+    real_has, real_starttls = smtplib.SMTP.has_extn, smtplib.SMTP.starttls
+
+    def has_extn(self: smtplib.SMTP, opt: str) -> bool:
+        return True if opt.lower() == "starttls" else real_has(self, opt)
+
+    def starttls(self: smtplib.SMTP, *args: Any, **kw: Any) -> tuple[int, bytes]:
+        if not real_has(self, "starttls"):
+            return (220, b"not offered: carrying on in plain text")
+        return real_starttls(self, *args, **kw)
+
+    smtplib.SMTP.has_extn = has_extn  # type: ignore[method-assign]
+    smtplib.SMTP.starttls = starttls  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> int:

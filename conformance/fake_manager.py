@@ -8,6 +8,10 @@ report posts or until told otherwise, or play a script of answers (answers.py: r
 another report, hostile XML, redirects, vendor codes…), one per report post. It is served under
 a base path (MS-HTTP-1); requests anywhere else are recorded as strays. The checks judge the
 agent from these records afterwards.
+
+With `ServerTls` it serves HTTPS (Hypercorn's TLS, the harness's throw-away certificates,
+optionally requiring a client certificate, or offering only TLS 1.0 and 1.1) behind a TLS tap
+(tls_tap.py) that records each connection's handshake.
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ import contextlib
 import gzip
 import hashlib
 import socket
+import ssl
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hypercorn.asyncio import serve
@@ -263,22 +270,63 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """How the harness manager serves HTTPS."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None  # require a client certificate issued by this CA
+    old_only: bool = False  # offer only TLS 1.0 and 1.1 (a conforming agent refuses)
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+        ctx.set_alpn_protocols(["http/1.1"])
+        if self.client_ca_file is not None:
+            ctx.load_verify_locations(str(self.client_ca_file))
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        if self.old_only:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 allows TLS < 1.2 only here
+                ctx.minimum_version = ssl.TLSVersion.TLSv1
+                ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        return ctx
+
+
+class _TlsConfig(Config):
+    """Hypercorn's config with the harness's own SSL context (Hypercorn's forces TLS >= 1.2)."""
+
+    def __init__(self, tls: ServerTls) -> None:
+        super().__init__()
+        self._tls = tls
+        self.certfile, self.keyfile = str(tls.cert_file), str(tls.key_file)
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        return self._tls.context()
+
+
 class FakeManager:
     """The app served by Hypercorn on loopback, inside the running event loop."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: ServerTls | None = None) -> None:
         self.rec = Recorder()
         self.host = host
         self.port = free_tcp_port(host)
+        self.tls = tls
+        self.tap: Any = None  # tls_tap.TlsTap in front of an HTTPS manager
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
+        if self.tap is not None:
+            return f"https://{self.host}:{self.tap.port}{BASE_PATH}"
         return f"http://{self.host}:{self.port}{BASE_PATH}"
 
     async def start(self) -> FakeManager:
-        config = Config()
+        config = Config() if self.tls is None else _TlsConfig(self.tls)
         config.bind = [f"{self.host}:{self.port}"]
         config.accesslog = None
         config.errorlog = None
@@ -293,12 +341,21 @@ class FakeManager:
             try:
                 _, w = await asyncio.open_connection(self.host, self.port)
                 w.close()
-                return self
+                break
             except OSError:
                 await asyncio.sleep(0.05)
-        raise RuntimeError("the harness manager did not start")
+        else:
+            raise RuntimeError("the harness manager did not start")
+        if self.tls is not None:
+            from metersync_conformance.tls_tap import TlsTap
+
+            self.tap = await TlsTap((self.host, self.port), self.host).start()
+            self.rec.base_url = self.url
+        return self
 
     async def stop(self) -> None:
+        if self.tap is not None:
+            await self.tap.close()
         self._stop.set()
         if self._task:
             with contextlib.suppress(Exception):

@@ -8,6 +8,11 @@ then 451, so the agent must send the same mail again later; or while it plays a 
 refusals (SCRIPT, MS-SMTP-13): each entry refuses the next MAIL, RCPT or end of DATA with a 5xx
 reply, with or without a MeterSync code, and "accept" lets the next mail through. The harness
 manager's recorder knows the agent's key from its Enrollment (enrollment is always over HTTP).
+
+For MS-SMTP-8 it can play a relay with TLS (`RelayTls`): STARTTLS required before anything
+(RFC 3207) with AUTH required and offered only over TLS, implicit TLS, or a relay that offers
+no STARTTLS but advertises AUTH in plain text. Every session is recorded (`RelayLog`): the
+commands in order, each with whether TLS was up, and every login it was given.
 """
 
 from __future__ import annotations
@@ -15,14 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
+import ssl
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesParser
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, TLSSetupException
 
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
@@ -157,21 +165,144 @@ class RelayHandler:
         return reply
 
 
+@dataclass(frozen=True)
+class RelayTls:
+    """How the relay uses TLS: mode `starttls`, `implicit` or `plain-auth` (no STARTTLS, AUTH
+    advertised in plain text); `context` is the server context (not needed for plain-auth)."""
+
+    mode: str
+    context: ssl.SSLContext | None = None
+
+
+@dataclass
+class RelaySession:
+    t: float
+    commands: list[tuple[str, bool]] = field(default_factory=list)  # (verb, TLS up)
+    logins: list[tuple[str, bool]] = field(default_factory=list)  # (user name, TLS up)
+    versions: set[str] = field(default_factory=set)  # TLS versions seen in this session
+    closed: bool = False
+
+
+@dataclass
+class RelayLog:
+    sessions: list[RelaySession] = field(default_factory=list)
+
+    def settled(self) -> bool:
+        """At least one session, and every one of them over."""
+        return bool(self.sessions) and all(s.closed for s in self.sessions)
+
+    def before_tls(self, *verbs: str) -> list[str]:
+        return [v for s in self.sessions for v, tls in s.commands if v in verbs and not tls]
+
+
+class _Quiet(logging.Filter):
+    """aiosmtpd's noise about what the harness relay does on purpose (AUTH without TLS, the
+    agent refusing a handshake, its own deprecated login_data)."""
+
+    NOISE = ("login_data is deprecated", "auth_require_tls == False")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, TLSSetupException):
+            return False
+        return not any(n in str(record.msg) for n in self.NOISE)
+
+
+logging.getLogger("mail.log").addFilter(_Quiet())
+
+
+class _RecordingSMTP(SMTP):
+    """aiosmtpd's server, noting each command and whether TLS was up when it came."""
+
+    def __init__(self, handler: Any, log: RelayLog, **kw: Any) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # AUTH without TLS: on purpose
+            super().__init__(handler, authenticator=self._login, **kw)
+        self._log = log
+        self._session: RelaySession | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is None and self._session is None:  # not the TLS upgrade
+            self._session = RelaySession(time.monotonic())
+            self._log.sessions.append(self._session)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._session is not None:
+            self._session.closed = True
+        super().connection_lost(error)
+
+    def _tls(self) -> bool:
+        obj = self.transport.get_extra_info("ssl_object") if self.transport else None
+        if obj is not None and self._session is not None and obj.version():
+            self._session.versions.add(obj.version())
+        return obj is not None
+
+    def _note(self, verb: str) -> None:
+        if self._session is not None:
+            self._session.commands.append((verb, self._tls()))
+
+    def _login(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        if self._session is not None and isinstance(data, LoginPassword):
+            self._session.logins.append((data.login.decode("utf-8", "replace"), self._tls()))
+        return AuthResult(success=True)
+
+    async def smtp_EHLO(self, arg: str) -> None:  # noqa: N802
+        self._note("EHLO")
+        await super().smtp_EHLO(arg)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:  # noqa: N802
+        self._note("STARTTLS")
+        await super().smtp_STARTTLS(arg)
+
+    async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802
+        self._note("AUTH")
+        await super().smtp_AUTH(arg)
+
+    async def smtp_MAIL(self, arg: str) -> None:  # noqa: N802
+        self._note("MAIL")
+        await super().smtp_MAIL(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+        self._note("DATA")
+        await super().smtp_DATA(arg)
+
+
 class FakeRelay:
-    def __init__(self, rec: Recorder, host: str = "127.0.0.1") -> None:
-        self.rec, self.host = rec, host
+    def __init__(self, rec: Recorder, host: str = "127.0.0.1", tls: RelayTls | None = None) -> None:
+        self.rec, self.host, self.tls = rec, host, tls
         self.port = free_tcp_port(host)
         self.script = Script()
+        self.log = RelayLog()
         self._server: asyncio.AbstractServer | None = None
 
     def play(self, names: tuple[str, ...] = PLAYED) -> None:
         self.script.pending.extend(names)
 
+    def _smtp(self, handler: RelayHandler) -> SMTP:
+        kw: dict[str, Any] = {"data_size_limit": 32 * 1024 * 1024, "hostname": "conformance-relay"}
+        if self.tls is None:
+            return SMTP(handler, **kw)
+        mode = self.tls.mode
+        if mode == "starttls":
+            kw.update(tls_context=self.tls.context, require_starttls=True, auth_required=True)
+        elif mode == "implicit":
+            kw.update(auth_require_tls=False, auth_required=True)  # the socket is TLS already
+        elif mode == "plain-auth":
+            kw.update(auth_require_tls=False)
+        else:
+            raise ValueError(f"unknown relay TLS mode {mode!r}")
+        return _RecordingSMTP(handler, self.log, **kw)
+
     async def start(self) -> FakeRelay:
         handler = RelayHandler(self.rec, self.script)
         loop = asyncio.get_running_loop()
+        implicit = self.tls is not None and self.tls.mode == "implicit"
         self._server = await loop.create_server(
-            lambda: SMTP(handler, data_size_limit=32 * 1024 * 1024), self.host, self.port
+            lambda: self._smtp(handler),
+            self.host,
+            self.port,
+            ssl=self.tls.context if implicit and self.tls else None,
         )
         return self
 

@@ -149,6 +149,7 @@ def load_all() -> dict[str, Check]:
         manager_checks,
         manager_update_checks,
         smtp_checks,
+        tls_checks,
         update_checks,
     )
 

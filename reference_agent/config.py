@@ -87,6 +87,7 @@ class Settings:
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_security: str = "starttls"  # none (loopback only) / starttls / tls (MS-SMTP-8)
+    smtp_ca_bundle: str | None = None  # PEM text for the relay; None: the system's trust store
     smtp_username: str | None = None
     smtp_password: str | None = field(default=None, repr=False)
     smtp_from: str | None = None
@@ -175,6 +176,7 @@ def settings_from_provisioning(
             f"3001 INVALID_VALUE [MS-HTTP-11]: manager/url {url!r} is plain http to a host that "
             "is not loopback; use https"
         )
+    _check_pem("manager/caBundle", p.manager.ca_bundle)
     sched, snmp, outbox = p.schedule, p.snmp or model.SnmpSettings(), p.outbox
     outbox = outbox or model.OutboxSettings()
     creds = _credentials(p.credentials, credential_order)
@@ -237,6 +239,19 @@ def _check_smtp(smtp: model.SmtpTransport) -> None:
         )
     if bool(smtp.username) != bool(smtp.password):
         raise ConfigError("transports/smtp: username and password go together")
+    _check_pem("transports/smtp/caBundle", smtp.ca_bundle)
+
+
+def _check_pem(where: str, pem: str | None) -> None:
+    """A CA bundle must hold at least one certificate that ssl can load (error 3001)."""
+    if not pem:
+        return
+    import ssl
+
+    try:
+        ssl.create_default_context(cadata=pem)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"3001 INVALID_VALUE: {where} is not PEM certificates: {exc}") from None
 
 
 def _smtp_settings(smtp: model.SmtpTransport | None) -> dict[str, Any]:
@@ -246,6 +261,7 @@ def _smtp_settings(smtp: model.SmtpTransport | None) -> dict[str, Any]:
         "smtp_host": smtp.host,
         "smtp_port": int(smtp.port),
         "smtp_security": smtp.security.value,
+        "smtp_ca_bundle": smtp.ca_bundle,
         "smtp_username": smtp.username,
         "smtp_password": smtp.password,
         "smtp_from": smtp.from_value,
@@ -309,7 +325,8 @@ def provisioning_from_toml(doc: dict[str, Any], base: Path = Path(".")) -> model
     start_delay_max; [snmp] timeout, retries, device_budget, concurrency; [channel] enabled;
     [updates] mode, feed_url, check_interval, trusted_root | trusted_root_file;
     [outbox] max_reports, max_age_days, max_bytes;
-    [smtp] enabled, host, port, security, username, password, from, to, fallback_after.
+    [smtp] enabled, host, port, security, ca_bundle | ca_bundle_file, username, password, from,
+    to, fallback_after.
     """
     known = {"manager", "http", "smtp", "targets", "credentials", "schedule", "snmp", "channel"}
     known |= {"updates", "outbox"}
@@ -374,6 +391,7 @@ def provisioning_from_toml(doc: dict[str, Any], base: Path = Path(".")) -> model
                     host=str(smtp["host"]),
                     port=int(smtp.get("port", 25)),
                     security=model.SmtpSecurity(smtp.get("security", "starttls")),
+                    ca_bundle=_pem(smtp, "ca_bundle", base),
                     username=smtp.get("username"),
                     password=smtp.get("password"),
                     from_value=str(smtp["from"]),

@@ -7,8 +7,9 @@ the signature header value as `report.xml.sig`; Subject `MeterSync report <repor
 in a worker thread (one short connection per report, so no session state to go stale).
 
 TLS per `transports/smtp/security`: `starttls` (RFC 3207, required: never falls back to
-plain text), `tls` (implicit) or `none` (loopback only, checked by config.py); certificates
-are verified against the system's trust store; a login only over TLS (MS-SMTP-8).
+plain text), `tls` (implicit) or `none` (loopback only, checked by config.py); the relay's
+certificate chain and host name are verified against `transports/smtp/caBundle` when given,
+else the system's trust store; a login only over TLS (MS-SMTP-8).
 
 Replies map to the same outcomes as HTTP answers (MS-SMTP-13): a 250 to the data is
 Delivered; 4xx, network errors and timeouts RetryLater; a 5xx naming a MeterSync code is
@@ -111,12 +112,14 @@ class SmtpTransport:
         password: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         context: ssl.SSLContext | None = None,
+        ca_bundle: str | None = None,
     ) -> None:
         self.host, self.port, self.security = host, port, security
         self.sender, self.recipient, self.agent_id = sender, recipient, agent_id
         self._username, self._password = username, password
         self.timeout = timeout
         self._context = context
+        self._ca_bundle = ca_bundle
 
     @classmethod
     def from_settings(cls, settings: Settings, agent_id: str) -> SmtpTransport:
@@ -131,11 +134,13 @@ class SmtpTransport:
             username=settings.smtp_username,
             password=settings.smtp_password,
             timeout=settings.http_timeout,
+            ca_bundle=settings.smtp_ca_bundle,
         )
 
     def context(self) -> ssl.SSLContext:
         if self._context is None:
-            ctx = ssl.create_default_context()  # verifies the chain and the host name
+            # verifies the chain (the provisioned CAs only, when given) and the host name
+            ctx = ssl.create_default_context(cadata=self._ca_bundle or None)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             self._context = ctx
         return self._context

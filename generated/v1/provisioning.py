@@ -297,6 +297,18 @@ class SmtpTransport:
     """
     The SMTP binding's settings: the relay to hand reports to and the
     manager's mailbox.
+
+    :ivar host:
+    :ivar port:
+    :ivar security:
+    :ivar ca_bundle: PEM certificates the agent trusts for the relay
+        (STARTTLS or implicit TLS), instead of the system's (MS-SMTP-8).
+    :ivar username:
+    :ivar password:
+    :ivar from_value:
+    :ivar to:
+    :ivar fallback_after:
+    :ivar enabled:
     """
 
     host: str = field(
@@ -317,6 +329,14 @@ class SmtpTransport:
             "type": "Element",
             "namespace": "urn:metersync:v1",
         }
+    )
+    ca_bundle: None | str = field(
+        default=None,
+        metadata={
+            "name": "caBundle",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
     )
     username: None | str = field(
         default=None,
