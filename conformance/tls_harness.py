@@ -105,11 +105,15 @@ class Stage:
         return self.requests() == 0 and tap is not None and tap.log.closed() >= 2
 
     def settled(self) -> bool:
-        """The agent tried and every connection it opened is closed, or something arrived."""
+        """The agent tried and every connection it opened is closed, or something arrived (with
+        the channel on: until a channel attempt too, so that it is judged as well)."""
         if self.relay is not None:
             return self.relay.log.settled() or bool(self.manager.rec.reports())
         tap = self.manager.tap
-        return self.requests() > 0 or (tap is not None and tap.log.settled())
+        peer = self.manager.rec.peer
+        if self.requests() > 0:
+            return not self.channel or bool(peer and peer.attempts)
+        return tap is not None and tap.log.settled()
 
 
 @dataclass

@@ -64,3 +64,6 @@ def test_broken_agent_caught_by_exactly_its_requirement(
 ) -> None:
     got = verdicts[flaw]
     assert by_status(got, Status.FAIL) == FLAWS[flaw][1], (flaw, evidence(got))
+    if flaw == "tls-noverify":  # the channel (wss) too, not only the report posts
+        failed = {v.check for v in got if v.status is Status.FAIL}
+        assert "tls_channel_certificate_verified" in failed, evidence(got)

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import random
 import smtplib
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -167,6 +168,44 @@ discovery_interval = 60
         )
     with pytest.raises(ConfigError, match="MS-PRV-7"):
         settings_from_toml_text(base)
+
+
+def test_config_smtp_ca_bundle(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """transports/smtp/caBundle (TOML: ca_bundle or ca_bundle_file) reaches the transport; a
+    bundle without a certificate is refused with 3001."""
+    from metersync_conformance.pki import Pki
+
+    mail_ca = Pki.create(tmp_path / "pki").mail
+    base = f"""
+[manager]
+url = "http://127.0.0.1:1"
+enrollment_token = "tokentokentokentoken"
+[http]
+enabled = false
+[targets]
+include = ["127.0.0.254:9"]
+[schedule]
+poll_interval = 60
+discovery_interval = 60
+[smtp]
+host = "127.0.0.1"
+port = 2525
+security = "starttls"
+from = "a@x.org"
+to = "m@y.org"
+ca_bundle_file = "{mail_ca.cert_file.name}"
+"""
+    settings = settings_from_toml_text(base, mail_ca.cert_file.parent)
+    assert settings.smtp_ca_bundle == mail_ca.cert_pem
+    ctx = SmtpTransport.from_settings(settings, "agent").context()
+    assert [c["subject"] for c in ctx.get_ca_certs()] == [
+        c["subject"] for c in ssl.create_default_context(cadata=mail_ca.cert_pem).get_ca_certs()
+    ]
+    (mail_ca.cert_file.parent / "junk.pem").write_text("not a certificate", encoding="ascii")
+    with pytest.raises(ConfigError, match="3001"):
+        settings_from_toml_text(
+            base.replace(mail_ca.cert_file.name, "junk.pem"), mail_ca.cert_file.parent
+        )
 
 
 def test_mailed_report_stored_once_with_http_and_refusals_coded(store: Store) -> None:  # noqa: F811
