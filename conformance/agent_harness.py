@@ -448,18 +448,27 @@ class AgentProcess:
         return proc.returncode
 
 
+def _inspect_sockets(ctx: AgentContext, agent: AgentProcess) -> None:
+    pid = agent.pid
+    if pid is not None:
+        tree = sockets.process_tree(pid)
+        ctx.pids_seen.update(tree)
+        for found in sockets.listeners(tree):
+            if found not in ctx.listening:
+                ctx.listening.append(found)
+        ctx.inspected += 1
+
+
 async def _watch_sockets(ctx: AgentContext, agent: AgentProcess, stop: asyncio.Event) -> None:
+    """Inspect the agent's tree every 0.25 s while it starts, then every second, and once more
+    when the run ends (before the agent is stopped): a short run is inspected while it works."""
+    started = time.monotonic()
     while not stop.is_set():
-        pid = agent.pid
-        if pid is not None:
-            tree = sockets.process_tree(pid)
-            ctx.pids_seen.update(tree)
-            for found in sockets.listeners(tree):
-                if found not in ctx.listening:
-                    ctx.listening.append(found)
-            ctx.inspected += 1
+        _inspect_sockets(ctx, agent)
+        pause = 0.25 if time.monotonic() - started < 5 else 1.0
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
+            await asyncio.wait_for(stop.wait(), pause)
+    _inspect_sockets(ctx, agent)
 
 
 def _keys_in(reports: list[Received]) -> set[str]:
