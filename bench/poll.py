@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from metersync.snmpsim import SnmpSimulator, write_snmprec
 from metersync_agent.snmp import Credential, SnmpClient, WalkResult, parse_oid
-from metersync_conformance.simulator import SnmpSimulator, write_snmprec
 
 SUBTREES = [
     "1.3.6.1.2.1.1",  # system

@@ -48,18 +48,18 @@ from pathlib import Path
 from typing import Any
 
 from metersync import xml_edge
-from metersync_conformance import answers, sockets
-from metersync_conformance.fake_manager import FakeManager, Received, Recorder
-from metersync_conformance.proxy import Proxy
-from metersync_conformance.registry import Verdict, run_checks, select
-from metersync_conformance.relay import Relay, trap
-from metersync_conformance.simulator import (
+from metersync.snmpsim import (
     Endpoint,
     SnmpSimulator,
     V3User,
     free_udp_port,
     install_recording,
 )
+from metersync_conformance import answers, sockets
+from metersync_conformance.fake_manager import FakeManager, Received, Recorder
+from metersync_conformance.proxy import Proxy
+from metersync_conformance.registry import Verdict, run_checks, select
+from metersync_conformance.relay import Relay, trap
 from metersync_conformance.truth import Recording, load, variation_dir
 
 TOKEN = "conformanceToken0123456789abcdef"

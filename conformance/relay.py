@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from metersync.ber import integer, tlv
+
 PDU_NAMES = {
     0xA0: "get",
     0xA1: "getnext",
@@ -199,14 +201,6 @@ class Relay(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-def _enc(tag: int, content: bytes) -> bytes:
-    n = len(content)
-    if n < 0x80:
-        return bytes([tag, n]) + content
-    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(size)]) + size + content
-
-
 def _oid(text: str) -> bytes:
     parts = [int(x) for x in text.split(".")]
     body = bytes([40 * parts[0] + parts[1]])
@@ -217,21 +211,20 @@ def _oid(text: str) -> bytes:
             enc.append(0x80 | (p & 0x7F))
             p >>= 7
         body += bytes(reversed(enc))
-    return _enc(0x06, body)
+    return tlv(0x06, body)
 
 
 def trap(payload: bytes, community: bytes = b"public") -> bytes:
     """An SNMPv2c coldStart trap carrying `payload` as sysName (RFC 3416)."""
 
     def vb(oid: str, value: bytes) -> bytes:
-        return _enc(0x30, _oid(oid) + value)
+        return tlv(0x30, _oid(oid) + value)
 
-    binds = _enc(
+    binds = tlv(
         0x30,
-        vb("1.3.6.1.2.1.1.3.0", _enc(0x43, b"\x01"))
+        vb("1.3.6.1.2.1.1.3.0", tlv(0x43, b"\x01"))
         + vb("1.3.6.1.6.3.1.1.4.1.0", _oid("1.3.6.1.6.3.1.1.5.1"))
-        + vb("1.3.6.1.2.1.1.5.0", _enc(0x04, payload)),
+        + vb("1.3.6.1.2.1.1.5.0", tlv(0x04, payload)),
     )
-    zero = _enc(0x02, b"\x00")
-    pdu = _enc(0xA7, _enc(0x02, b"\x01") + zero + zero + binds)
-    return _enc(0x30, _enc(0x02, b"\x01") + _enc(0x04, community) + pdu)
+    pdu = tlv(0xA7, integer(1) + integer(0) + integer(0) + binds)
+    return tlv(0x30, integer(1) + tlv(0x04, community) + pdu)

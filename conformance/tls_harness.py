@@ -36,6 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from metersync.snmpsim import (
+    Endpoint,
+    SnmpSimulator,
+    free_udp_port,
+    install_recording,
+)
 from metersync_conformance.agent_harness import (
     SMTP_FROM,
     SMTP_TO,
@@ -49,12 +55,6 @@ from metersync_conformance.fake_manager import FakeManager, ServerTls
 from metersync_conformance.fake_relay import FakeRelay, RelayTls
 from metersync_conformance.pki import Pki
 from metersync_conformance.registry import Verdict, run_checks, select
-from metersync_conformance.simulator import (
-    Endpoint,
-    SnmpSimulator,
-    free_udp_port,
-    install_recording,
-)
 from metersync_conformance.truth import load
 
 HOST = "127.3.2.10"

@@ -14,8 +14,8 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
+from metersync.snmpsim import Endpoint, SnmpSimulator, free_udp_port, write_snmprec
 from metersync_conformance.relay import Relay
-from metersync_conformance.simulator import Endpoint, SnmpSimulator, free_udp_port, write_snmprec
 
 CAP = 5000  # the fixed walk cap (Table 5-1)
 ROWS = 6000

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from metersync_conformance.simulator import Endpoint, SimulatorError, SnmpSimulator, free_udp_port
+from metersync.snmpsim import Endpoint, SimulatorError, SnmpSimulator, free_udp_port
 
 # The project's own recordings that look like an office fleet (no deliberately hostile ones).
 FLEET = [

@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import metersync_generated.v1 as model
+from metersync.snmpsim import SnmpSimulator
 from metersync_agent.poller import poll_device
 from metersync_agent.profiles import load_profiles
 from metersync_agent.snmp import Credential, SnmpClient
-from metersync_conformance.simulator import SnmpSimulator
 
 
 def poll_recordings(

@@ -1,7 +1,7 @@
 """The conformance suite against agents: the reference agent, and broken ones that must fail.
 
 Real processes: snmpsim responders on 127.3.0.x serving the project's recordings (with the
-runtime helper conformance/simulator.py), the harness manager under Hypercorn on loopback, and
+runtime helper metersync/snmpsim.py), the harness manager under Hypercorn on loopback, and
 the agent as `python -m metersync_agent.service run` (or the same with one flaw patched in,
 conformance/broken.py). Every run goes at once (one module fixture), so the wall time is that
 of the longest run: the reference agent through the full scenario, and through the hard cases

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from metersync.snmpsim import Endpoint, SnmpSimulator, free_udp_port, write_snmprec
 from metersync_agent.discovery import discover
 from metersync_agent.snmp import Credential, SnmpClient
 from metersync_agent.targets import TargetSet
-from metersync_conformance.simulator import Endpoint, SnmpSimulator, free_udp_port, write_snmprec
 
 NET = "127.0.5"
 SYS = "1.3.6.1.2.1.1"

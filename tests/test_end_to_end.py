@@ -32,8 +32,8 @@ import httpx
 import pytest
 
 from metersync import xml_edge
+from metersync.snmpsim import Endpoint, SnmpSimulator
 from metersync_agent.config import settings_from_toml_text
-from metersync_conformance.simulator import Endpoint, SnmpSimulator
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "reference_agent" / "recordings"
 DEVICES = ["kyocera_ecosys", "canon_iradv", "ricoh_mpc", "xerox_altalink", "lexmark_ms"]

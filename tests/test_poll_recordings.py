@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from metersync.snmpsim import Endpoint, SnmpSimulator
 from metersync_agent.identity import flag_decreased, previous_counters
 from metersync_agent.poller import poll_device, snapshot_xml, validate_snapshot_xml
 from metersync_agent.profiles import load_profiles
 from metersync_agent.snmp import Credential, SnmpClient
-from metersync_conformance.simulator import Endpoint, SnmpSimulator
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "reference_agent" / "recordings"
 NAMES = sorted(p.name.removesuffix(".snmprec") for p in RECORDINGS.glob("*.snmprec"))

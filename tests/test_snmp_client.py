@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from metersync.snmpsim import SnmpSimulator, V3User, write_snmprec
 from metersync_agent.snmp import Credential, SnmpClient, SnmpError, WalkResult, parse_oid
-from metersync_conformance.simulator import SnmpSimulator, V3User, write_snmprec
 
 SYS = "1.3.6.1.2.1.1"
 PRT = "1.3.6.1.2.1.43"

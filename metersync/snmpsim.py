@@ -1,13 +1,13 @@
 """Simulated printers: `snmpsim-command-responder` on loopback.
 
-The one launcher for tests, benchmarks, the conformance harness and `metersync demo` (packaged,
-so a vendor's installed suite starts printers too). One `SnmpSimulator` is one responder
-process. It serves `.snmprec` files (community = file name without `.snmprec`, relative to the
-data dir; for SNMPv3 the same name is the context) on one or more UDP endpoints, each endpoint
-being its own SNMP engine with its own data dir, so different loopback addresses look like
-different printers::
+The one launcher for tests, benchmarks, the conformance harness and `metersync demo` (in the
+core package, so the demo and a vendor's installed suite start printers too). One
+`SnmpSimulator` is one responder process. It serves `.snmprec` files (community = file name
+without `.snmprec`, relative to the data dir; for SNMPv3 the same name is the context) on one or
+more UDP endpoints, each endpoint being its own SNMP engine with its own data dir, so different
+loopback addresses look like different printers::
 
-    from metersync_conformance.simulator import Endpoint, SnmpSimulator, V3User, write_snmprec
+    from metersync.snmpsim import Endpoint, SnmpSimulator, V3User, write_snmprec
 
     write_snmprec(tmp_path / "data" / "public.snmprec", [
         "1.3.6.1.2.1.1.2.0|6|1.3.6.1.4.1.11.2.3.9.1",
@@ -44,6 +44,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from metersync.ber import integer, tlv
 
 __all__ = [
     "COMMUNITY",
@@ -140,31 +142,19 @@ def responder_executable() -> Path:
     return Path(found)
 
 
-def _tlv(tag: int, content: bytes) -> bytes:
-    n = len(content)
-    if n < 0x80:
-        return bytes([tag, n]) + content
-    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(size)]) + size + content
-
-
-def _int(v: int) -> bytes:
-    return _tlv(0x02, v.to_bytes(max(1, (v.bit_length() + 8) // 8), "big", signed=True))
-
-
 def _discovery_probe(msg_id: int) -> bytes:
     """SNMPv3 noAuthNoPriv GET with an empty engine id: every engine answers with a Report."""
 
     def octets(b: bytes) -> bytes:
-        return _tlv(0x04, b)
+        return tlv(0x04, b)
 
     def seq(*parts: bytes) -> bytes:
-        return _tlv(0x30, b"".join(parts))
+        return tlv(0x30, b"".join(parts))
 
-    header = seq(_int(msg_id), _int(65507), octets(b"\x04"), _int(3))
-    usm = octets(seq(octets(b""), _int(0), _int(0), octets(b""), octets(b""), octets(b"")))
-    pdu = _tlv(0xA0, _int(msg_id) + _int(0) + _int(0) + seq())
-    return seq(_int(3), header, usm, seq(octets(b""), octets(b""), pdu))
+    header = seq(integer(msg_id), integer(65507), octets(b"\x04"), integer(3))
+    usm = octets(seq(octets(b""), integer(0), integer(0), octets(b""), octets(b""), octets(b"")))
+    pdu = tlv(0xA0, integer(msg_id) + integer(0) + integer(0) + seq())
+    return seq(integer(3), header, usm, seq(octets(b""), octets(b""), pdu))
 
 
 class SnmpSimulator:
