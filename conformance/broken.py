@@ -16,6 +16,7 @@ bearer token, an enrollment token too, as an operator token for /api/v1), `stale
 (stores a snapshot read over the channel as a reading: MS-CH-18), `relays-status` (gives the
 operator an agent's channel Error with the agent's status, whatever its code: MS-ERR-3),
 `unbounded` (its update client reads downloads past their length bound: MS-UPD-9),
+`length-code` (stops an over-long download in time but refuses it with 6001, not 6004: MS-UPD-9),
 `update-hurry` (`serve` in automatic mode checks the feed every third of the interval:
 MS-UPD-14), `manual-fetches` (`serve` in manual mode checks the feed on the schedule all the
 same: MS-UPD-13).
@@ -66,6 +67,7 @@ MANAGER_FLAWS = (
     "channel-reading",
     "relays-status",
     "unbounded",
+    "length-code",
     "update-hurry",
     "manual-fetches",
 )
@@ -177,6 +179,8 @@ def break_manager(flaw: str) -> None:
         channel.inner_document = inner_document  # type: ignore[assignment]
     elif flaw == "unbounded":
         _unbounded_downloads()
+    elif flaw == "length-code":
+        _wrong_length_code()
     elif flaw == "update-hurry":
         from metersync_manager import cli as manager_cli
 
@@ -265,6 +269,22 @@ def _unbounded_downloads() -> None:
         return real(self, url, 1 << 40)
 
     FetcherInterface.download_file = download_file  # type: ignore[method-assign]
+
+
+def _wrong_length_code() -> None:
+    """An over-long download is stopped at its bound but refused as 6001, not 6004."""
+    from tuf.api import exceptions as tx
+
+    from metersync import updates
+
+    real = updates._refusal
+
+    def refusal(exc: Exception, what: str) -> Any:
+        if isinstance(exc, tx.DownloadLengthMismatchError):
+            return updates.ProtocolError("FEED_SIGNATURE_INVALID", f"{what}: {exc}")
+        return real(exc, what)
+
+    updates._refusal = refusal  # type: ignore[assignment]
 
 
 def _accept_expired_timestamp() -> None:

@@ -18,8 +18,8 @@ update command runs once per step, the feed mutated before each step and restore
     bad-root     root v2 signed by a key the trusted root lacks            → refused, 6001
     self-root    root v2 with a new root key, signed only by that new key  → refused, 6001
     rotated      roots v2 and v3, each signed by the old and the new keys  → exit 0, both fetched
-    endless-ts   timestamp.json streams for ever                           → refused, read ≤ bound
-    long-target  newer software served longer than its listed length       → refused, read ≤ length
+    endless-ts   timestamp.json streams for ever                           → refused, 6004, ≤ bound
+    long-target  newer software served longer than its listed length       → refused, 6004, ≤ length
     kept         software between the installed and the refused versions   → fetched (exit 0)
 
 The licence steps also offer a licence for the wrong product and one not valid yet. The agent
@@ -68,7 +68,12 @@ MAX_DEVICES = 500
 STEP_TIMEOUT = 60.0
 # MS-UPD-9: the spec's bound for root and timestamp without a listed length.
 METADATA_BOUND = 512 * 1024
-CHUNK = 16 * 1024
+# Oversize downloads are paced, a chunk every PAUSE s (≈ 6 MB/s): a client that reads them
+# never has more than a chunk waiting, so the kernel does not grow its receive buffer past the
+# initial size, and what the server sent stays close to what the client read.
+CHUNK = 32 * 1024
+PAUSE = 0.005
+READ_SIZE = 512 * 1024  # the read size allowed to a client that checks its count per read
 # Automatic mode: checkInterval (the XSD's Seconds has no minimum) and the run's length.
 CHECK_INTERVAL = 3
 CHECKS_WANTED = 3  # two intervals to measure
@@ -77,27 +82,34 @@ MANUAL_SECONDS = 2 * CHECK_INTERVAL + 2  # how long a manager in manual mode is 
 
 
 def receive_slack() -> tuple[int, str]:
-    """Bytes a client may hold unread in TCP buffers when it closes: this server's send
-    buffer (Linux doubles SO_SNDBUF) + the largest receive buffer the kernel grants a socket
-    (net.ipv4.tcp_rmem max), + one chunk; and how that was worked out, for the evidence."""
+    """Bytes the server may have sent past a client's bound when the client closes: one read
+    of the client (tuf reads 400,000 B at a time) + twice the initial receive buffer the
+    kernel gives a socket (net.ipv4.tcp_rmem default; room for growth under load) + this
+    server's send buffer (Linux doubles SO_SNDBUF) + one chunk; and how, for the evidence."""
     try:
-        rmem = int(Path("/proc/sys/net/ipv4/tcp_rmem").read_text().split()[2])
+        rmem = int(Path("/proc/sys/net/ipv4/tcp_rmem").read_text().split()[1])
     except (OSError, IndexError, ValueError):
-        rmem = 6 * 1024 * 1024  # Linux's default maximum
+        rmem = 128 * 1024  # Linux's default
     send = 2 * FeedServer.SEND_BUFFER
-    why = f"send buffer {send} B + receive buffer max (tcp_rmem) {rmem} B + chunk {CHUNK} B"
-    return send + rmem + CHUNK, why
+    slack = READ_SIZE + 2 * rmem + send + CHUNK
+    why = (
+        f"{slack // 1024} KiB: a read of {READ_SIZE // 1024} KiB + 2 × receive buffer "
+        f"{rmem // 1024} KiB (tcp_rmem default; the stream is paced at {CHUNK // 1024} KiB per "
+        f"{PAUSE * 1000:g} ms) + send buffer {send // 1024} KiB + chunk {CHUNK // 1024} KiB"
+    )
+    return slack, why
 
 
 def oversize_stream(prefix: bytes, bound: int) -> Iterator[bytes]:
-    """`prefix`, then filler far beyond `bound` plus the TCP slack (an "endless" file that
+    """`prefix`, then paced filler to twice the slack past `bound` (an "endless" file that
     still ends, so that a client without a bound is caught rather than left reading)."""
     slack, _ = receive_slack()
-    total = 2 * (bound + slack) + 1024 * 1024
+    total = bound + 2 * slack
     yield prefix
     sent = len(prefix)
     filler = b" " * CHUNK
     while sent < total:
+        time.sleep(PAUSE)
         yield filler
         sent += CHUNK
 

@@ -205,8 +205,9 @@ _SPECS = [
         6004,
         "ARTIFACT_MISMATCH",
         400,
-        "MS-UPD-8",
-        "A downloaded file's length or hash differs from the signed metadata.",
+        "MS-UPD-8",  # and MS-UPD-9; an Error's requirement holds one id
+        "A downloaded file's length or hash differs from the signed metadata, or a download "
+        "does not end within its length bound.",
     ),
     ErrorSpec(
         6005,

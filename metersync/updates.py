@@ -111,7 +111,9 @@ def _refusal(exc: Exception, what: str) -> ProtocolError:
         return ProtocolError("FEED_ROLLBACK", f"{what}: {exc}")
     if isinstance(exc, tx.ExpiredMetadataError):
         return ProtocolError("FEED_EXPIRED", f"{what}: {exc}")
-    if isinstance(exc, tx.LengthOrHashMismatchError | tx.DownloadLengthMismatchError):
+    if isinstance(exc, tx.DownloadLengthMismatchError):  # stopped at the length bound
+        return ProtocolError("ARTIFACT_MISMATCH", f"{what}: {exc}", requirement="MS-UPD-9")
+    if isinstance(exc, tx.LengthOrHashMismatchError):
         return ProtocolError("ARTIFACT_MISMATCH", f"{what}: {exc}")
     # Any other failed check of the metadata (wrong type, bad meta version…): not trusted.
     return ProtocolError("FEED_SIGNATURE_INVALID", f"{what}: {type(exc).__name__}: {exc}")

@@ -8,7 +8,8 @@ need no manager under --url, so the URL and token command are never used. The ru
 The broken manager carries four flaws, each breaking one rule (conformance/broken.py): its
 update command accepts an expired timestamp (MS-UPD-7) and reads downloads past their bound
 (MS-UPD-9); its `serve` checks the feed in manual mode (MS-UPD-1, MS-UPD-13) and, in automatic
-mode, every third of the interval (MS-UPD-14).
+mode, every third of the interval (MS-UPD-14). A third, update-only run refuses over-long
+downloads in time but with 6001 instead of 6004 (`length-code`): MS-UPD-9 alone must fail.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ REFERENCE_SERVE = "{python} -m metersync.cli manager " + SERVE
 BROKEN = "{python} -m metersync_conformance.broken manager expired-ok+unbounded -- " + ARGS
 BROKEN_SERVE = "{python} -m metersync_conformance.broken manager update-hurry+manual-fetches -- "
 BROKEN_SERVE += SERVE
+WRONG_CODE = "{python} -m metersync_conformance.broken manager length-code -- " + ARGS
 IDS = {"MS-UPD-1", "MS-UPD-2", "MS-UPD-3", "MS-UPD-4", "MS-UPD-5", "MS-UPD-6", "MS-UPD-7",
        "MS-UPD-8", "MS-UPD-9", "MS-UPD-10", "MS-UPD-12", "MS-UPD-13", "MS-UPD-14", "MS-UPD-17",
        "MS-UPD-18", "MS-UPD-21"}  # fmt: skip
@@ -58,6 +60,7 @@ async def _all() -> dict[str, list[Verdict]]:
     runs = {
         "reference": _run(REFERENCE, REFERENCE_SERVE),
         "broken": _run(BROKEN, BROKEN_SERVE),
+        "length-code": _run(WRONG_CODE),
         "none": _run(None),
     }
     results = await asyncio.gather(*runs.values())
@@ -104,3 +107,14 @@ def test_broken_manager_caught_by_exactly_the_rules_its_flaws_break(
 def test_without_an_update_command_nothing_passes(verdicts: dict[str, list[Verdict]]) -> None:
     none = verdicts["none"]
     assert none and {v.status for v in none} == {Status.NOT_TESTED}
+
+
+def test_over_long_download_refused_with_another_code_is_caught(
+    verdicts: dict[str, list[Verdict]],
+) -> None:
+    got = verdicts["length-code"]
+    failed = [v for v in got if v.status is Status.FAIL]
+    assert {(v.check, v.requirement) for v in failed} == {
+        ("manager_update_downloads_bounded", "MS-UPD-9")
+    }, evidence(got)
+    assert all("6004" in v.summary for v in failed), evidence(got)
