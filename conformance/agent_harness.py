@@ -172,6 +172,9 @@ class Setup:
 # A short run of its own: one plain printer and the one with the long table, baseline only.
 WALK_CAP = Setup(recordings=("lexmark_ms",), walk_cap=True)
 WALK_CAP_PHASES = ("baseline",)
+# A short run of its own: one printer that knows only an SNMPv3 user (MS-SNMP-2, a SHOULD).
+SNMPV3 = Setup(recordings=("lexmark_ms",), v3=True)
+SNMPV3_PHASES = ("baseline",)
 
 FRINGE = Setup(
     recordings=("brother_hl", "text_latin1"),
@@ -1089,46 +1092,33 @@ async def run_all(
     update_platform: str = "any",
 ) -> tuple[list[Verdict], float]:
     """The scenarios at once, as a certification run does: the full scenario on every
-    recording, the hard cases (FRINGE) on two of them, the short walk-cap run (WALK_CAP) and
-    the TLS run (tls_harness.py); the verdicts of all together."""
+    recording, the hard cases (FRINGE) on two of them, the short walk-cap (WALK_CAP) and
+    SNMPv3 (SNMPV3) runs and the TLS run (tls_harness.py); the verdicts of all together."""
     started = time.monotonic()
     names = [r.name for r in load(walks)]
     main = Setup(
         vanish="oki_c" if "oki_c" in names else None,
         relay="lexmark_ms" if "lexmark_ms" in names else None,
     )
-    runs = [run_agent(command, classes, walks=walks, keep=keep and keep / "main", only=only,
-                      progress=progress, setup=main, update_command=update_command,
-                      update_platform=update_platform)]  # fmt: skip
-    pair = [n for n in FRINGE.recordings or () if n in names]
-    if len(pair) == 2:
-        runs.append(
-            run_agent(
-                command,
-                classes,
-                walks=walks,
-                keep=keep and keep / "fringe",
-                only=only,
-                progress=progress,
-                setup=FRINGE,
-            )  # fmt: skip
-        )
-    if set(WALK_CAP.recordings or ()) <= set(names):
-        runs.append(
-            run_agent(
-                command,
-                classes,
-                walks=walks,
-                keep=keep and keep / "walk-cap",
-                only=only,
-                progress=progress,
-                setup=WALK_CAP,
-                phases=WALK_CAP_PHASES,
-            )  # fmt: skip
-        )
     from metersync_conformance.tls_harness import run_tls
 
-    runs.append(run_tls(command, classes, walks=walks, keep=keep and keep / "tls", only=only,
-                        progress=progress))  # fmt: skip
+    def sub(name: str) -> dict[str, Any]:  # what every run of this certification shares
+        return {"walks": walks, "keep": keep and keep / name, "only": only, "progress": progress}
+
+    runs = [
+        run_agent(command, classes, setup=main, update_command=update_command,
+                  update_platform=update_platform, **sub("main"))
+    ]  # fmt: skip
+    if all(n in names for n in FRINGE.recordings or ()):
+        runs.append(run_agent(command, classes, setup=FRINGE, **sub("fringe")))
+    if all(n in names for n in WALK_CAP.recordings or ()):
+        runs.append(
+            run_agent(command, classes, setup=WALK_CAP, phases=WALK_CAP_PHASES, **sub("walk-cap"))
+        )
+    if all(n in names for n in SNMPV3.recordings or ()):
+        runs.append(
+            run_agent(command, classes, setup=SNMPV3, phases=SNMPV3_PHASES, **sub("snmpv3"))
+        )
+    runs.append(run_tls(command, classes, **sub("tls")))
     results = await asyncio.gather(*runs)
     return [v for verdicts, _ in results for v in verdicts], time.monotonic() - started
