@@ -138,8 +138,8 @@ def test_reply_mapping() -> None:
     assert "transports/smtp" in relay.action and "re-enroll" in bad_key.action
 
 
-def test_config_smtp_rules() -> None:
-    base = """
+# An SMTP-only agent's settings without the [smtp] table (each test adds its own).
+SMTP_ONLY_BASE = """
 [manager]
 url = "http://127.0.0.1:1"
 enrollment_token = "tokentokentokentoken"
@@ -151,6 +151,10 @@ include = ["127.0.0.254:9"]
 poll_interval = 60
 discovery_interval = 60
 """
+
+
+def test_config_smtp_rules() -> None:
+    base = SMTP_ONLY_BASE
     ok = settings_from_toml_text(
         base + '[smtp]\nhost = "127.0.0.1"\nport = 2525\nsecurity = "none"\n'
         'from = "a@x.org"\nto = "m@y.org"\n'
@@ -176,18 +180,9 @@ def test_config_smtp_ca_bundle(tmp_path) -> None:  # type: ignore[no-untyped-def
     from metersync_conformance.pki import Pki
 
     mail_ca = Pki.create(tmp_path / "pki").mail
-    base = f"""
-[manager]
-url = "http://127.0.0.1:1"
-enrollment_token = "tokentokentokentoken"
-[http]
-enabled = false
-[targets]
-include = ["127.0.0.254:9"]
-[schedule]
-poll_interval = 60
-discovery_interval = 60
-[smtp]
+    base = (
+        SMTP_ONLY_BASE
+        + f"""[smtp]
 host = "127.0.0.1"
 port = 2525
 security = "starttls"
@@ -195,6 +190,7 @@ from = "a@x.org"
 to = "m@y.org"
 ca_bundle_file = "{mail_ca.cert_file.name}"
 """
+    )
     settings = settings_from_toml_text(base, mail_ca.cert_file.parent)
     assert settings.smtp_ca_bundle == mail_ca.cert_pem
     ctx = SmtpTransport.from_settings(settings, "agent").context()
