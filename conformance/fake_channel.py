@@ -21,10 +21,24 @@ from quart import Quart, Response, request, websocket
 
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
+from metersync.xml_edge import MEDIA_TYPE as CONTENT_TYPE
 
-CONTENT_TYPE = "application/vnd.metersync+xml"
 SUBPROTOCOL = "metersync.v1"
 HOLD = 2.0  # the harness holds a long-poll this long (the spec allows up to 30 s)
+
+
+async def wait_until(changed: asyncio.Event, pred: Any, timeout: float, poll: float) -> bool:
+    """Wait until pred() is true, re-evaluated whenever `changed` is set and at least every
+    `poll` seconds, or until the timeout; whether it became true."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), min(left, poll))
+    return True
 
 
 @dataclass
@@ -110,15 +124,7 @@ class ChannelPeer:
     # -- the scenario's side --
 
     async def wait_for(self, pred: Any, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), min(left, 0.5))
-        return True
+        return await wait_until(self.changed, pred, timeout, poll=0.5)
 
     def connected(self) -> bool:
         if self.transport == "websocket":

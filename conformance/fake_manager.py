@@ -36,7 +36,7 @@ from quart import Quart, Response, request
 import metersync_generated.v1 as model
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
-from metersync_conformance.fake_channel import ChannelPeer
+from metersync_conformance.fake_channel import ChannelPeer, wait_until
 from metersync_conformance.fake_channel import register as register_channel
 from metersync_conformance.wire import CONTENT_TYPE, now, xml_time
 
@@ -111,17 +111,9 @@ class Recorder:
         """Answer the next report posts with these scripted answers (answers.ANSWERS), in order."""
         self.scripts.extend(scripts)
 
-    async def wait_for(self, pred: Any, timeout: float) -> bool:
+    async def wait_for(self, pred: Any, timeout: float, poll: float = 1.0) -> bool:
         """Wait until pred() is true (re-evaluated after every request) or the timeout."""
-        deadline = time.monotonic() + timeout
-        while not pred():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), min(left, 1.0))
-        return True
+        return await wait_until(self.changed, pred, timeout, poll)
 
 
 def _xml(obj: Any, status: int, headers: dict[str, str] | None = None) -> Response:

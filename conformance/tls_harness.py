@@ -28,7 +28,6 @@ is closed (or when something arrived); the checks (tls_checks.py) judge the reco
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -226,15 +225,7 @@ async def _drive(stage: Stage, agent: AgentProcess) -> None:
 async def _wait(stage: Stage, timeout: float, done: Callable[[], bool]) -> bool:
     """Until done(): re-checked on every request and every half second (connections closing
     are not requests)."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        stage.manager.rec.changed.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stage.manager.rec.changed.wait(), min(left, 0.5))
-    return True
+    return await stage.manager.rec.wait_for(done, timeout, poll=0.5)
 
 
 async def run_tls(
