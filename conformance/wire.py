@@ -25,8 +25,8 @@ import metersync_generated.v1 as model
 import metersync_spec
 from metersync import signing, xml_edge
 from metersync.errors import BY_CODE, ProtocolError
+from metersync.xml_edge import MEDIA_TYPE as CONTENT_TYPE
 
-CONTENT_TYPE = "application/vnd.metersync+xml"
 ENROLL_PATH = "/v1/enroll"
 REPORTS_PATH = "/v1/reports"
 EXAMPLE_AGENT_ID = "0b7e3f5a-8c21-4d9e-b6a3-2f4c1d8e9a70"

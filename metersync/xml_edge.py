@@ -28,6 +28,7 @@ from metersync.errors import ProtocolError
 
 NAMESPACE = metersync_spec.NAMESPACE
 PROTOCOL_VERSION = "1.0"
+MEDIA_TYPE = "application/vnd.metersync+xml"  # MS-HTTP-3: every document over HTTP
 MAX_BYTES = 16 * 1024 * 1024  # MS-LIM-1: 16 MiB per document
 MAX_DEPTH = 32  # MS-LIM-2: element nesting, root = 1
 

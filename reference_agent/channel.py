@@ -33,12 +33,12 @@ import httpx
 import metersync_generated.v1 as model
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
+from metersync.xml_edge import MEDIA_TYPE as CONTENT_TYPE
 from metersync_agent.backoff import next_delay
 
 log = logging.getLogger("metersync.agent.channel")
 
 SUBPROTOCOL = "metersync.v1"
-CONTENT_TYPE = "application/vnd.metersync+xml"
 MAX_IN_PROGRESS = 4  # MS-CH-14
 BUSY_RETRY_AFTER = 2  # seconds, in 5005 answers
 FRESH_RETRY_AFTER = 30  # seconds, in 5004 answers

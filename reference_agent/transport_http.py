@@ -26,12 +26,12 @@ import httpx
 import metersync
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
+from metersync.xml_edge import MEDIA_TYPE as CONTENT_TYPE
 from metersync_agent.backoff import Delivered, Outcome, RetryLater, decide, parse_retry_after
 from metersync_agent.config import Settings
 
 log = logging.getLogger("metersync.agent.http")
 
-CONTENT_TYPE = "application/vnd.metersync+xml"
 MAX_ANSWER_BYTES = 1024 * 1024  # a Receipt or an Error is small; never read more than this
 GZIP_MIN_BYTES = 1024  # below this, compression is not worth a header
 USER_AGENT = f"metersync-reference-agent/{metersync.__version__}"

@@ -25,6 +25,7 @@ import metersync_generated.v1 as model
 import metersync_spec
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
+from metersync.xml_edge import MEDIA_TYPE
 from metersync_manager import channel, ingest
 from metersync_manager.accept import accept_report
 from metersync_manager.extract import utc_naive
@@ -33,7 +34,6 @@ from metersync_manager.store import Store, iso
 
 log = logging.getLogger("metersync.manager")
 
-MEDIA_TYPE = "application/vnd.metersync+xml"
 ACCEPTED_TYPES = {MEDIA_TYPE, "application/xml"}
 DRAIN_FACTOR = 4  # read and discard up to 4× the limit so a client can read its 413
 RETRY_AFTER_UNAVAILABLE = 5

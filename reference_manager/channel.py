@@ -37,11 +37,11 @@ from xsdata.models.datatype import XmlDateTime
 import metersync_generated.v1 as model
 from metersync import errors, signing, xml_edge
 from metersync.errors import ProtocolError
+from metersync.xml_edge import MEDIA_TYPE
 
 log = logging.getLogger("metersync.manager.channel")
 
 SUBPROTOCOL = "metersync.v1"
-MEDIA_TYPE = "application/vnd.metersync+xml"
 POLL_HOLD = 30.0  # MS-CH-4: a long-poll is held at most this long
 POLL_GRACE = 10.0  # a long-poll agent counts as connected this long after its last poll
 MAX_OUTSTANDING = 4  # MS-CH-14

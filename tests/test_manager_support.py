@@ -24,12 +24,12 @@ from xsdata.models.datatype import XmlDateTime
 
 import metersync_generated.v1 as model
 from metersync import signing, xml_edge
+from metersync.xml_edge import MEDIA_TYPE as MEDIA
 from metersync_manager import ingest
 from metersync_manager.app import create_app
 from metersync_manager.store import Store, sqlite_url
 
 NS = "urn:metersync:v1"
-MEDIA = "application/vnd.metersync+xml"
 
 
 def ts(dt: datetime) -> str:
