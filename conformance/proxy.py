@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from typing import Self
 from urllib.parse import urlsplit
 
 MARK = "X-Conformance-Proxy"
@@ -21,26 +22,36 @@ class ProxyLog:
     requests: list[tuple[str, str]] = field(default_factory=list)  # (request line, auth)
 
 
-class Proxy:
+class LoopbackServer:
+    """A TCP server of the harness on a free loopback port; subclasses serve connections."""
+
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
         self.port = 0
-        self.log = ProxyLog()
         self._server: asyncio.Server | None = None
 
-    async def start(self) -> Proxy:
+    async def start(self) -> Self:
         self._server = await asyncio.start_server(self._serve, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
-
-    def url(self, user: str, password: str) -> str:
-        return f"http://{user}:{password}@{self.host}:{self.port}"
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class Proxy(LoopbackServer):
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
+        self.log = ProxyLog()
+
+    def url(self, user: str, password: str) -> str:
+        return f"http://{user}:{password}@{self.host}:{self.port}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

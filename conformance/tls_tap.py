@@ -15,6 +15,8 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
+from metersync_conformance.proxy import LoopbackServer
+
 HANDSHAKE = 0x16
 SERVER_HELLO = 0x02
 SUPPORTED_VERSIONS = 0x002B
@@ -78,24 +80,12 @@ def server_hello_version(data: bytes) -> str | None:
     return VERSIONS.get(legacy, f"0x{legacy:04x}")
 
 
-class TlsTap:
+class TlsTap(LoopbackServer):
     def __init__(self, upstream: tuple[str, int], host: str = "127.0.0.1") -> None:
-        self.upstream, self.host = upstream, host
-        self.port = 0
+        super().__init__(host)
+        self.upstream = upstream
         self.log = TapLog()
         self.changed = asyncio.Event()
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> TlsTap:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection(time.monotonic())
