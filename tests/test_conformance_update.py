@@ -18,6 +18,7 @@ import asyncio
 import sys
 
 import pytest
+from test_conformance_agent import by_status, evidence
 
 from metersync_conformance.cli import run_manager
 from metersync_conformance.registry import Status, Verdict
@@ -70,18 +71,6 @@ async def _all() -> dict[str, list[Verdict]]:
 @pytest.fixture(scope="module")
 def verdicts() -> dict[str, list[Verdict]]:
     return asyncio.run(_all())
-
-
-def by_status(verdicts: list[Verdict], status: Status) -> set[str]:
-    return {v.requirement for v in verdicts if v.status is status}
-
-
-def evidence(verdicts: list[Verdict]) -> str:
-    return "\n".join(
-        f"{v.requirement} {v.check}: {v.summary} | expected {v.expected} | actual {v.actual}"
-        for v in verdicts
-        if v.status is Status.FAIL
-    )
 
 
 def test_reference_manager_refuses_every_attack_and_stages_the_valid_version(
