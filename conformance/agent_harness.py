@@ -253,6 +253,16 @@ class AgentContext:
     # (bad document, expected code, exit code, output, requests the manager got meanwhile)
     licence_limit: LicenceLimit | None = None  # phase licence_limit (MS-UPD-22)
 
+    def begin(self, name: str) -> None:
+        """A scenario phase starts now."""
+        self.phases[name] = (time.monotonic(), None)
+
+    def end(self, name: str, reached: bool | None = None, at: float | None = None) -> None:
+        """The phase ends now (or `at`); `reached`: whether its goal was reached."""
+        self.phases[name] = (self.phases[name][0], time.monotonic() if at is None else at)
+        if reached is not None:
+            self.reached[name] = reached
+
     def phase(self, name: str) -> tuple[float, float]:
         t0, t1 = self.phases.get(name, (0.0, None))
         return t0, t1 if t1 is not None else float("inf")
@@ -480,14 +490,6 @@ def _keys_in(reports: list[Received]) -> set[str]:
 
 async def scenario(ctx: AgentContext, agent: AgentProcess, work: Path, walks: Path | None) -> None:
     rec = ctx.rec
-    clock = time.monotonic
-
-    def begin(name: str) -> None:
-        ctx.phases[name] = (clock(), None)
-
-    def end(name: str, reached: bool) -> None:
-        ctx.phases[name] = (ctx.phases[name][0], clock())
-        ctx.reached[name] = reached
 
     initial = [d for d in ctx.devices if d.role != "moved"]
     want = {d.recording.key for d in initial}
@@ -495,16 +497,16 @@ async def scenario(ctx: AgentContext, agent: AgentProcess, work: Path, walks: Pa
         from metersync_conformance import walk_cap
 
         want.add(walk_cap.KEY)
-    begin("baseline")
+    ctx.begin("baseline")
     agent.start()
     ok = await rec.wait_for(lambda: want <= _keys_in(rec.accepted_reports()), 45)
-    end("baseline", ok)
+    ctx.end("baseline", ok)
     if not rec.accepted_reports():
         return  # delivery cannot be judged when nothing is ever accepted: the checks say so
 
     if (ctx.move or ctx.swap or ctx.vanished) and "changes" in ctx.planned:
-        begin("changes")
-        t0 = clock()
+        ctx.begin("changes")
+        t0 = time.monotonic()
         if ctx.vanish_responder:
             await asyncio.to_thread(ctx.vanish_responder.stop)
         if ctx.swap:
@@ -538,10 +540,10 @@ async def scenario(ctx: AgentContext, agent: AgentProcess, work: Path, walks: Pa
                 )
             return done
 
-        end("changes", await rec.wait_for(changed, 40))
+        ctx.end("changes", await rec.wait_for(changed, 40))
 
     if "smtp_transient" in ctx.planned:
-        begin("smtp_transient")
+        ctx.begin("smtp_transient")
         n0 = len(rec.received)
         rec.unavailable(451, count=2)
 
@@ -551,17 +553,17 @@ async def scenario(ctx: AgentContext, agent: AgentProcess, work: Path, walks: Pa
             done = {r.report_id for r in later if r.answer_kind in ("accepted", "duplicate")}
             return bool(refused) and not rec.outages and refused <= done
 
-        end("smtp_transient", await rec.wait_for(resent, 60))
+        ctx.end("smtp_transient", await rec.wait_for(resent, 60))
 
     if "smtp_refusals" in ctx.planned and ctx.mail_relay is not None:
-        begin("smtp_refusals")
-        end("smtp_refusals", await smtp_refusals(ctx))
+        ctx.begin("smtp_refusals")
+        ctx.end("smtp_refusals", await smtp_refusals(ctx))
     if ctx.mail_relay is not None:
         return
 
     if "retry_after" not in ctx.planned:
         return
-    begin("retry_after")
+    ctx.begin("retry_after")
     n0 = len(rec.received)
     rec.unavailable(503, retry_after=RETRY_AFTER, count=2)
 
@@ -576,22 +578,22 @@ async def scenario(ctx: AgentContext, agent: AgentProcess, work: Path, walks: Pa
             )
         )
 
-    end("retry_after", await rec.wait_for(retried, 45))
+    ctx.end("retry_after", await rec.wait_for(retried, 45))
 
     if "outage" not in ctx.planned:
         return
-    begin("outage")
+    ctx.begin("outage")
     rec.unavailable(503)
     await asyncio.sleep(OUTAGE_SECONDS)
-    end("outage", True)
-    begin("restart")
+    ctx.end("outage", True)
+    ctx.begin("restart")
     ctx.exit_codes.append(await agent.stop())
     rec.available()  # the manager is back while the agent is down
-    ctx.restart_at = clock()
+    ctx.restart_at = time.monotonic()
     agent.start()
-    end("restart", True)
+    ctx.end("restart", True)
 
-    begin("recovery")
+    ctx.begin("recovery")
 
     def delivered() -> bool:
         ids = {r.report_id for r in rec.reports()}
@@ -599,7 +601,7 @@ async def scenario(ctx: AgentContext, agent: AgentProcess, work: Path, walks: Pa
         after = [r for r in rec.accepted_reports() if r.t > ctx.phases["recovery"][0]]
         return ids <= done and bool(after)
 
-    end("recovery", await rec.wait_for(delivered, 120))
+    ctx.end("recovery", await rec.wait_for(delivered, 120))
 
 
 async def smtp_refusals(ctx: AgentContext) -> bool:
@@ -639,22 +641,21 @@ async def update_phase(
     if not accepted:
         ctx.update.error = "no report was accepted, so the agent id is unknown"
         return
-    ctx.phases["update"] = (time.monotonic(), None)
+    ctx.begin("update")
     argv = update_harness.command_argv(command, prov, state)
     # The valid licence allows exactly the devices monitored now (phase licence_limit).
     ctx.update.max_devices = max(1, len(_keys_in(accepted[-1:])))
     await update_harness.run_steps(ctx.update, argv, accepted[-1].obj.agent_id, work / "update.log")
     done = time.monotonic()
     ok = await ctx.rec.wait_for(lambda: any(r.t > done for r in ctx.rec.accepted_reports()), 30)
-    ctx.phases["update"] = (ctx.phases["update"][0], time.monotonic())
-    ctx.reached["update"] = ok
+    ctx.end("update", ok)
 
 
 async def licence_limit_phase(ctx: AgentContext, recording: Path) -> None:
     """A printer appears while the licence allows only the devices monitored (MS-UPD-22)."""
     accepted = ctx.rec.accepted_reports()
     kept = _keys_in(accepted[-1:])
-    ctx.phases["licence_limit"] = (time.monotonic(), None)
+    ctx.begin("licence_limit")
     # The router at EXTRA_HOST becomes a printer: snmpsim re-reads a recording whose mtime
     # changed (in whole seconds), so the new one is dated a little ahead.
     tmp = recording.with_suffix(".tmp")
@@ -672,8 +673,7 @@ async def licence_limit_phase(ctx: AgentContext, recording: Path) -> None:
         return sum(r.t > settled for r in ctx.rec.accepted_reports()) >= 2
 
     ok = await ctx.rec.wait_for(two_after, settled - t_on + 30)
-    ctx.phases["licence_limit"] = (ctx.phases["licence_limit"][0], time.monotonic())
-    ctx.reached["licence_limit"] = ok
+    ctx.end("licence_limit", ok)
 
 
 async def automatic_phase(
@@ -689,7 +689,7 @@ async def automatic_phase(
     prov.write_bytes(remake(mode="automatic", check_interval=uh.CHECK_INTERVAL))
     ctx.provisioned.append(prov.read_bytes())
     n0 = len(run.server.log)
-    ctx.phases["automatic"] = (time.monotonic(), None)
+    ctx.begin("automatic")
     run.auto_started = time.monotonic()
     agent.start()
 
@@ -702,8 +702,7 @@ async def automatic_phase(
     await ctx.rec.wait_for(lambda: any(r.t > done for r in ctx.rec.accepted_reports()), 15)
     run.auto_log = list(run.server.log[n0:])
     run.auto_ended = time.monotonic()
-    ctx.phases["automatic"] = (ctx.phases["automatic"][0], run.auto_ended)
-    ctx.reached["automatic"] = ok
+    ctx.end("automatic", ok, at=run.auto_ended)
 
 
 async def scenario_fringe(
@@ -715,19 +714,11 @@ async def scenario_fringe(
 ) -> None:
     """Hard cases on a few printers: see the module docstring."""
     rec = ctx.rec
-    clock = time.monotonic
-
-    def begin(name: str) -> None:
-        ctx.phases[name] = (clock(), None)
-
-    def end(name: str, reached: bool) -> None:
-        ctx.phases[name] = (ctx.phases[name][0], clock())
-        ctx.reached[name] = reached
 
     want = {d.recording.key for d in ctx.devices}
     if ctx.setup.refusals:
         await refusals(ctx, agent, prov)
-    begin("baseline")
+    ctx.begin("baseline")
     agent.start()
     ok = await rec.wait_for(lambda: bool(rec.accepted_reports()), 30)
     if ok:  # the agent runs: a trap from a printer must change nothing it reports
@@ -735,10 +726,10 @@ async def scenario_fringe(
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind((ctx.devices[0].host, 0))
             s.sendto(trap(ctx.trap_payload), ("127.0.0.1", 162))
-    end("baseline", await rec.wait_for(lambda: want <= _keys_in(rec.accepted_reports()), 45))
+    ctx.end("baseline", await rec.wait_for(lambda: want <= _keys_in(rec.accepted_reports()), 45))
     if not rec.accepted_reports() or "answers" not in ctx.planned:
         return
-    begin("answers")
+    ctx.begin("answers")
     n0 = len(rec.received)
     script = answers.script(ctx.setup.script)
     rec.play(script)
@@ -747,16 +738,16 @@ async def scenario_fringe(
     def answered() -> bool:
         if rec.scripts:
             return False
-        idle[:1] = idle[:1] or [clock()]
+        idle[:1] = idle[:1] or [time.monotonic()]
         posts = [r for r in rec.received[n0:] if r.kind == "Report"]
         retry = {r.report_id for r in posts if answers.EXPECT.get(r.script or "") == "retry"}
         done = {r.report_id for r in posts if r.answer_kind in ("accepted", "duplicate")}
-        return retry <= done or clock() - idle[0] > 15  # an agent that never resends
+        return retry <= done or time.monotonic() - idle[0] > 15  # an agent that never resends
 
-    end("answers", await rec.wait_for(answered, 100))
+    ctx.end("answers", await rec.wait_for(answered, 100))
     if "limits" not in ctx.planned:
         return
-    begin("limits")
+    ctx.begin("limits")
     ctx.exit_codes.append(await agent.stop())
     rec.unavailable(503)
     if slow is not None:
@@ -774,7 +765,7 @@ async def scenario_fringe(
     limits = f"\n  <outbox><maxReports>{LIMIT_REPORTS}</maxReports></outbox>"
     prov.write_bytes(remake(limits))
     ctx.provisioned.append(prov.read_bytes())
-    ctx.restart_at = clock()
+    ctx.restart_at = time.monotonic()
     top = max((r.sequence or 0 for r in rec.reports()), default=0)
     agent.start()
     await asyncio.sleep(LIMITS_SECONDS)
@@ -782,8 +773,8 @@ async def scenario_fringe(
     def overflowed() -> bool:  # enough new reports for the limit to bite (seen as posts)
         return max((r.sequence or 0 for r in rec.reports()), default=0) >= top + 2 + LIMIT_REPORTS
 
-    end("limits", await rec.wait_for(overflowed, 25))
-    begin("recovery")
+    ctx.end("limits", await rec.wait_for(overflowed, 25))
+    ctx.begin("recovery")
     rec.available()
 
     def drained() -> bool:
@@ -792,7 +783,7 @@ async def scenario_fringe(
             r.t > t0 and int(r.obj.agent_status.queue_depth) == 0 for r in rec.accepted_reports()
         )
 
-    end("recovery", await rec.wait_for(drained, 60))
+    ctx.end("recovery", await rec.wait_for(drained, 60))
 
 
 BAD_DOCUMENTS = {
@@ -1040,7 +1031,7 @@ async def run_agent(
         if "channel" in phases:
             from metersync_conformance.channel_harness import run_channel_phase
 
-            ctx.phases["channel"] = (time.monotonic(), None)
+            ctx.begin("channel")
             await run_channel_phase(
                 ctx,
                 agent,
@@ -1048,7 +1039,7 @@ async def run_agent(
                 lambda channel: provisioning(manager.url, devices, setup=setup, channel=channel),
                 [*responders, ctx.mover_responder, ctx.moved_responder],
             )
-            ctx.phases["channel"] = (ctx.phases["channel"][0], time.monotonic())
+            ctx.end("channel")
     finally:
         stop.set()
         if watcher:
