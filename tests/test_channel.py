@@ -17,22 +17,20 @@ skewed upgrades.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from test_end_to_end import _free_tcp_port, _wait, simulated_printers
 
 from metersync import signing, xml_edge
-from metersync.snmpsim import Endpoint, SnmpSimulator
 from metersync_agent.config import settings_from_toml_text
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "reference_agent" / "recordings"
@@ -44,39 +42,9 @@ NS = "{urn:metersync:v1}"
 pytestmark = pytest.mark.slow
 
 
-def _free_tcp_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(what: str, cond: Callable[[], Any], timeout: float, logs: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(httpx.HTTPError):
-            value = cond()
-            if value:
-                return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; {logs}")
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def printers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("channel-printers")
-    from test_end_to_end import _udp_port_free_on_all
-
-    port = _udp_port_free_on_all(HOSTS)
-    eps = []
-    for host, name in zip(HOSTS, DEVICES, strict=True):
-        d = root / name
-        d.mkdir()
-        shutil.copy(RECORDINGS / f"{name}.snmprec", d / "public.snmprec")
-        eps.append(Endpoint(host, port, data_dir=d))
-    with SnmpSimulator(root / DEVICES[0], endpoints=eps):
+    with simulated_printers(tmp_path_factory.mktemp("channel-printers"), HOSTS, DEVICES) as port:
         yield f"{HOSTS[0]}-{HOSTS[-1]}:{port}"
 
 
@@ -188,7 +156,7 @@ def _read_everything(m: Manager, agent_id: str, transport: str, logs: str) -> No
         keys = {d.findtext(f"{NS}deviceKey"): d for d in got.iter(f"{NS}device")}
         return keys if len(keys) == len(DEVICES) else {}
 
-    keys = _wait("both printers in /devices", listed, 20, logs)
+    keys = _wait("both printers in /devices", listed, 20, logs=logs)
     key = sorted(keys)[0]
     ip = keys[key].findtext(f"{NS}ipAddress")
     assert ip in HOSTS
@@ -224,7 +192,7 @@ def test_channel_websocket_longpoll_and_off_by_default(printers: str, tmp_path: 
         procs.append(_agent(tmp_path, "c", m1, tokens[1], printers, False))
         procs.append(_agent(tmp_path, "b", m2, tokens[2], printers, True))
         # An agent not yet connected: the operator is told so, nothing is sent.
-        _wait("agent a enrolled", lambda: (tmp_path / "a" / "enrolled").exists(), 20, logs)
+        _wait("agent a enrolled", lambda: (tmp_path / "a" / "enrolled").exists(), 20, logs=logs)
         a_id = _agent_id(tmp_path, "a")
         channels = {}
         for m, want in ((m1, "websocket"), (m2, "longpoll")):
@@ -232,7 +200,7 @@ def test_channel_websocket_longpoll_and_off_by_default(printers: str, tmp_path: 
             def connected(m: Manager = m) -> list[Any]:
                 return m.get("/api/v1/channels").json()["items"]
 
-            items = _wait(f"a channel at {m.url}", connected, 20, logs)
+            items = _wait(f"a channel at {m.url}", connected, 20, logs=logs)
             assert [i["transport"] for i in items] == [want], items
             channels[want] = items[0]["agentId"]
         assert channels["websocket"] == a_id

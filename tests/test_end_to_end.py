@@ -32,7 +32,7 @@ import httpx
 import pytest
 
 from metersync import xml_edge
-from metersync.snmpsim import Endpoint, SnmpSimulator
+from metersync.snmpsim import Endpoint, SnmpSimulator, free_udp_port
 from metersync_agent.config import settings_from_toml_text
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "reference_agent" / "recordings"
@@ -49,22 +49,11 @@ def _free_tcp_port() -> int:
         return s.getsockname()[1]
 
 
-def _udp_port_free_on_all(hosts: list[str]) -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((hosts[0], 0))
-            port = s.getsockname()[1]
-        try:
-            for h in hosts[1:]:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                    s.bind((h, port))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no UDP port free on every simulated address")
-
-
-def _wait(what: str, cond: Callable[[], Any], timeout: float, proc: Any = None) -> Any:
+def _wait(
+    what: str, cond: Callable[[], Any], timeout: float, proc: Any = None, logs: str = ""
+) -> Any:
+    """cond()'s first true value, polled every 0.1 s; fails on the timeout or when `proc`
+    exits (`logs`: where to look, said in the failure)."""
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(httpx.HTTPError, sqlite3.Error):
@@ -74,22 +63,28 @@ def _wait(what: str, cond: Callable[[], Any], timeout: float, proc: Any = None) 
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"{what}: the process exited with {proc.returncode}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}; {logs}")
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def simulated_printers(root: Path, hosts: list[str], devices: list[str]) -> Iterator[int]:
+    """Our recordings served by one snmpsim, one printer per address, all on one port."""
+    port = free_udp_port(*hosts)
+    eps = []
+    for host, name in zip(hosts, devices, strict=True):
+        d = root / name
+        d.mkdir()
+        shutil.copy(RECORDINGS / f"{name}.snmprec", d / "public.snmprec")
+        eps.append(Endpoint(host, port, data_dir=d))
+    with SnmpSimulator(root / devices[0], endpoints=eps):
+        yield port
 
 
 @pytest.fixture(scope="module")
 def printers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """Five printers, one per loopback address, each answering community `public`."""
-    root = tmp_path_factory.mktemp("printers")
-    port = _udp_port_free_on_all(HOSTS)
-    eps = []
-    for host, name in zip(HOSTS, DEVICES, strict=True):
-        d = root / name
-        d.mkdir()
-        shutil.copy(RECORDINGS / f"{name}.snmprec", d / "public.snmprec")
-        eps.append(Endpoint(host, port, data_dir=d))
-    with SnmpSimulator(root / DEVICES[0], endpoints=eps):
+    with simulated_printers(tmp_path_factory.mktemp("printers"), HOSTS, DEVICES) as port:
         yield f"{HOSTS[0]}-{HOSTS[-1]}:{port}", port
 
 
