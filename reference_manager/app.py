@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from quart import Quart, Response, request
+from quart import Quart, Response, g, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 import metersync_generated.v1 as model
@@ -379,7 +379,9 @@ def create_app(
         scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
         token = token.strip()
         if scheme.lower() == "bearer" and token and len(token) <= 512:
-            if await run(store.operator_token_valid, ingest.hash_token(token)):
+            scope = await run(store.operator_scope, ingest.hash_token(token))
+            if scope is not None:
+                g.scope = scope  # every /api/ query filters by it (metersync_manager.scope)
                 return None
             detail = "the operator token is unknown or revoked"
         else:

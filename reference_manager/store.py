@@ -48,6 +48,9 @@ from metersync_manager import staleness
 from metersync_manager.extract import ReportRows, utc_naive
 from metersync_manager.ingest import AgentRecord, Decision, TokenRecord, replayed
 from metersync_manager.meters import Read, usage
+from metersync_manager.scope import ADMIN, Scope, ScopeError
+
+DEFAULT_CUSTOMER = "default"
 
 _MIGRATION_LOCK = 84700001  # pg_advisory_xact_lock key: one migrating process at a time
 
@@ -185,6 +188,7 @@ class Store:
                 conn.execute(
                     m.schema_version.insert().values(version=m.SCHEMA_VERSION, applied_at=now)
                 )
+                self._ensure_default_customer(conn, now)
                 return m.SCHEMA_VERSION
             if current > m.SCHEMA_VERSION:
                 raise RuntimeError(
@@ -194,7 +198,21 @@ class Store:
             for version in range(current + 1, m.SCHEMA_VERSION + 1):
                 m.MIGRATIONS[version](conn)
                 conn.execute(m.schema_version.insert().values(version=version, applied_at=now))
+            self._ensure_default_customer(conn, now)
             return m.SCHEMA_VERSION
+
+    @staticmethod
+    def _ensure_default_customer(conn: Connection, now: datetime) -> None:
+        """The customer of tokens created without one (and of everything before tenancy)."""
+        found = conn.execute(
+            select(m.customers.c.customer_id).where(m.customers.c.customer_id == DEFAULT_CUSTOMER)
+        ).first()
+        if found is None:
+            conn.execute(
+                m.customers.insert().values(
+                    customer_id=DEFAULT_CUSTOMER, name="Default customer", created_at=now
+                )
+            )
 
     def close(self) -> None:
         with self._writer_guard:
@@ -221,13 +239,34 @@ class Store:
                 )
             )
 
-    def add_operator_token(self, token_hash: str, name: str, now: datetime) -> None:
+    def add_operator_token(
+        self, token_hash: str, name: str, now: datetime, scope: Scope = ADMIN
+    ) -> None:
+        """An operator token with the role and customers of `scope` (every customer named
+        must exist)."""
         with self._write() as conn:
+            self._check_customers(conn, scope.customers)
             conn.execute(
                 m.operator_tokens.insert().values(
-                    token_hash=token_hash, name=name, created_at=utc_naive(now)
+                    token_hash=token_hash,
+                    name=name,
+                    created_at=utc_naive(now),
+                    role=scope.role,
+                    customers=scope.encode(),
                 )
             )
+
+    @staticmethod
+    def _check_customers(conn: Connection, ids: frozenset[str] | set[str]) -> None:
+        if not ids:
+            return
+        c = m.customers.c
+        found = set(
+            conn.execute(select(c.customer_id).where(c.customer_id.in_(sorted(ids)))).scalars()
+        )
+        missing = sorted(set(ids) - found)
+        if missing:
+            raise ScopeError(f"no such customer: {', '.join(missing)}")
 
     def revoke_operator_tokens(self, name: str, now: datetime) -> int:
         """Revoke every live operator token of this name; how many were revoked."""
@@ -241,12 +280,18 @@ class Store:
             return int(done.rowcount)
 
     def operator_token_valid(self, token_hash: str) -> bool:
+        return self.operator_scope(token_hash) is not None
+
+    def operator_scope(self, token_hash: str) -> Scope | None:
+        """The scope of a live operator token; None when unknown or revoked."""
         t = m.operator_tokens
         with self._read() as conn:
             row = conn.execute(
-                select(t.c.token_hash).where(t.c.token_hash == token_hash, t.c.revoked_at.is_(None))
+                select(t.c.name, t.c.role, t.c.customers).where(
+                    t.c.token_hash == token_hash, t.c.revoked_at.is_(None)
+                )
             ).first()
-            return row is not None
+            return None if row is None else Scope.decode(row.role, row.customers, row.name)
 
     def agent(self, agent_id: str) -> AgentRecord | None:
         with self._read() as conn:
@@ -743,6 +788,9 @@ class Store:
                         "firstSeen": iso(r.first_seen),
                         "lastSeen": iso(r.last_seen),
                         "agentId": r.last_agent_id,
+                        "ownerAgentId": r.owner_agent_id,
+                        "customerId": r.customer_id,
+                        "siteId": r.site_id,
                         "lastCompleteAt": iso(r.last_complete_at),
                         "stale": flag.stale,
                         "staleReason": flag.reason,

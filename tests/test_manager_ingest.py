@@ -7,6 +7,7 @@ import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -18,6 +19,7 @@ from metersync import signing, xml_edge
 from metersync.errors import ProtocolError, retry_later
 from metersync_manager import channel, ingest, meters, staleness
 from metersync_manager.ingest import AgentRecord, Decision, TokenRecord
+from metersync_manager.models import SCHEMA_VERSION
 from metersync_manager.store import Store
 
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
@@ -459,11 +461,12 @@ def test_migration_5_backfills_the_last_complete_snapshot(store: Store) -> None:
         raw = a.report([Dev("sn:hp:old", polled_at=t(minute), error=error)])
         store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
     with store.engine.begin() as conn:  # back to schema version 4
+        downgrade_tenancy(conn)
         conn.execute(text("DROP INDEX ix_reports_agent_cycle"))
         conn.execute(text("ALTER TABLE reports DROP COLUMN cycle_started_at"))
         conn.execute(text("ALTER TABLE devices DROP COLUMN last_complete_at"))
         conn.execute(text("UPDATE schema_version SET version = 4 WHERE version = 5"))
-    assert store.migrate() == 5
+    assert store.migrate() == SCHEMA_VERSION
     (dev,) = store.devices("sn:hp:old", now=NOW)
     assert dev["lastCompleteAt"] == "2026-11-28T08:00:00Z"
 
@@ -505,3 +508,38 @@ def test_channel_error_relayed_by_its_meaning(
     assert (answer.status, answer.retry_after) == (relayed, retry_after)
     assert xml_edge.parse_message(answer.document, expect=("Error",)).obj.code == code
     assert retry_later(code, status) is (retry_after is not None)
+
+
+def downgrade_tenancy(conn: Any) -> None:
+    """Undo schema version 6 (tenancy) on a database of version 6."""
+    from sqlalchemy import text
+
+    for table in ("device_events", "assignments", "sites", "customers"):
+        conn.execute(text(f"DROP TABLE {table}"))
+    for table in ("agents", "devices"):
+        conn.execute(text(f"DROP INDEX ix_{table}_customer_id"))
+    drops = {
+        "agents": ("customer_id", "site_id"),
+        "devices": ("customer_id", "site_id", "owner_agent_id", "last_polled_at"),
+        "enrollment_tokens": ("customer_id", "site_id"),
+        "operator_tokens": ("role", "customers"),
+    }
+    for table, columns in drops.items():
+        for column in columns:
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+    conn.execute(text("UPDATE schema_version SET version = 5 WHERE version = 6"))
+
+
+def test_migration_6_puts_everything_in_the_default_customer(store: Store) -> None:  # noqa: F811
+    a = enrolled(store)
+    raw = a.report([Dev("sn:hp:before", polled_at=t(0))])
+    store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
+    store.add_operator_token("f" * 64, "old", NOW)
+    with store.engine.begin() as conn:
+        downgrade_tenancy(conn)
+    assert store.migrate() == SCHEMA_VERSION
+    (dev,) = store.devices("sn:hp:before", now=NOW)
+    assert dev["customerId"] == "default"
+    assert dev["ownerAgentId"] == a.agent_id
+    scope = store.operator_scope("f" * 64)
+    assert scope is not None and scope.all_customers
