@@ -80,6 +80,16 @@ def utc_naive(dt: datetime) -> datetime:
     return dt
 
 
+def iso(dt: datetime | None) -> str | None:
+    """A stored (UTC, naive) time as RFC 3339 with Z."""
+    if dt is None:
+        return None
+    text_ = dt.replace(tzinfo=None).isoformat(
+        timespec="microseconds" if dt.microsecond else "seconds"
+    )
+    return text_ + "Z"
+
+
 @dataclass
 class DeviceRows:
     device_key: str
