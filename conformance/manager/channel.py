@@ -28,8 +28,8 @@ from urllib.parse import quote
 import metersync_generated.v1 as model
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
-from metersync_conformance.manager_checks import ManagerContext
-from metersync_conformance.manager_checks_store import (
+from metersync_conformance.manager.core import ManagerContext
+from metersync_conformance.manager.store import (
     at,
     complete,
     dev_path,
