@@ -1,4 +1,4 @@
-"""Counter series and the meter export (MS-OWN, MS-DEV-29).
+"""Counter series and the meter export (MS-OWN, MS-BILL).
 
 At ingest every counter of an applied snapshot extends its series: the read stores `billed`,
 the series' usage from its first read up to this read, where an increase adds its difference
@@ -34,7 +34,7 @@ from sqlalchemy import (
 
 from metersync_manager import contract
 from metersync_manager import models as m
-from metersync_manager.extract import iso
+from metersync_manager.extract import SERIES_IDENTITY, iso
 from metersync_manager.scope import Scope
 
 OFFSET = 2**63  # unsignedLong ↔ BIGINT: stored = value - OFFSET
@@ -49,11 +49,11 @@ def dec(stored: int) -> int:
     return int(stored) + OFFSET
 
 
-IDENTITY = ("kind", "unit", "oid", "source", "label", "marker")
+IDENTITY = SERIES_IDENTITY
 
 
 def series_key(counter: dict[str, Any]) -> str:
-    """The identity of a counter series within one device (MS-DEV-29): kind, unit, oid,
+    """The identity of a counter series within one device (MS-BILL-1): kind, unit, oid,
     source, label and marker. Two counters differing in any of them never merge."""
     parts = ("" if counter.get(k) is None else str(counter[k]) for k in IDENTITY)
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
