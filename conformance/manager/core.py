@@ -24,6 +24,7 @@ from metersync import xml_edge
 from metersync.errors import BY_CODE
 from metersync_conformance.registry import (
     Finding,
+    PeerError,
     Status,
     check,
     excerpt_of,
@@ -49,8 +50,8 @@ TOKEN_BATCH = 8
 _TOKEN = re.compile(r"[A-Za-z0-9_\-]{16,128}")
 
 
-class HarnessError(RuntimeError):
-    """The harness could not set up what a check needs (a token, an enrollment)."""
+class HarnessError(PeerError):
+    """The manager did not give what a check needs (a token, an enrollment): a FAIL."""
 
 
 @dataclass
@@ -660,8 +661,10 @@ async def read_api_matches_openapi(ctx: ManagerContext) -> list[Finding]:
 
     # The spec's document is the contract; --openapi may name a vendor's superset of it.
     source: str | Path = ctx.openapi or (metersync_spec.OPENAPI_DIR / "manager.yaml")
+    verify = str(ctx.cacert) if ctx.cacert else True
+    headers = await ctx.api_headers()
     problems, ran = await asyncio.to_thread(
-        openapi_probe.run, source, ctx.url, ctx.openapi_examples, await ctx.api_headers()
+        openapi_probe.run, source, ctx.url, ctx.openapi_examples, headers, verify
     )
     if not ran:
         return [not_tested(f"no GET operation with a JSON answer in {source}")]

@@ -22,7 +22,7 @@ from metersync_conformance.manager.core import (
     expect_code,
     expect_receipt,
 )
-from metersync_conformance.registry import Finding, check, fail, ok
+from metersync_conformance.registry import Finding, PeerError, check, fail, ok
 from metersync_conformance.wire import SimAgent, now, xml_time
 
 Mutate = Callable[[model.Report], None]
@@ -93,7 +93,7 @@ async def send_ok(
 async def read(ctx: ManagerContext, path: str, **params: object) -> Any:
     status, doc = await ctx.get_json(path, **params)
     if status != 200 or not isinstance(doc, dict):
-        raise AssertionError(f"GET {path} answered HTTP {status}, not a JSON object")
+        raise PeerError(f"GET {path} answered HTTP {status}, not a JSON object")
     return doc
 
 
