@@ -22,6 +22,7 @@ import httpx
 import metersync_spec
 from metersync import xml_edge
 from metersync.errors import BY_CODE
+from metersync_conformance.manager import pacing
 from metersync_conformance.registry import (
     Finding,
     PeerError,
@@ -84,19 +85,27 @@ class ManagerContext:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
-        self.client = self.new_client()
+        # The agents' client: paced, Retry-After honoured, spread over loopback (pacing.py).
+        self._pacer = pacing.AgentTransport(self._transport, spread=pacing.loopback(self.url))
+        self.client = httpx.AsyncClient(timeout=60.0, transport=self._pacer)
 
-    def new_client(self, **transport: object) -> httpx.AsyncClient:
+    def _transport(self, **options: object) -> httpx.AsyncHTTPTransport:
         verify: object = str(self.cacert) if self.cacert else True
         # Idle connections are dropped after 1 s, well before a server's keep-alive timeout
         # (Hypercorn: 5 s): reusing one the server is closing at that moment is a ReadError.
         limits = httpx.Limits(max_keepalive_connections=20, keepalive_expiry=1.0)
-        if transport:
-            return httpx.AsyncClient(
-                timeout=60.0,
-                transport=httpx.AsyncHTTPTransport(verify=verify, limits=limits, **transport),  # type: ignore[arg-type]
-            )
-        return httpx.AsyncClient(timeout=60.0, verify=verify, limits=limits)  # type: ignore[arg-type]
+        return httpx.AsyncHTTPTransport(verify=verify, limits=limits, **options)  # type: ignore[arg-type]
+
+    def new_client(self, **transport: object) -> httpx.AsyncClient:
+        """A client of its own (`local_address=`…): not paced, no retry, one address."""
+        return httpx.AsyncClient(timeout=60.0, transport=self._transport(**transport))
+
+    def raw_client(self) -> httpx.AsyncClient:
+        """For the checks of the limits themselves: unpaced, from a loopback address no other
+        check uses (when the manager is on loopback), so its blocks bite nobody else."""
+        if pacing.loopback(self.url):
+            return self.new_client(local_address=pacing.raw_address())
+        return self.new_client()
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -174,11 +183,14 @@ class ManagerContext:
         self.answers.append((what, sent, ans))
         return ans
 
-    async def enroll(self, agent: SimAgent, token: str | None = None) -> Answer:
+    async def enroll(
+        self, agent: SimAgent, token: str | None = None, client: httpx.AsyncClient | None = None
+    ) -> Answer:
         token = token or await self.token()
         body = agent.enrollment(token)
         # Every Enrollment is signed with the key it encloses (MS-SEC-5, MS-SEC-10).
-        ans = await post(self.client, self.url, ENROLL_PATH, body, signature=agent.sign(body))
+        sig = agent.sign(body)
+        ans = await post(client or self.client, self.url, ENROLL_PATH, body, signature=sig)
         if ans.kind == "Receipt":
             agent.enrolled = True
         return self._log("enroll", body, ans)
@@ -191,11 +203,14 @@ class ManagerContext:
         return agent
 
     async def main_agent(self) -> SimAgent:
-        """One enrolled agent shared by the checks that only need one."""
+        """An enrolled agent shared by the checks that only need one, replaced by a fresh one
+        once it spent half its budget of the last minute (MS-LIM-5): a check starting with it
+        never waits for the pacing, and never spends a budget another check needs."""
         async with self._lock:
-            if self._main is None:
-                self._main = await self.enrolled_agent()
-            return self._main
+            main = self._main
+            if main is None or self._pacer.recent(main.agent_id) >= pacing.PER_MINUTE // 2:
+                self._main = main = await self.enrolled_agent()
+            return main
 
     async def send(
         self,
@@ -204,10 +219,12 @@ class ManagerContext:
         *,
         signature: str | None | bool = True,
         what: str = "report",
+        client: httpx.AsyncClient | None = None,
         **kw: object,
     ) -> Answer:
         sig = agent.sign(body) if signature is True else (signature or None)
-        ans = await post(self.client, self.url, REPORTS_PATH, body, signature=sig, **kw)  # type: ignore[arg-type]
+        via = client or self.client
+        ans = await post(via, self.url, REPORTS_PATH, body, signature=sig, **kw)  # type: ignore[arg-type]
         return self._log(what, body, ans)
 
 
