@@ -192,6 +192,7 @@ async def run_manager(
     openapi_examples: int = 5,
     only: str = "",
     skip: tuple[str, ...] = (),
+    requirements: tuple[str, ...] = (),
     progress: object = None,
     smtp: str | None = None,
     channel_command: str | None = None,
@@ -206,6 +207,8 @@ async def run_manager(
     from metersync_conformance.manager.core import ManagerContext
 
     checks = [c for c in select("manager", classes) if only in c.name and c.name not in skip]
+    if requirements:  # only the checks of these requirements
+        checks = [c for c in checks if set(c.requirements) & set(requirements)]
     # Failed enrollments block this address for a minute: near the end. The answer audits
     # look at everything sent before them: last.
     late = ("failed_enrollments_limited", "answers_audit", "every_answer_is_a_metersync_document")

@@ -100,6 +100,10 @@ _DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*>")
 
 
 def break_manager(flaw: str) -> None:
+    if flaw.startswith("mut:"):  # a one-line mutation of the reference (mutations.py)
+        from metersync_conformance.broken import mutations
+
+        return mutations.apply(flaw[4:])
     from metersync import signing, xml_edge
     from metersync_manager import ingest
 

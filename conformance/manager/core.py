@@ -517,25 +517,63 @@ async def forged_signature_refused(ctx: ManagerContext) -> list[Finding]:
     tampered = original.replace(b"<queueDepth>0</queueDepth>", b"<queueDepth>1</queueDepth>")
     ans2 = await ctx.send(agent, tampered, signature=sig)
     out.append(expect_code("MS-SEC-12", "a body changed after signing", tampered, ans2, 2003))
+    # An accepted signature again, over another report's bytes.
+    _, accepted = agent.report()
+    used = agent.sign(accepted)
+    await ctx.send(agent, accepted, signature=used)
+    _, other = agent.report()
+    ans3 = await ctx.send(agent, other, signature=used)
+    what = "an accepted report's signature over another report"
+    out.append(expect_code("MS-SEC-12", what, other, ans3, 2003))
+    # The right signature, declared with another algorithm.
+    _, body4 = agent.report()
+    other_alg = agent.sign(body4).replace('alg="ed25519"', 'alg="rsa-sha256"')
+    ans4 = await ctx.send(agent, body4, signature=other_alg)
+    out.append(expect_code("MS-SEC-12", 'alg="rsa-sha256"', body4, ans4, 2003))
     return out
 
 
 @check("MS-SEC-13", classes=CORE, role="manager")
 async def agent_id_mismatch_refused(ctx: ManagerContext) -> list[Finding]:
-    """A report whose agentId is not its signer is refused with 2009."""
+    """A report, and an Enrollment, whose agentId is not its signer are refused with 2009."""
     agent = await ctx.main_agent()
     _, body = agent.report(agent_id=str(uuid.uuid4()))
     ans = await ctx.send(agent, body)
-    return [expect_code("MS-SEC-13", "agentId differs from the signer", body, ans, 2009)]
+    out = [expect_code("MS-SEC-13", "a report's agentId differs from the signer", body, ans, 2009)]
+    newcomer = SimAgent()
+    enrollment = newcomer.enrollment(await ctx.token())
+    sig = newcomer.sign(enrollment, agent_id=str(uuid.uuid4()))  # the right key, another name
+    ans2 = await post(ctx.client, ctx.url, ENROLL_PATH, enrollment, signature=sig)
+    ctx._log("enrollment signed in another agent's name", enrollment, ans2)
+    what = "an Enrollment signed in another agentId's name"
+    out.append(expect_code("MS-SEC-13", what, enrollment, ans2, 2009))
+    return out
 
 
 @check("MS-SEC-15", classes=CORE, role="manager")
 async def clock_skew_refused(ctx: ManagerContext) -> list[Finding]:
-    """createdAt a day ahead is refused with 2004; a report three days old is accepted."""
+    """Both sides of the 300 s window, for reports and Enrollments: 290 s ahead is accepted,
+    320 s (and a day) ahead refused with 2004; a report three days old is accepted."""
     agent = await ctx.main_agent()
-    _, ahead = agent.report(created_at=now() + timedelta(days=1))
-    ans = await ctx.send(agent, ahead)
-    out = [expect_code("MS-SEC-15", "createdAt one day ahead", ahead, ans, 2004)]
+    out: list[Finding] = []
+    for secs in (320, 86400):
+        _, ahead = agent.report(created_at=now() + timedelta(seconds=secs))
+        ans = await ctx.send(agent, ahead)
+        out.append(expect_code("MS-SEC-15", f"createdAt {secs} s ahead", ahead, ans, 2004))
+    rid0, near = agent.report(created_at=now() + timedelta(seconds=290))
+    ans0 = await ctx.send(agent, near)
+    out.append(expect_receipt("MS-SEC-15", "createdAt 290 s ahead", near, ans0, "accepted", rid0))
+    for secs, want in ((320, 2004), (-320, 2004), (290, None)):
+        newcomer = SimAgent()
+        token = await ctx.token()
+        body = newcomer.enrollment(token, created_at=now() + timedelta(seconds=secs))
+        ans_e = await post(ctx.client, ctx.url, ENROLL_PATH, body, signature=newcomer.sign(body))
+        ctx._log(f"enrollment created {secs} s off", body, ans_e)
+        what = f"an Enrollment whose createdAt is {secs} s off"
+        if want is None:
+            out.append(expect_receipt("MS-SEC-15", what, body, ans_e, "accepted", None))
+        else:
+            out.append(expect_code("MS-SEC-15", what, body, ans_e, want))
     rid, old = agent.report(created_at=now() - timedelta(days=3))
     ans2 = await ctx.send(agent, old)
     out.append(

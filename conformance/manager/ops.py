@@ -352,7 +352,7 @@ def _loopback_host(url: str) -> str | None:
         return None
 
 
-@check("MS-HTTP-16", classes=HTTP, role="manager")
+@check("MS-HTTP-16", "MS-CONF-9", classes=HTTP, role="manager")
 async def signature_not_address(ctx: ManagerContext) -> list[Finding]:
     """Reports of one agent from another source address or proxy header are accepted."""
     agent = await ctx.main_agent()
@@ -367,9 +367,10 @@ async def signature_not_address(ctx: ManagerContext) -> list[Finding]:
             rid2, body2 = agent.report()
             ans2 = await post(client, ctx.url, REPORTS_PATH, body2, signature=agent.sign(body2))
         ctx._log(f"from {other}", body2, ans2)
-        out.append(
-            expect_receipt("MS-HTTP-16", f"sent from {other}", body2, ans2, "accepted", rid2)
-        )
+        for req in ("MS-HTTP-16", "MS-CONF-9"):
+            out.append(expect_receipt(req, f"sent from {other}", body2, ans2, "accepted", rid2))
+    else:
+        out.append(not_tested("the manager is not on a loopback address", "MS-CONF-9"))
     return out
 
 
