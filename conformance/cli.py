@@ -147,7 +147,7 @@ def parse_classes(text: str, role: str) -> list[str]:
 def _progress(quiet: bool, seen: list[Verdict] | None = None):  # type: ignore[no-untyped-def]
     """Prints a line per check done (unless quiet) and keeps its verdicts in `seen`."""
 
-    def show(chk: Check, verdicts: list[Verdict]) -> None:
+    def show(chk: Check, verdicts: list[Verdict], label: str = "") -> None:
         if seen is not None:
             seen.extend(verdicts)
         if quiet:
@@ -157,11 +157,13 @@ def _progress(quiet: bool, seen: list[Verdict] | None = None):  # type: ignore[n
         word = next((w for status, w in words if status in st), "n/t")
         secs = max((v.seconds for v in verdicts), default=0.0)
         print(
-            f"  {word:<4} {chk.name} ({', '.join(chk.requirements)}) {secs:.1f}s",
+            f"  {word:<4} {f'[{label}] ' if label else ''}{chk.name} "
+            f"({', '.join(chk.requirements)}) {secs:.1f}s",
             file=sys.stderr,
             flush=True,
         )
 
+    show.labelled = True  # type: ignore[attr-defined]  # takes the scenario's label
     return show
 
 

@@ -46,6 +46,7 @@ def mint_tokens(data: Path, n: int) -> Path:
 def run_mutant(name: str, tmp: Path) -> tuple[str, list[Verdict], float]:
     mut = MUTATIONS[name]
     start = time.monotonic()
+    tmp.mkdir(parents=True)
     with manager(tmp, f"mut:{name}") as (url, token_cmd):
         tokens = mint_tokens(tmp / "manager", TOKENS)
         pop = f"flock {tokens}.lock sh -c 'head -n1 {tokens}; sed -i 1d {tokens}'"

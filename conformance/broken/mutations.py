@@ -48,7 +48,7 @@ MUTATIONS: dict[str, Mutation] = {
         ING, "    signing.verify(public_key_b64(enrollment), raw, sig)\n", "", "MS-SEC-5"
     ),
     "enroll-signer-unchecked": Mutation(
-        ING, "    if sig.agent_id != enrollment.agent_id:", "    if False:", "MS-SEC-5"
+        ING, "    if sig.agent_id != enrollment.agent_id:", "    if False:", "MS-SEC-13"
     ),
     "report-signer-unchecked": Mutation(
         ING, "    if rows.agent_id != signer_id:", "    if False:", "MS-SEC-13"
@@ -128,12 +128,6 @@ MUTATIONS: dict[str, Mutation] = {
         "    return ingest.receipt(rows.agent_id, rows.agent_id, stored.duplicate, now, stored.devices)",
         "MS-DEL-2",
     ),
-    "meaning-before-dedupe": Mutation(
-        STORE,
-        "        if res.first() is None:  # the id is stored already (perhaps a moment ago)",
-        "        if rows.problem is not None: raise rows.problem\n        if res.first() is None:",
-        "MS-HTTP-8",
-    ),
     # --- XML edge -------------------------------------------------------------------------------
     "doctype-ok": Mutation(EDGE, '            "doctype": "a DOCTYPE declaration",', "", "MS-XML-4"),
     "too-deep-ok": Mutation(
@@ -171,7 +165,7 @@ MUTATIONS: dict[str, Mutation] = {
     "rate-too-low": Mutation(
         LIM,
         "        self.capacity = float(per_minute)",
-        "        self.capacity = per_minute / 2",
+        "        self.capacity = per_minute / 4",
         "MS-LIM-5",
     ),  # fmt: skip
     "api-open": Mutation(
@@ -219,12 +213,6 @@ MUTATIONS: dict[str, Mutation] = {
         '        if False:\n            raise ProtocolError("AGENT_REVOKED", f"the agent {agent_id}',
         "MS-SEC-9",
     ),
-    "expired-token-ok": Mutation(
-        ING,
-        "    if token.expires_at <= now and not (token.used_by == agent_id and repeat):",
-        "    if False:",
-        "MS-SEC-2",
-    ),
     "foreign-reenroll-token": Mutation(
         ING,
         "    if token.agent_id is not None and token.agent_id != agent_id:",
@@ -246,9 +234,6 @@ MUTATIONS: dict[str, Mutation] = {
         "            if True:",
         "MS-HTTP-18",
     ),
-    "gzip-bomb": Mutation(
-        APP, "                if produced > max_bytes:", "                if False:", "MS-LIM-1"
-    ),  # fmt: skip
     "depth-33": Mutation(
         EDGE, "MAX_DEPTH = 32  # MS-LIM-2: element nesting, root = 1", "MAX_DEPTH = 33", "MS-LIM-2"
     ),  # fmt: skip

@@ -472,14 +472,22 @@ async def hostile_xml_refused(ctx: ManagerContext) -> list[Finding]:
 
 @check("MS-LIM-2", classes=CORE, role="manager")
 async def too_deep_refused(ctx: ManagerContext) -> list[Finding]:
-    """A signed report nesting elements beyond the depth limit is refused with 1004."""
+    """Both sides of the depth limit: a signed report nesting 33 levels (and 40) is refused with
+    1004; one nesting exactly 32 is accepted."""
     agent = await ctx.main_agent()
-    _, base = agent.report()
-    depth = xml_edge.MAX_DEPTH + 8
-    nest = (b'<x:e xmlns:x="urn:example:deep">' * depth) + (b"</x:e>" * depth)
-    body = base.replace(b"</Report>", b"<extensions>" + nest + b"</extensions></Report>")
-    ans = await ctx.send(agent, body, what="too deep")
-    return [expect_code("MS-LIM-2", f"elements nested {depth + 2} deep", body, ans, 1004)]
+    out: list[Finding] = []
+    for levels in (xml_edge.MAX_DEPTH, xml_edge.MAX_DEPTH + 1, xml_edge.MAX_DEPTH + 8):
+        rid, base = agent.report()
+        depth = levels - 2  # under Report and extensions
+        nest = (b'<x:e xmlns:x="urn:example:deep">' * depth) + (b"</x:e>" * depth)
+        body = base.replace(b"</Report>", b"<extensions>" + nest + b"</extensions></Report>")
+        ans = await ctx.send(agent, body, what=f"{levels} levels deep")
+        what = f"elements nested {levels} deep"
+        if levels <= xml_edge.MAX_DEPTH:
+            out.append(expect_receipt("MS-LIM-2", what, body, ans, "accepted", rid))
+        else:
+            out.append(expect_code("MS-LIM-2", what, body, ans, 1004))
+    return out
 
 
 # --- signatures and identity -------------------------------------------------------------
@@ -610,7 +618,12 @@ async def oversize_refused(ctx: ManagerContext) -> list[Finding]:
                 actual=repr(exc),
             )
         ]
-    return [expect_code("MS-LIM-1", f"a document of {len(body)} bytes", body[:2000], ans, 1003)]
+    out = [expect_code("MS-LIM-1", f"a document of {len(body)} bytes", body[:2000], ans, 1003)]
+    # The same bytes gzip-compressed: the limit is on the document, not on the transfer.
+    ans2 = await ctx.send(agent, body, what="oversize, gzip", gzipped=True)
+    what = f"a document of {len(body)} bytes sent gzip-compressed"
+    out.append(expect_code("MS-LIM-1", what, body[:2000], ans2, 1003))
+    return out
 
 
 @check("MS-HTTP-4", classes=HTTP, role="manager")

@@ -71,7 +71,8 @@ async def other_key_same_agent_refused(ctx: ManagerContext) -> list[Finding]:
 
 @check("MS-SEC-9", classes=CORE, role="manager")
 async def revoked_agent_refused(ctx: ManagerContext) -> list[Finding]:
-    """After the operator revokes an agent, its reports (even older ones) get 2008."""
+    """After the operator revokes an agent, its reports (even older ones) and a new Enrollment
+    with its key and a fresh token get 2008."""
     if not ctx.revoke_command:
         return [not_tested("no --revoke-command given: the harness cannot revoke an agent")]
     agent = await ctx.enrolled_agent()
@@ -82,6 +83,9 @@ async def revoked_agent_refused(ctx: ManagerContext) -> list[Finding]:
     _, fresh = agent.report()
     ans2 = await ctx.send(agent, fresh, what="new report after revocation")
     out.append(expect_code("MS-SEC-9", "a report created after the revocation", fresh, ans2, 2008))
+    ans3 = await ctx.enroll(agent)  # the revoked key again, with a fresh token
+    what = "an Enrollment with the revoked key and a fresh token"
+    out.append(expect_code("MS-SEC-9", what, b"", ans3, 2008))
     return out
 
 
@@ -117,13 +121,19 @@ async def key_rotation(ctx: ManagerContext) -> list[Finding]:
     out.append(
         expect_code("MS-SEC-8", "old key, report created after the rotation", later, ans3, 2003)
     )
+    # A re-enrollment token is bound to its agent: another agent cannot enroll with it.
+    bound = await ctx.token(_cmd(ctx.reenroll_command, old.agent_id))
+    stranger = SimAgent()
+    ans4 = await ctx.enroll(stranger, bound)
+    what = "another agent enrolling with this agent's re-enrollment token"
+    out.append(expect_code("MS-SEC-8", what, b"", ans4, 2006))
     return out
 
 
 # --- message rules a manager checks --------------------------------------------------------
 
 
-def _percent(supply_index: int, value: int) -> object:
+def _percent(supply_index: int, value: int | str) -> object:
     def mutate(rep: model.Report) -> None:
         for d in rep.device:
             for s in d.supply:
@@ -135,16 +145,22 @@ def _percent(supply_index: int, value: int) -> object:
 
 @check("MS-DEV-17", classes=CORE, role="manager")
 async def percent_rules(ctx: ManagerContext) -> list[Finding]:
-    """percent 50 for level 64 of 100, or 3 for a level of -3: 3001 each."""
+    """percent 50 or 64.02 for level 64 of 100 (the tolerance is 0.01), or 3 for a level of
+    -3: 3001 each; 64.01 for level 64 of 100 is accepted."""
     agent = await ctx.main_agent()
     out = []
     for what, idx, value in (
         ("percent 50 for level 64 of 100", 1, 50),
+        ("percent 64.02 for level 64 of 100", 1, "64.02"),
         ("percent 3 for level -3 (someRemaining)", 2, 3),
     ):
         _, body = agent.report(mutate=_percent(idx, value))  # type: ignore[arg-type]
         ans = await ctx.send(agent, body, what=what)
         out.append(expect_code("MS-DEV-17", what, body, ans, 3001))
+    what = "percent 64.01 for level 64 of 100"
+    rid, body = agent.report(mutate=_percent(1, "64.01"))  # type: ignore[arg-type]
+    ans = await ctx.send(agent, body, what=what)
+    out.append(expect_receipt("MS-DEV-17", what, body, ans, "accepted", rid))
     return out
 
 
