@@ -497,7 +497,8 @@ async def channel_snapshot_not_a_reading(ctx: ManagerContext) -> list[Finding]:
         line
         and line.get("usage") == 100
         and not line.get("resets")
-        and line.get("readsInPeriod") == 2
+        and (line.get("start") or {}).get("value") == 1000
+        and (line.get("end") or {}).get("value") == 1100
     ):
         out.append(
             fail(
