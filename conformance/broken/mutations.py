@@ -28,13 +28,12 @@ ING, APP, SIG, EDGE = (
     "metersync.signing",
     ("metersync.xml_edge"),
 )
-EXT, MET, LIM, ACC = (
+EXT, LIM, ACC = (
     "metersync_manager.extract",
-    "metersync_manager.meters",
     "metersync_manager.limits",
     "metersync_manager.accept",
 )
-STORE = "metersync_manager.store"
+STORE, BILL = "metersync_manager.store", "metersync_manager.billing"
 
 MUTATIONS: dict[str, Mutation] = {
     # --- signatures and identity ----------------------------------------------------------
@@ -179,9 +178,9 @@ MUTATIONS: dict[str, Mutation] = {
     ),
     # --- what is stored ---------------------------------------------------------------------------
     "usage-across-reset": Mutation(
-        MET,
-        "        if cur.flagged or cur.value < prev.value:",
-        "        if cur.flagged:",
+        BILL,
+        "    if flagged or value < series.last_value:",
+        "    if flagged:",
         "MS-DEV-29",
     ),  # fmt: skip
     "percent-unchecked": Mutation(
@@ -230,7 +229,7 @@ MUTATIONS: dict[str, Mutation] = {
     ),
     "api-any-token": Mutation(
         APP,
-        "            if await run(store.operator_token_valid, ingest.hash_token(token)):",
+        "            if scope is not None:",
         "            if True:",
         "MS-HTTP-18",
     ),
