@@ -157,9 +157,10 @@ def break_manager(flaw: str) -> None:
     elif flaw == "expired-ok":
         _accept_expired_timestamp()
     elif flaw == "any-api-token":
+        from metersync_manager.scope import ADMIN
         from metersync_manager.store import Store
 
-        Store.operator_token_valid = lambda self, token_hash: True  # type: ignore[method-assign]
+        Store.operator_scope = lambda self, token_hash: ADMIN  # type: ignore[method-assign]
     elif flaw == "stale-by-any-snapshot":
         from metersync_manager import staleness
 
