@@ -547,14 +547,17 @@ def _per_device(ctx: AgentContext, req: str, judge: Any) -> list[Finding]:
         name = f"{dev.recording.name} ({dev.host}, {phase})"
         if problems:
             what, expected, actual = problems[0]
-            more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+            more = f" (+{len(problems) - 1} more, below)" if len(problems) > 1 else ""
+            # Every problem is named in the evidence, not only the first.
+            others = "".join(f"\n- {w}: expected {e}, got {a}" for w, e, a in problems[1:])
+            snapshot = _snapshot_xml(rep, snap.identity.device_key) or ""
             out.append(
                 fail(
                     f"{name}: {what}{more}",
                     req,
                     expected=expected,
                     actual=actual,
-                    excerpt=_snapshot_xml(rep, snap.identity.device_key),
+                    excerpt=(f"further problems:{others}\n\n" if others else "") + snapshot,
                 )
             )
         else:
