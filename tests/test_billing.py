@@ -102,14 +102,6 @@ def test_a_snapshot_with_two_counters_of_one_identity_is_refused(store: Store) -
     assert exc.value.code == 3001 and exc.value.requirement == "MS-BILL-2"
 
 
-def test_a_counter_of_two_to_the_64_minus_one_is_stored_and_billed(store: Store) -> None:  # noqa: F811
-    feed = Feeder(store, enrolled(store))
-    for day, value in enumerate([2**64 - 1000, 2**64 - 1]):
-        feed.send([Dev("sn:hp:big", polled_at=at(day), counters=[total(value)])])
-    (line,) = lines(store, at(-1), at(5))
-    assert line["end"]["value"] == 2**64 - 1 and line["usage"] == 999
-
-
 def test_no_other_agent_changes_the_bill(store: Store) -> None:  # noqa: F811
     store.create_customer("acme", "ACME", NOW)
     store.create_customer("beta", "Beta", NOW)
