@@ -127,19 +127,91 @@ def estimate_pdus(snap: model.DeviceSnapshot | None) -> int:
 
 
 class PduBudget:
-    """The site's PDU budget for early reads: at most `limit` PDUs in any WINDOW seconds."""
+    """The site's PDU budget for early reads: at most `limit` PDUs in any WINDOW seconds.
+
+    A read is charged at the time it is planned to start, when it is planned, so that an
+    early poll the snapshot announced (MS-TRAP-10) is never refused later; a read fits when
+    the reads planned within WINDOW of it on either side leave room (then every window that
+    holds it does)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.spent: deque[tuple[float, int]] = deque()
+        self.spent: list[tuple[float, int]] = []
 
-    def _used(self, now: float) -> int:
-        while self.spent and self.spent[0][0] <= now - WINDOW:
-            self.spent.popleft()
-        return sum(n for _, n in self.spent)
+    def allow(self, pdus: int, at: float) -> bool:
+        near = sum(n for t, n in self.spent if abs(t - at) < WINDOW)
+        return near + pdus <= self.limit
 
-    def allow(self, pdus: int, now: float) -> bool:
-        return self._used(now) + pdus <= self.limit
+    def spend(self, pdus: int, at: float) -> None:
+        self.spent = [(t, n) for t, n in self.spent if t > at - 2 * WINDOW]
+        self.spent.append((at, pdus))
 
-    def spend(self, pdus: int, now: float) -> None:
-        self.spent.append((now, pdus))
+
+Key = tuple[str, int]  # (host, port) of a polled device
+
+
+@dataclass
+class _Plan:
+    plain_at: float = 0.0  # when the device is due on the plain schedule (monotonic)
+    early: bool = False  # its next poll is earlier than the plain schedule
+    last_poll: float = -math.inf
+
+
+class Scheduler:
+    """Per-device intervals, notification-triggered reads and the site's PDU budget: the
+    collector asks it when a device is due and tells it what each poll read."""
+
+    def __init__(self, poll_interval: float, adaptive: Adaptive | None,
+                 trap_interval: float | None) -> None:  # fmt: skip
+        self.base = poll_interval
+        self.adaptive = adaptive
+        self.trap_interval = trap_interval
+        self.budget = PduBudget(adaptive.pdu_budget if adaptive else DEFAULT_BUDGET)
+        self.history: dict[Key, History] = {}
+        self.plans: dict[Key, _Plan] = {}
+        self.estimate: dict[Key, int] = {}
+
+    def polled(self, key: Key, snap: model.DeviceSnapshot | None, started: float) -> float:
+        """Record a poll that started at `started`; the seconds until the device's next poll."""
+        plan = self.plans.setdefault(key, _Plan())
+        plan.last_poll = started
+        interval = self.base
+        if snap is not None:
+            self.estimate[key] = estimate_pdus(snap)
+            if self.adaptive is not None:
+                h = self.history.setdefault(key, History())
+                h.observe(snap, started, self.base)
+                interval = self.adaptive.interval(self.base, h.mood())
+        if plan.plain_at <= started:
+            plan.plain_at = started + max(self.base, interval)
+        plan.early = started + interval < plan.plain_at
+        if plan.early:  # charged now, at its planned start: it is never refused later
+            pdus = self.estimate.get(key, estimate_pdus(None))
+            if self.budget.allow(pdus, started + interval):
+                self.budget.spend(pdus, started + interval)
+            else:
+                plan.early, interval = False, plan.plain_at - started
+        if not plan.early:
+            plan.plain_at = started + interval
+        return interval
+
+    def trigger(self, key: Key, now: float) -> bool:
+        """A notification from the device: True when a read may start now (MS-TRAP-4): the
+        device was not read within traps/minInterval (and adaptivePolling/minInterval, when
+        on: MS-TRAP-7) and the budget has room (MS-TRAP-9)."""
+        plan = self.plans.setdefault(key, _Plan())
+        gap = self.trap_interval if self.trap_interval is not None else DEFAULT_MIN
+        if self.adaptive is not None:
+            gap = max(gap, self.adaptive.min_interval)
+        if now - plan.last_poll < gap:
+            return False
+        pdus = self.estimate.get(key, estimate_pdus(None))
+        if not self.budget.allow(pdus, now):
+            return False
+        self.budget.spend(pdus, now)
+        plan.last_poll = now
+        return True
+
+    def forget(self, key: Key) -> None:
+        for table in (self.history, self.plans, self.estimate):
+            table.pop(key, None)  # type: ignore[attr-defined]

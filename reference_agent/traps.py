@@ -30,6 +30,7 @@ log = logging.getLogger("metersync.agent.traps")
 DEFAULT_PORT = 162
 DEFAULT_MIN_INTERVAL = 60
 MAX_VARBINDS = 64
+MAX_PER_SNAPSHOT = 100  # MS-TRAP-5: the oldest dropped beyond that
 _SNMP_TRAP_OID = (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0)
 _SYS_UPTIME = (1, 3, 6, 1, 2, 1, 1, 3, 0)
 # RFC 3584's snmpTrapAddress.0 and snmpTrapCommunity.0, added to translated v1 traps: the
@@ -236,10 +237,10 @@ def _receiver_class() -> Any:
                           pdu.tagSet in rfc3411.CONFIRMED_CLASS_PDUS)  # fmt: skip
             super().process_pdu(snmp, mp_model, *args)
 
-        def _callback(self, snmp: Any, ref: Any, ce: Any, cn: Any, var_binds: Any, ctx: Any) -> None:
+        def _callback(self, snmp: Any, ref: Any, ce: Any, cn: Any, vbs: Any, ctx: Any) -> None:
             source, version, confirmed = self._last
             self.owner.accepted += 1
-            event = trap_event(version, confirmed, list(var_binds))
+            event = trap_event(version, confirmed, list(vbs))
             self.owner._accepted(source, event)
 
     return Receiver
