@@ -7,7 +7,7 @@
 
 A device needing attention (alert, error flag, supply low or falling fast) or busy (its total
 counter rose) is polled at a quarter of pollInterval, bounded below by minInterval; an idle one
-(total unchanged over the last two polls, nothing else) at twice pollInterval, bounded above by
+(total unchanged since the previous poll, nothing else) at twice pollInterval, bounded above by
 maxInterval. The interval chosen is what the snapshot says in `interval` (MS-TRAP-10).
 """
 
@@ -81,7 +81,7 @@ class History:
         t = [v for _, v in self.totals]
         if len(t) >= 2 and t[-1] > t[-2]:
             return BUSY
-        if len(t) >= 3 and t[-1] == t[-2] == t[-3]:
+        if len(t) >= 2 and t[-1] == t[-2]:
             return IDLE
         return NORMAL
 

@@ -23,19 +23,21 @@ SENSES = {f"MS-TRAP-{n}" for n in range(1, 12)} | {f"MS-PRIV-{n}" for n in (1, 2
 
 # flaws (joined with +) -> (stages, the requirements they must fail, and only those)
 FLAWS: dict[str, tuple[tuple[str, ...], set[str]]] = {
-    "trap-wildcard+trap-any-source+adaptive-lazy+no-pdu-budget+privacy-leak+key-masked": (
+    "trap-any-source+no-pdu-budget+privacy-leak+key-masked": (
         ("senses", "budget"),
-        {"MS-TRAP-1", "MS-TRAP-6", "MS-TRAP-3", "MS-TRAP-8", "MS-TRAP-9"}
-        | {"MS-PRIV-1", "MS-PRIV-2", "MS-PRIV-5"},
+        {"MS-TRAP-3", "MS-TRAP-9", "MS-PRIV-1", "MS-PRIV-2", "MS-PRIV-5"},
     ),
-    "trap-v1-ignored+trap-flood+interval-untold+privacy-unkeyed+masked-unlisted+masks-readings": (
+    # trap-flood reads the idle printer at each trap, so adaptive-lazy cannot hide its traps
+    "trap-v1-ignored+trap-flood+adaptive-lazy+interval-untold+privacy-unkeyed+masked-unlisted"
+    "+masks-readings": (
         ("senses",),
-        {"MS-TRAP-2", "MS-TRAP-4", "MS-TRAP-7", "MS-TRAP-10"} | {"MS-PRIV-3", "MS-PRIV-6"}
-        | {"MS-PRIV-7"},
+        {"MS-TRAP-2", "MS-TRAP-4", "MS-TRAP-7", "MS-TRAP-8", "MS-TRAP-10"}
+        | {"MS-PRIV-3", "MS-PRIV-6", "MS-PRIV-7"},
     ),
-    "trap-no-read+trap-forgotten+no-trap-stats+adaptive-hurry": (
+    # a receiver on 0.0.0.0 answers informs from another address: they are not acknowledged
+    "trap-wildcard+trap-no-read+trap-forgotten+no-trap-stats+adaptive-hurry": (
         ("senses",),
-        {"MS-TRAP-2", "MS-TRAP-4", "MS-TRAP-5", "MS-TRAP-6", "MS-TRAP-7"},
+        {"MS-TRAP-1", "MS-TRAP-2", "MS-TRAP-4", "MS-TRAP-5", "MS-TRAP-6", "MS-TRAP-7"},
     ),
 }
 

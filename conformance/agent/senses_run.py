@@ -43,7 +43,7 @@ STRANGER = "127.3.5.9"  # polled by no agent
 TRAP_HOSTS = {"senses": "127.3.4.1", "budget": "127.3.4.2", "wildcard": "0.0.0.0"}
 POLL, MIN, MAX, TRAP_MIN = 12, 2, 18, 10
 SETUP = Setup(poll_interval=POLL, discovery_interval=600, http_timeout=5, snmp=(1.5, 0, 10))
-SENSES_SECONDS, BUDGET_SECONDS, REFUSE_WAIT = 55.0, 40.0, 20.0
+SENSES_SECONDS, BUDGET_SECONDS, REFUSE_WAIT, AFTER_LAST = 55.0, 40.0, 20.0, 10.0
 TRAP_USER = ("msync-trap", "SHA", "trap-auth-2718", "AES", "trap-priv-3141")
 TRAP_COMMUNITY = "traps-public"
 TRAP_BASE = "1.3.6.1.4.1.99995.0"
@@ -131,9 +131,14 @@ def _document(manager_url: str, stage: SenseStage) -> bytes:
 
 
 async def send(
-    source: str, target: tuple[str, int], version: str, pdu: str, trap_oid: str,
-    community: str = TRAP_COMMUNITY, auth_key: str | None = None,
-) -> str:  # fmt: skip
+    source: str,
+    target: tuple[str, int],
+    version: str,
+    pdu: str,
+    trap_oid: str,
+    community: str = TRAP_COMMUNITY,
+    auth_key: str | None = None,
+) -> str:
     """Send one notification from `source` (a printer's address); pysnmp's error or ''."""
     from pysnmp.hlapi.v3arch.asyncio import (
         CommunityData,
@@ -155,9 +160,13 @@ async def send(
         t.set_local_address((source, 0))
         if version == "3":
             user, _, akey, _, pkey = TRAP_USER
-            auth: Any = UsmUserData(user, auth_key or akey, pkey,
-                                    authProtocol=usmHMACSHAAuthProtocol,
-                                    privProtocol=usmAesCfb128Protocol)  # fmt: skip
+            auth: Any = UsmUserData(
+                user,
+                auth_key or akey,
+                pkey,
+                authProtocol=usmHMACSHAAuthProtocol,
+                privProtocol=usmAesCfb128Protocol,
+            )
         else:
             auth = CommunityData(community, mpModel=0 if version == "1" else 1)
         note = NotificationType(ObjectIdentity(trap_oid)).add_varbinds(
@@ -175,8 +184,16 @@ def _v1_oid(n: int) -> str:
     return f"{TRAP_BASE}.{n}"  # enterprise 1.3.6.1.4.1.99995, specific trap n (RFC 3584)
 
 
-async def _notify(stage: SenseStage, source: str, n: int, version: str, pdu: str,
-                  good: bool, why: str = "", **kw: Any) -> None:  # fmt: skip
+async def _notify(
+    stage: SenseStage,
+    source: str,
+    n: int,
+    version: str,
+    pdu: str,
+    good: bool,
+    why: str = "",
+    **kw: Any,
+) -> None:
     oid = _v1_oid(n)
     at = time.time()
     target = (TRAP_HOSTS[stage.name], stage.trap_port)
@@ -226,15 +243,37 @@ async def _script(stage: SenseStage) -> None:
     await asyncio.sleep(2)
     await _notify(stage, STRANGER, 1, "2c", "trap", False, "unknownSource")
     await _notify(stage, b.host, 2, "2c", "trap", False, "badCredentials", community="wrong")
-    await _notify(stage, a.host, 10, "3", "inform", False, "badCredentials",
-                  auth_key="not-the-auth-key")  # fmt: skip
+    await _notify(
+        stage, a.host, 10, "3", "inform", False, "badCredentials", auth_key="not-the-auth-key"
+    )
     await asyncio.sleep(4)
+    await _trigger_window(stage, b)
     await _notify(stage, b.host, 3, "2c", "trap", True)
     await asyncio.sleep(0.5)
     for n in (4, 5, 6):
         await _notify(stage, b.host, n, "2c", "trap", True)
     await _notify(stage, a.host, 7, "1", "trap", True)
     await _notify(stage, a.host, 8, "3", "inform", True)
+
+
+async def _trigger_window(stage: SenseStage, b: Device, timeout: float = 30.0) -> None:
+    """Until B was last polled more than traps/minInterval ago and its next poll is at least
+    6 s away: a trap then must start a read of its own (MS-TRAP-4), not wait for a poll."""
+    serial = str(b.recording.truth.get("serial", "")).lower()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        snaps = [
+            d
+            for r in stage.manager.rec.reports()
+            for d in r.obj.device
+            if (d.identity.serial_number or "").lower() == serial
+        ]
+        if snaps:
+            last = max(snaps, key=lambda d: d.polled_at.to_datetime())
+            since = time.time() - last.polled_at.to_datetime().timestamp()
+            if since > TRAP_MIN + 1 and (last.interval or POLL) - since >= 6:
+                return
+        await asyncio.sleep(0.2)
 
 
 async def _drive(stage: SenseStage, agent: AgentProcess) -> None:
@@ -251,7 +290,9 @@ async def _drive(stage: SenseStage, agent: AgentProcess) -> None:
         else:
             await _script(stage)
             seconds = SENSES_SECONDS if stage.name == "senses" else BUDGET_SECONDS
-            await asyncio.sleep(max(0.0, stage.started + seconds - time.time()))
+            last = max((s.at for s in stage.sent), default=0.0)  # room for the last to arrive
+            end = max(stage.started + seconds, last + AFTER_LAST)
+            await asyncio.sleep(max(0.0, end - time.time()))
     finally:
         stop.set()
         await watcher

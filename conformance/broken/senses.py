@@ -7,7 +7,7 @@ trap triggers a read: MS-TRAP-4), `trap-forgotten` (accepted traps never reach a
 MS-TRAP-5), `no-trap-stats` (no agentStatus/traps: MS-TRAP-6), `adaptive-hurry` (ignores
 minInterval: MS-TRAP-7), `adaptive-lazy` (ignores maxInterval: MS-TRAP-8), `no-pdu-budget`
 (early reads whatever the budget: MS-TRAP-9), `interval-untold` (never says its interval:
-MS-TRAP-10), `privacy-leak` (keeps sysLocation whatever its mode: MS-PRIV-1),
+MS-TRAP-10), `privacy-leak` (keeps the console text whatever its mode: MS-PRIV-1),
 `privacy-unkeyed` (hashes with an empty key: MS-PRIV-3), `key-masked` (hashes the device key
 too: MS-PRIV-5), `masked-unlisted` (an empty `masked`: MS-PRIV-6), `masks-readings` (drops the
 counters under masking: MS-PRIV-7).
@@ -122,9 +122,10 @@ def _break_masking(flaw: str, privacy: Any) -> None:
     if flaw == "privacy-leak":
 
         def apply(self: Any, snap: Any) -> Any:
-            location = snap.identity.location
+            lines = list(snap.status.console_line) if snap.status else []
             out = real_apply(self, snap)
-            out.identity.location = location
+            if out.status is not None:
+                out.status.console_line = lines
             return out
 
     elif flaw == "key-masked":

@@ -328,8 +328,8 @@ async def senses_trap_stats(run: SensesRun) -> Finding:
         if any(a < b for a, b in zip(now, last, strict=True)):
             return fail(f"counts went down in report {r.obj.sequence}: {last} → {now}")
         last = now
-    if last[3] < 1 or last[0] < sum(s.good for s in stage.sent):
-        return fail(f"final counts {last}: accepted below what was sent, or no triggered read")
+    if last[0] < 1 or last[3] < 1:
+        return fail(f"final counts {last}: nothing accepted, or no triggered read")
     return ok(f"{len(reports)} reports; final accepted/unknown/bad/reads {last}")
 
 
