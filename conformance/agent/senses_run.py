@@ -41,9 +41,10 @@ ALERTING, IDLE = "hp_color_mfp", "lexmark_ms"
 PRINTER_HOSTS = ("127.3.5.1", "127.3.5.2", "127.3.5.3")  # A, B, A again for the budget stage
 STRANGER = "127.3.5.9"  # polled by no agent
 TRAP_HOSTS = {"senses": "127.3.4.1", "budget": "127.3.4.2", "wildcard": "0.0.0.0"}
-POLL, MIN, MAX, TRAP_MIN = 12, 2, 18, 10
+POLL, MIN, MAX, TRAP_MIN = 12, 2, 18, 6
 SETUP = Setup(poll_interval=POLL, discovery_interval=600, http_timeout=5, snmp=(1.5, 0, 10))
-SENSES_SECONDS, BUDGET_SECONDS, REFUSE_WAIT, AFTER_LAST = 55.0, 40.0, 20.0, 10.0
+SENSES_SECONDS, BUDGET_SECONDS, REFUSE_WAIT = 45.0, 36.0, 20.0
+AFTER_LAST = MAX + 5.0  # a trap is reported with its device's next poll: at most maxInterval
 TRAP_USER = ("msync-trap", "SHA", "trap-auth-2718", "AES", "trap-priv-3141")
 TRAP_COMMUNITY = "traps-public"
 TRAP_BASE = "1.3.6.1.4.1.99995.0"
@@ -258,7 +259,7 @@ async def _script(stage: SenseStage) -> None:
 
 async def _trigger_window(stage: SenseStage, b: Device, timeout: float = 30.0) -> None:
     """Until B was last polled more than traps/minInterval ago and its next poll is at least
-    6 s away: a trap then must start a read of its own (MS-TRAP-4), not wait for a poll."""
+    8 s away: a trap then must start a read of its own (MS-TRAP-4), not wait for a poll."""
     serial = str(b.recording.truth.get("serial", "")).lower()
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -271,7 +272,7 @@ async def _trigger_window(stage: SenseStage, b: Device, timeout: float = 30.0) -
         if snaps:
             last = max(snaps, key=lambda d: d.polled_at.to_datetime())
             since = time.time() - last.polled_at.to_datetime().timestamp()
-            if since > TRAP_MIN + 1 and (last.interval or POLL) - since >= 6:
+            if since > TRAP_MIN + 1 and (last.interval or POLL) - since >= 8:
                 return
         await asyncio.sleep(0.2)
 
