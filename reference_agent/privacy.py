@@ -73,6 +73,7 @@ def load_secret(state_dir: Path) -> bytes:
     from metersync_agent.enrollment import write_atomic
 
     data = secrets.token_bytes(SECRET_BYTES)
+    state_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(path, data, 0o600)
     return data
 
