@@ -1119,8 +1119,11 @@ async def run_all(
             run_agent(command, classes, setup=SNMPV3, phases=SNMPV3_PHASES, **sub("snmpv3"))
         )
     runs.append(run_tls(command, classes, **sub("tls")))
+
+    results = await asyncio.gather(*runs)
     from metersync_conformance.agent.senses_run import run_senses
 
-    runs.append(run_senses(command, classes, **sub("senses")))  # traps, adaptive, privacy
-    results = await asyncio.gather(*runs)
+    # After the others: its timing rules (intervals, trap reads) are judged on a quieter machine
+    # and its load does not disturb the fringe run's tight budgets.
+    results.append(await run_senses(command, classes, **sub("senses")))
     return [v for verdicts, _ in results for v in verdicts], time.monotonic() - started
