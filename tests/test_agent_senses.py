@@ -285,3 +285,42 @@ def test_record_an_anonymised_printer_and_its_truth(tmp_path: Path) -> None:
     assert "1.3.6.1.2.1.43.10.2.1.4.1.1|65|52311" in rec and "|65|52311" in original
     truth = (tmp_path / "out" / "customer.truth.toml").read_text()
     assert 'key = "sn:hp:anon' in truth and "value = 52311" in truth
+
+
+def test_a_v3_trap_needs_the_senders_engine_id() -> None:
+    from pysnmp.hlapi.v3arch.asyncio import (
+        ContextData,
+        NotificationType,
+        ObjectIdentity,
+        SnmpEngine,
+        UdpTransportTarget,
+        UsmUserData,
+        send_notification,
+        usmAesCfb128Protocol,
+        usmHMACSHAAuthProtocol,
+    )
+    from pysnmp.proto.rfc1902 import OctetString
+
+    engine_id = "8000000001020304"
+    cred = Credential("3", user="t3", auth_protocol="SHA", auth_key="authkey123",
+                      priv_protocol="AES", priv_key="privkey123")  # fmt: skip
+
+    async def main(sender_engine: str) -> list[model.TrapEvent]:
+        port = free_udp_port("127.0.0.1")
+        got: list[model.TrapEvent] = []
+        rx = TrapReceiver(TrapConfig("127.0.0.1", port, (cred,), (engine_id,)),
+                          known=lambda ip: True, accepted=lambda ip, e: got.append(e))  # fmt: skip
+        await rx.start()
+        sender = SnmpEngine(snmpEngineID=OctetString(hexValue=sender_engine))
+        t = await UdpTransportTarget.create(("127.0.0.1", port), timeout=1, retries=0)
+        user = UsmUserData("t3", "authkey123", "privkey123", authProtocol=usmHMACSHAAuthProtocol,
+                           privProtocol=usmAesCfb128Protocol)  # fmt: skip
+        note = NotificationType(ObjectIdentity("1.3.6.1.6.3.1.1.5.3"))
+        await send_notification(sender, user, t, ContextData(), "trap", note)
+        await asyncio.sleep(0.2)
+        sender.close_dispatcher()
+        rx.close()
+        return got
+
+    assert [e.trap_oid for e in asyncio.run(main(engine_id))] == ["1.3.6.1.6.3.1.1.5.3"]
+    assert asyncio.run(main("8000000001020399")) == []  # another engine: not this user
