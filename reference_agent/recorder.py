@@ -271,6 +271,8 @@ def truth_toml(snap: Any, name: str) -> str:
                   f"oid = {_toml_str(c.oid)}", f"value = {c.value}",
                   f"source = {_toml_str(c.source)}",
                   f"unit = {_toml_str(c.unit.value)}"]  # fmt: skip
+        if c.label:  # two counters of one OID differ by it
+            lines.append(f"label = {_toml_str(c.label)}")
     for s in snap.supply:
         lines += ["", "[[supply]]", f"index = {s.index}", f"source = {_toml_str(s.source)}",
                   f"level = {s.level.raw}", f"max = {s.max_capacity.raw}",
