@@ -44,7 +44,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from metersync.errors import ProtocolError
 from metersync_manager import models as m
-from metersync_manager import staleness
+from metersync_manager import device_state, staleness
 from metersync_manager.extract import ReportRows, utc_naive
 from metersync_manager.ingest import AgentRecord, Decision, TokenRecord, replayed
 from metersync_manager.meters import Read, usage
@@ -174,6 +174,14 @@ class Store:
     def _read(self) -> Iterator[Connection]:
         with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    def reading(self) -> contextlib.AbstractContextManager[Connection]:
+        """A read transaction, for modules with their own queries (the console)."""
+        return self._read()
+
+    def writing(self) -> contextlib.AbstractContextManager[Connection]:
+        """A write transaction (serialised on SQLite), for modules with their own tables."""
+        return self._write()
 
     def migrate(self) -> int:
         """Create or upgrade the schema; safe when several processes start at once."""
@@ -591,6 +599,7 @@ class Store:
                 ),
             },
         )
+        self._upsert_state = device_state.upsert(ins)
         self._ins_readings = m.readings.insert().returning(
             m.readings.c.id, m.readings.c.device_key, sort_by_parameter_order=True
         )
@@ -651,9 +660,13 @@ class Store:
             "alerts": [],
             "collection_errors": [],
         }
+        states = []
         for (reading_id, key), x in zip(ids, devs, strict=True):
             if key != x.device_key:
                 raise RuntimeError("readings came back out of order")
+            states.append(
+                device_state.values(key, reading_id, x.reading, x.supplies, len(x.alerts))
+            )
             for name, items in (
                 ("counters", x.counters),
                 ("supplies", x.supplies),
@@ -664,6 +677,7 @@ class Store:
         for name, batch in children.items():
             if batch:
                 conn.exec_driver_sql(self._ins_children[name], batch)  # type: ignore[arg-type]
+        device_state.apply(conn, self._upsert_state, states)
 
     # --- read API -------------------------------------------------------------------------------
 
