@@ -1,0 +1,433 @@
+"""The console's reads: each a few indexed queries, filtered by the operator's scope.
+
+The fleet page reads `devices` and `device_state` (one row per device), never the readings
+tables; a device page reads the readings of that one device through its index.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, false, func, or_, select
+
+from metersync_manager import models as m
+from metersync_manager import staleness
+from metersync_manager.meters import Read, usage
+from metersync_manager.scope import Scope
+
+PAGE = 50
+d, st = m.devices.c, m.device_state.c
+
+# sort name → (column, kind of value)
+SORTS: dict[str, tuple[Any, str]] = {
+    "key": (d.device_key, "str"),
+    "name": (d.sys_name, "str"),
+    "vendor": (d.vendor, "str"),
+    "model": (d.model, "str"),
+    "serial": (d.serial_number, "str"),
+    "ip": (d.current_ip, "str"),
+    "seen": (d.last_seen, "time"),
+}
+
+
+@dataclass
+class FleetFilter:
+    customer: str | None = None
+    site: int | None = None
+    vendor: str | None = None
+    status: str | None = None
+    low: bool = False
+    silent: bool = False
+    alerts: bool = False
+    q: str | None = None
+    sort: str = "key"
+    desc: bool = False
+    cursor: str | None = None
+    limit: int = PAGE
+
+
+@dataclass
+class Thresholds:
+    """Per agent, the polledAt before which a device of it is silent (MS-DEV-26)."""
+
+    since: dict[str, datetime] = field(default_factory=dict)
+
+    def silent(self) -> Any:
+        if not self.since:
+            return false()
+        return or_(
+            *(
+                and_(
+                    d.last_agent_id == agent,
+                    or_(d.last_complete_at.is_(None), d.last_complete_at < t),
+                )
+                for agent, t in sorted(self.since.items())
+            )
+        )
+
+
+def thresholds(conn: Connection, now: datetime) -> Thresholds:
+    """From every agent's poll interval (one indexed query per agent; cached by the caller)."""
+    from metersync_manager.store import Store
+
+    ids = set(conn.execute(select(m.agents.c.agent_id)).scalars())
+    out = Thresholds()
+    for agent, interval in Store._poll_intervals(conn, ids).items():
+        if interval is not None:
+            out.since[agent] = now - staleness.INTERVALS * interval
+    return out
+
+
+def _like(q: str) -> str:
+    esc = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{esc.lower()}%"
+
+
+def _conditions(scope: Scope, f: FleetFilter, th: Thresholds) -> list[Any]:
+    cond = [scope.where(d.customer_id)]
+    if f.customer:
+        cond.append(d.customer_id == f.customer)
+    if f.site is not None:
+        cond.append(d.site_id == f.site)
+    if f.vendor:
+        cond.append(d.vendor == f.vendor)
+    if f.status:
+        cond.append(st.device_status == f.status)
+    if f.low:
+        cond.append(st.low_supplies > 0)
+    if f.alerts:
+        cond.append(st.alerts > 0)
+    if f.silent:
+        cond.append(th.silent())
+    if f.q:
+        pat = _like(f.q)
+        cols = (d.device_key, d.serial_number, d.current_ip, d.model, d.sys_name, d.hostname)
+        cond.append(or_(*(func.lower(c).like(pat, escape="\\") for c in cols)))
+    return cond
+
+
+def _joined() -> Any:
+    return m.devices.outerjoin(m.device_state, st.device_key == d.device_key)
+
+
+def counts(conn: Connection, scope: Scope, th: Thresholds, now: datetime) -> dict[str, int]:
+    """The fleet's headline numbers in one pass over devices (and one over agents)."""
+    silent = th.silent()
+    row = conn.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(case((silent, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((st.low_supplies > 0, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((st.alerts > 0, 1), else_=0)), 0),
+        )
+        .select_from(_joined())
+        .where(scope.where(d.customer_id))
+    ).one()
+    a = m.agents.c
+    behind = [a.queue_depth > 0]
+    for agent, t in th.since.items():
+        behind.append(and_(a.agent_id == agent, a.last_seen_at < t))
+    agents_behind = conn.execute(
+        select(func.count())
+        .select_from(m.agents)
+        .where(scope.where(a.customer_id), a.revoked.is_(False), or_(*behind))
+    ).scalar_one()
+    return {
+        "devices": int(row[0]),
+        "silent": int(row[1]),
+        "low": int(row[2]),
+        "alerting": int(row[3]),
+        "agents_behind": int(agents_behind),
+    }
+
+
+def encode_cursor(value: Any, key: str) -> str:
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    raw = json.dumps([value, key], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, kind: str) -> tuple[Any, str]:
+    """(sort value, device key) of a cursor; ValueError when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value, key = json.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not a page cursor") from exc
+    if not isinstance(key, str) or not (value is None or isinstance(value, str)):
+        raise ValueError("not a page cursor")
+    if kind == "time" and value is not None:
+        value = datetime.fromisoformat(value)
+    return value, key
+
+
+def _after(col: Any, value: Any, key: str, desc: bool) -> Any:
+    """Rows after (value, key) in the order: NULLs first ascending, last descending."""
+    if not desc:
+        if value is None:
+            return or_(and_(col.is_(None), d.device_key > key), col.is_not(None))
+        return or_(col > value, and_(col == value, d.device_key > key))
+    if value is None:
+        return and_(col.is_(None), d.device_key < key)
+    return or_(col < value, and_(col == value, d.device_key < key), col.is_(None))
+
+
+def fleet_page(
+    conn: Connection, scope: Scope, f: FleetFilter, th: Thresholds
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the device table and the cursor of the next page (None at the end)."""
+    col, kind = SORTS.get(f.sort, SORTS["key"])
+    cond = _conditions(scope, f, th)
+    if f.cursor:
+        value, key = decode_cursor(f.cursor, kind)
+        cond.append(_after(col, value, key, f.desc))
+    order = (
+        (col.desc().nulls_last(), d.device_key.desc())
+        if f.desc
+        else (col.asc().nulls_first(), d.device_key.asc())
+    )
+    if col is d.device_key:
+        order = order[1:]
+    q = (
+        select(
+            d.device_key,
+            d.vendor,
+            d.model,
+            d.serial_number,
+            d.sys_name,
+            d.hostname,
+            d.current_ip,
+            d.customer_id,
+            d.site_id,
+            d.last_seen,
+            d.last_complete_at,
+            d.last_agent_id,
+            st.device_status,
+            st.printer_status,
+            st.error_flags,
+            st.supplies,
+            st.alerts,
+            col.label("sort_value"),
+        )
+        .select_from(_joined())
+        .where(*cond)
+        .order_by(*order)
+        .limit(f.limit + 1)
+    )
+    rows = [dict(r) for r in conn.execute(q).mappings()]
+    nxt = None
+    if len(rows) > f.limit:
+        rows = rows[: f.limit]
+        nxt = encode_cursor(rows[-1]["sort_value"], rows[-1]["device_key"])
+    for r in rows:
+        r["supplies"] = json.loads(r["supplies"]) if r["supplies"] else []
+        t = th.since.get(r["last_agent_id"])
+        r["silent"] = t is not None and (r["last_complete_at"] is None or r["last_complete_at"] < t)
+    return rows, nxt
+
+
+def choices(conn: Connection, scope: Scope) -> dict[str, list[Any]]:
+    """The values the fleet filters offer: customers, sites, vendors and statuses."""
+    c, s = m.customers.c, m.sites.c
+    customers = conn.execute(
+        select(c.customer_id, c.name).where(scope.where(c.customer_id)).order_by(c.name)
+    ).all()
+    sites = conn.execute(
+        select(s.site_id, s.name, s.customer_id)
+        .where(scope.where(s.customer_id))
+        .order_by(s.customer_id, s.name)
+    ).all()
+    vendors = conn.execute(
+        select(d.vendor).where(d.vendor.is_not(None)).group_by(d.vendor).order_by(d.vendor)
+    ).scalars()
+    statuses = conn.execute(
+        select(st.device_status)
+        .where(st.device_status.is_not(None))
+        .group_by(st.device_status)
+        .order_by(st.device_status)
+    ).scalars()
+    return {
+        "customers": [tuple(x) for x in customers],
+        "sites": [tuple(x) for x in sites],
+        "vendors": list(vendors),
+        "statuses": list(statuses),
+    }
+
+
+# --- one device -------------------------------------------------------------------------------
+
+
+def device(conn: Connection, scope: Scope, key: str) -> dict[str, Any] | None:
+    c, s = m.customers.c, m.sites.c
+    row = (
+        conn.execute(
+            select(m.devices, c.name.label("customer_name"), s.name.label("site_name"))
+            .select_from(
+                m.devices.outerjoin(m.customers, c.customer_id == d.customer_id).outerjoin(
+                    m.sites, s.site_id == d.site_id
+                )
+            )
+            .where(d.device_key == key, scope.where(d.customer_id))
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else dict(row)
+
+
+def history(conn: Connection, key: str) -> dict[str, list[dict[str, Any]]]:
+    """Where the device was (customers and sites) and what happened to it."""
+    a, e, s = m.assignments.c, m.device_events.c, m.sites.c
+    placed = conn.execute(
+        select(a.customer_id, s.name.label("site"), a.valid_from, a.valid_to, a.reason, a.by)
+        .select_from(m.assignments.outerjoin(m.sites, s.site_id == a.site_id))
+        .where(a.subject == "device", a.subject_id == key)
+        .order_by(a.valid_from.desc())
+        .limit(100)
+    ).mappings()
+    events = conn.execute(
+        select(e.at, e.kind, e.agent_id, e.detail)
+        .where(e.device_key == key)
+        .order_by(e.at.desc())
+        .limit(100)
+    ).mappings()
+    return {"assignments": [dict(x) for x in placed], "events": [dict(x) for x in events]}
+
+
+def supply_history(
+    conn: Connection, key: str, since: datetime, limit: int = 20_000
+) -> dict[int, dict[str, Any]]:
+    """Per supply index: its name and (polledAt, percent or None, meaning) points, oldest first."""
+    from metersync_manager.device_state import supply_summary
+
+    r, s = m.readings.c, m.supplies.c
+    rows = conn.execute(
+        select(m.supplies, r.polled_at)
+        .join(m.readings, r.id == s.reading_id)
+        .where(r.device_key == key, r.polled_at > since)
+        .order_by(r.polled_at, s.idx)
+        .limit(limit)
+    ).mappings()
+    out: dict[int, dict[str, Any]] = {}
+    for x in rows:
+        summary = supply_summary(x)
+        entry = out.setdefault(x["idx"], {"name": summary["name"], "points": []})
+        entry["name"] = summary["name"]
+        entry["points"].append((x["polled_at"], summary["percent"], summary["meaning"]))
+    return out
+
+
+VOLUME_KINDS = (
+    "total",
+    "mono",
+    "colour",
+    "print",
+    "print-mono",
+    "print-colour",
+    "copy",
+    "copy-mono",
+    "copy-colour",
+)
+
+
+def month_starts(now: datetime, months: int) -> list[datetime]:
+    y, mo = now.year, now.month
+    out = []
+    for _ in range(months):
+        out.append(datetime(y, mo, 1))
+        y, mo = (y - 1, 12) if mo == 1 else (y, mo - 1)
+    return sorted(out)
+
+
+def monthly_volumes(
+    conn: Connection, key: str, now: datetime, months: int = 12, limit: int = 50_000
+) -> dict[str, Any]:
+    """Per counter series of VOLUME_KINDS: usage per calendar month (meters.usage, so resets
+    count 0 and are listed), and the resets seen."""
+    r, c = m.readings.c, m.counters.c
+    starts = month_starts(now, months)
+    rows = conn.execute(
+        select(c.kind, c.unit, c.oid, c.value, c.anomaly, r.polled_at)
+        .join(m.readings, r.id == c.reading_id)
+        .where(r.device_key == key, r.polled_at > starts[0], c.kind.in_(VOLUME_KINDS))
+        .order_by(r.polled_at)
+        .limit(limit)
+    ).all()
+    series: dict[tuple[str, str, str], list[Read]] = {}
+    for x in rows:
+        read = Read(x.polled_at, x.value, x.anomaly == "decreased")
+        series.setdefault((x.kind, x.unit, x.oid), []).append(read)
+    bounds = [*starts, datetime(9999, 1, 1)]
+    out = []
+    for (kind, unit, oid), reads in sorted(series.items()):
+        per_month, resets = [], []
+        prev: Read | None = None
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
+            inside = [x for x in reads if lo < x.polled_at <= hi]
+            u = usage(prev, inside)
+            per_month.append(0 if u is None else u.usage)
+            if u is not None:
+                resets.extend(u.resets)
+                prev = u.end
+        out.append(
+            {"kind": kind, "unit": unit, "oid": oid, "months": per_month, "resets": resets}
+        )
+    return {"months": starts, "series": out}
+
+
+# --- agents -------------------------------------------------------------------------------------
+
+
+def agents(
+    conn: Connection, scope: Scope, th: Thresholds, offset: int = 0, limit: int = PAGE
+) -> list[dict[str, Any]]:
+    a = m.agents.c
+    rows = [
+        dict(x)
+        for x in conn.execute(
+            select(m.agents)
+            .where(scope.where(a.customer_id))
+            .order_by(a.hostname, a.agent_id)
+            .limit(limit)
+            .offset(offset)
+        ).mappings()
+    ]
+    for x in rows:
+        t = th.since.get(x["agent_id"])
+        x["stale_devices"] = (
+            0
+            if t is None
+            else conn.execute(
+                select(func.count()).where(
+                    d.last_agent_id == x["agent_id"],
+                    or_(d.last_complete_at.is_(None), d.last_complete_at < t),
+                    scope.where(d.customer_id),
+                )
+            ).scalar_one()
+        )
+        x["devices"] = conn.execute(
+            select(func.count()).where(
+                d.last_agent_id == x["agent_id"], scope.where(d.customer_id)
+            )
+        ).scalar_one()
+        x["behind"] = bool(x["queue_depth"]) or (
+            t is not None and x["last_seen_at"] is not None and x["last_seen_at"] < t
+        )
+    return rows
+
+
+def customer_names(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
+    c = m.customers.c
+    return dict(
+        conn.execute(select(c.customer_id, c.name).where(c.customer_id.in_(sorted(set(ids))))).all()
+    )
+
+
+def since_days(now: datetime, days: int) -> datetime:
+    return now - timedelta(days=days)
