@@ -47,6 +47,8 @@ def supply_summary(s: Mapping[str, Any]) -> dict[str, Any]:
         "colour": s.get("colour"),
         "meaning": s["level_meaning"],
         "percent": p,
+        "level": s["level_raw"],
+        "max": s["max_raw"] if s["max_meaning"] == "exact" else None,
         "receptacle": receptacle,
         "low": is_low(p, receptacle),
     }

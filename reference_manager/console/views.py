@@ -489,6 +489,10 @@ def _bar(s: dict[str, Any]) -> dict[str, Any]:
     if p is not None:
         text = f"{p:g} % full" if s.get("receptacle") else f"{p:g} %"
         return {"width": p, "fill": fill, "text": text, "state": "low" if s["low"] else "ok"}
+    if s.get("meaning") == "exact":  # a quantity, but no percentage is defined (MS-DEV-17)
+        cap = s.get("max")
+        text = f"level {s.get('level')}" + (f" of {cap}" if cap is not None else ", capacity ?")
+        return {"width": None, "fill": fill, "text": text, "state": "no-percent"}
     text = {
         "someRemaining": "some remaining",
         "unknown": "unknown",
