@@ -51,9 +51,12 @@ def _axes(y_max: float, unit: str) -> list[str]:
     return out
 
 
-def supply_levels(title: str, series: Sequence[tuple[str, Sequence[tuple]]]) -> Markup:
-    """series: (name, [(polledAt, percent or None, meaning)]) per supply, oldest first."""
-    times = [p[0] for _, pts in series for p in pts]
+def supply_levels(
+    title: str, series: Sequence[tuple[str, str | None, Sequence[tuple]]]
+) -> Markup:
+    """series: (name, fill colour or None, [(polledAt, percent or None, meaning)]) per supply,
+    oldest first; without a colour a supply gets one of the palette."""
+    times = [p[0] for _, _, pts in series for p in pts]
     if not times:
         return Markup('<p class="muted">No supply readings in this period.</p>')
     t0, t1 = min(times), max(times)
@@ -67,8 +70,8 @@ def supply_levels(title: str, series: Sequence[tuple[str, Sequence[tuple]]]) -> 
     def y(p: float) -> float:
         return H - PAD_B - (H - PAD_B - PAD_T) * p / 100
 
-    for i, (name, pts) in enumerate(series):
-        colour = PALETTE[i % len(PALETTE)]
+    for i, (name, fill, pts) in enumerate(series):
+        colour = fill or PALETTE[i % len(PALETTE)]
         known = [(x(t), y(p)) for t, p, _ in pts if p is not None]
         unknown = [(x(t), m) for t, p, m in pts if p is None]
         if len(known) > 1:
@@ -94,6 +97,16 @@ def supply_levels(title: str, series: Sequence[tuple[str, Sequence[tuple]]]) -> 
     return _frame(title, body, legend)
 
 
+def _nice(n: int) -> int:
+    """The next round number at or above n (1, 2, 5 × 10^k, at least 4), for whole ticks."""
+    step = 1
+    while True:
+        for f in (4, 8, 20):
+            if f * step >= n:
+                return f * step
+        step *= 10
+
+
 def _meaning(meaning: str) -> str:
     return {
         "someRemaining": "some remaining",
@@ -112,7 +125,7 @@ def monthly_bars(
     """Grouped bars: per month, one bar per series; marks: (month index, text) of resets."""
     if not series:
         return Markup('<p class="muted">No page counters in this period.</p>')
-    top = max([1, *(v for _, vals in series for v in vals)])
+    top = _nice(max([1, *(v for _, vals in series for v in vals)]))
     body = _axes(top, "")
     slot = (W - PAD_L - 8) / len(months)
     bar = max(slot * 0.8 / len(series), 1.0)

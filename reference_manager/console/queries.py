@@ -317,8 +317,8 @@ def supply_history(
     out: dict[int, dict[str, Any]] = {}
     for x in rows:
         summary = supply_summary(x)
-        entry = out.setdefault(x["idx"], {"name": summary["name"], "points": []})
-        entry["name"] = summary["name"]
+        entry = out.setdefault(x["idx"], {"name": "", "colour": None, "points": []})
+        entry["name"], entry["colour"] = summary["name"], summary["colour"]
         entry["points"].append((x["polled_at"], summary["percent"], summary["meaning"]))
     return out
 
@@ -353,14 +353,16 @@ def monthly_volumes(
     r, c = m.readings.c, m.counters.c
     starts = month_starts(now, months)
     rows = conn.execute(
-        select(c.kind, c.unit, c.oid, c.value, c.anomaly, r.polled_at)
+        select(c.kind, c.unit, c.oid, c.label, c.value, c.anomaly, r.polled_at)
         .join(m.readings, r.id == c.reading_id)
         .where(r.device_key == key, r.polled_at > starts[0], c.kind.in_(VOLUME_KINDS))
         .order_by(r.polled_at)
         .limit(limit)
     ).all()
     series: dict[tuple[str, str, str], list[Read]] = {}
+    labels: dict[tuple[str, str, str], str] = {}
     for x in rows:
+        labels[(x.kind, x.unit, x.oid)] = x.label or ""
         read = Read(x.polled_at, x.value, x.anomaly == "decreased")
         series.setdefault((x.kind, x.unit, x.oid), []).append(read)
     bounds = [*starts, datetime(9999, 1, 1)]
@@ -375,9 +377,9 @@ def monthly_volumes(
             if u is not None:
                 resets.extend(u.resets)
                 prev = u.end
-        out.append(
-            {"kind": kind, "unit": unit, "oid": oid, "months": per_month, "resets": resets}
-        )
+        label = labels[(kind, unit, oid)]
+        name = f"{kind}{f' ({label})' if label else ''}, {unit}"
+        out.append({"kind": kind, "name": name, "months": per_month, "resets": resets})
     return {"months": starts, "series": out}
 
 

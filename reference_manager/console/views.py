@@ -241,7 +241,7 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
         volumes = await query(queries.monthly_volumes, key, now)
         supply_chart = charts.supply_levels(
             "Supply levels, last 90 days",
-            [(v["name"], v["points"]) for _, v in sorted(supplies.items())],
+            [(v["name"], _fill(v["colour"]), v["points"]) for _, v in sorted(supplies.items())],
         )
         marks = []
         months = volumes["months"]
@@ -256,7 +256,7 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
         volume_chart = charts.monthly_bars(
             "Monthly page volume",
             months,
-            [(f"{s['kind']} ({s['unit']})", s["months"]) for s in volumes["series"]],
+            [(s["name"], s["months"]) for s in volumes["series"]],
             marks,
         )
         return await page(
@@ -481,11 +481,16 @@ BAR_COLOURS = {
 }
 
 
+def _fill(colour: str | None) -> str | None:
+    """The bar and chart colour of a supply named like a toner colour; None otherwise."""
+    low = (colour or "").lower()
+    return next((v for k, v in BAR_COLOURS.items() if k in low), None)
+
+
 def _bar(s: dict[str, Any]) -> dict[str, Any]:
     """How a supply bar is drawn: width in percent (None: no bar), fill, and its text."""
     p = s.get("percent")
-    colour = (s.get("colour") or "").lower()
-    fill = next((v for k, v in BAR_COLOURS.items() if k in colour), "#607d8b")
+    fill = _fill(s.get("colour")) or "#607d8b"
     if p is not None:
         text = f"{p:g} % full" if s.get("receptacle") else f"{p:g} %"
         return {"width": p, "fill": fill, "text": text, "state": "low" if s["low"] else "ok"}
