@@ -22,7 +22,7 @@ from pathlib import Path
 from metersync.requirements import CLASSES, load_requirements
 from metersync_conformance import coverage
 from metersync_conformance.registry import Check, Status, Verdict, fold, run_checks, select
-from metersync_conformance.results import Run, summary, write_outputs
+from metersync_conformance.report.results import Run, summary, write_outputs
 
 MANAGER_DEFAULT = "Manager-Core,Manager-HTTP"
 AGENT_DEFAULT = "Agent-Core,Agent-HTTP"
@@ -185,7 +185,7 @@ async def run_manager(
     update_platform: str = "any",
     manager_command: str | None = None,
 ) -> tuple[list[Verdict], float]:
-    from metersync_conformance.manager_checks import ManagerContext
+    from metersync_conformance.manager.core import ManagerContext
 
     checks = [c for c in select("manager", classes) if only in c.name and c.name not in skip]
     # Failed enrollments block this address for a minute: near the end. The answer audits
@@ -265,7 +265,7 @@ def cmd_manager(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from metersync_conformance.agent_harness import run_all
+    from metersync_conformance.agent.harness import run_all
 
     classes = parse_classes(args.classes, "agent")
     verdicts, secs = asyncio.run(

@@ -101,7 +101,7 @@ def backfill(conn: Connection, batch: int = 2000) -> None:
         for key in keys[start : start + batch]:
             rd = conn.execute(
                 select(m.readings)
-                .where(r.device_key == key)
+                .where(r.device_key == key, r.disposition == "applied")
                 .order_by(r.polled_at.desc(), r.id.desc())
                 .limit(1)
             ).first()
@@ -110,9 +110,7 @@ def backfill(conn: Connection, batch: int = 2000) -> None:
             sup = conn.execute(
                 select(m.supplies).where(m.supplies.c.reading_id == rd.id)
             ).mappings()
-            n = conn.execute(
-                select(m.alerts.c.idx).where(m.alerts.c.reading_id == rd.id)
-            ).all()
+            n = conn.execute(select(m.alerts.c.idx).where(m.alerts.c.reading_id == rd.id)).all()
             rows.append(values(key, rd.id, rd._mapping, list(sup), len(n)))
         if rows:
             conn.execute(m.device_state.insert(), rows)

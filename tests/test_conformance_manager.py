@@ -1,7 +1,7 @@
 """The conformance suite against managers: the reference passes, each broken one is caught.
 
 Real processes on loopback: `metersync manager serve` (or the same with one flaw patched in,
-conformance/broken.py) on a free port, enrollment tokens from `metersync manager token create`,
+conformance/broken/) on a free port, enrollment tokens from `metersync manager token create`,
 and the harness playing agents over HTTP.
 """
 

@@ -87,27 +87,27 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 ("sam", "dealer-staff", ["default"]),
                 ("vic", "customer-viewer", ["acme"]),
             ):
-                if name == "vic":  # the customer exists first (the admin creates it in a test)
-                    _create_customer(m, "acme")
+                if name == "vic":  # the customer exists first
+                    r = httpx.post(
+                        m.url + "/api/v1/customers",
+                        json={"customerId": "acme", "name": "Acme"},
+                        headers=m.api_headers,
+                    )
+                    assert r.status_code == 201, r.text
                 PASSWORDS[name] = _cli_user(m, name, role, customers)
             by_ip = {d["currentIp"]: d for d in devices}
             moved = by_ip[HOSTS[2]]["deviceKey"]
-            # Until device moves land (issue 16), put one printer in acme straight in the table.
-            with sqlite3.connect(m.data / "manager.db") as db:
-                db.execute("UPDATE devices SET customer_id = 'acme' WHERE device_key = ?", (moved,))
+            r = httpx.post(
+                f"{m.url}/api/v1/devices/{quote(moved, safe='')}/assignment",
+                json={"customerId": "acme", "site": "Main office"},
+                headers=m.api_headers,
+            )
+            assert r.status_code == 200, r.text
             yield {"m": m, "devices": by_ip, "moved": moved, "tmp": tmp}
         finally:
             if agent is not None:
                 agent.stop()
             m.stop()
-
-
-def _create_customer(m: Manager, cid: str) -> None:
-    with sqlite3.connect(m.data / "manager.db") as db:
-        db.execute(
-            "INSERT INTO customers (customer_id, name, created_at) VALUES (?, ?, '2026-12-01')",
-            (cid, cid.title()),
-        )
 
 
 def _cli_user(m: Manager, name: str, role: str, customers: list[str]) -> str:
@@ -299,3 +299,35 @@ def test_login_is_rate_limited(fleet: dict[str, Any]) -> None:
         ]
     assert [r.status_code for r in codes] == [401] * 5 + [429]
     assert codes[-1].headers["Retry-After"] == "900"
+
+
+def test_billing_download_is_the_api_export(
+    browser: Browser, fleet: dict[str, Any], shots: Path
+) -> None:
+    m = fleet["m"]
+    page = signed_in(browser, fleet, "ada")
+    page.goto(m.url + "/console/billing?customer=default")
+    rows = page.locator("table.meters tbody tr[data-type]")
+    expect(rows.first).to_be_visible()
+    shot(page, shots, "billing-default")
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Download CSV").click()
+    got = Path(info.value.path()).read_bytes()
+    href = page.get_by_role("link", name="Download CSV").get_attribute("href")
+    assert href is not None
+    query = href.split("?", 1)[1]
+    api = httpx.get(f"{m.url}/api/v1/meters?{query}", headers=m.api_headers)
+    assert api.status_code == 200 and api.headers["content-type"].startswith("text/csv")
+    assert got == api.content
+    lines = got.decode().strip().splitlines()
+    assert len(lines) - 1 == rows.count() > 0  # the table shows every line of the export
+    # default's bill: default's lines only (acme's printer up to its move, as assigned then)
+    assert {x.split(",", 1)[0] for x in lines[1:]} == {"default"}
+    # the viewer of acme gets acme's bill and no other customer's
+    viewer = signed_in(browser, fleet, "vic")
+    resp = viewer.goto(m.url + "/console/billing?customer=default")
+    assert resp is not None and resp.status == 404
+    viewer.goto(m.url + "/console/billing")
+    expect(viewer.locator("table.meters")).to_contain_text(fleet["moved"])
+    for ip in HOSTS[:2]:
+        assert fleet["devices"][ip]["deviceKey"] not in viewer.content()

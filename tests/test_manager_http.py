@@ -330,7 +330,10 @@ def test_meter_export_across_a_counter_reset(client: httpx.Client, store: Store)
         (1800, 40, True),
         (340, 300, False),
     ]
-    assert line["readsInPeriod"] == 6 and not line["stale"] and not line["startInPeriod"]
+    assert not line["stale"] and not line["startInPeriod"]
+    # reads every five days: the nearest read is 2 days from `from` and 1 day from `to`
+    assert (line["startGapSeconds"], line["endGapSeconds"]) == (2 * 86400, 86400)
+    assert not line["complete"]
     # two consecutive periods add up to the whole: nothing billed twice
     mid = (base + timedelta(days=17)).isoformat()
     a = client.get("/api/v1/meters", params={"from": period["from"], "to": mid}).json()["lines"][0]

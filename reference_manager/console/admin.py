@@ -6,12 +6,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from metersync_manager import ingest
 from metersync_manager import models as m
-from metersync_manager.extract import utc_naive
-from metersync_manager.scope import Scope, check_customer_id
+from metersync_manager.scope import Scope
 from metersync_manager.store import Store
 
 
@@ -43,58 +41,23 @@ def overview(store: Store) -> dict[str, list[dict[str, Any]]]:
 
 
 def create_customer(store: Store, customer_id: str, name: str, now: datetime) -> None:
-    check_customer_id(customer_id)
     if not name.strip():
         raise AdminError("a customer needs a name")
-    try:
-        with store.writing() as conn:
-            conn.execute(
-                m.customers.insert().values(
-                    customer_id=customer_id, name=name.strip(), created_at=utc_naive(now)
-                )
-            )
-    except IntegrityError:
-        raise AdminError(f"the customer {customer_id!r} exists already") from None
+    store.create_customer(customer_id, name.strip(), now)
 
 
 def create_site(store: Store, customer_id: str, name: str, now: datetime) -> None:
     if not name.strip():
         raise AdminError("a site needs a name")
-    try:
-        with store.writing() as conn:
-            store._check_customers(conn, {customer_id})
-            conn.execute(
-                m.sites.insert().values(
-                    customer_id=customer_id, name=name.strip(), created_at=utc_naive(now)
-                )
-            )
-    except IntegrityError:
-        raise AdminError(f"the customer {customer_id!r} has a site {name!r} already") from None
+    store.create_site(customer_id, name.strip(), now)
 
 
 def create_enrollment_token(
-    store: Store, customer_id: str, site_id: int | None, valid: timedelta, now: datetime
+    store: Store, customer_id: str, site: str | None, valid: timedelta, now: datetime
 ) -> str:
     """A one-time enrollment token bound to the customer (and site); shown once."""
     token = ingest.new_token()
-    with store.writing() as conn:
-        store._check_customers(conn, {customer_id})
-        if site_id is not None:
-            s = m.sites.c
-            found = conn.execute(
-                select(s.site_id).where(s.site_id == site_id, s.customer_id == customer_id)
-            ).first()
-            if found is None:
-                raise AdminError("that site is not one of the customer's")
-        conn.execute(
-            m.enrollment_tokens.insert().values(
-                token_hash=ingest.hash_token(token),
-                created_at=utc_naive(now),
-                expires_at=utc_naive(now + valid),
-                customer_id=customer_id,
-                site_id=site_id,
-            )
-        )
+    store.add_token(ingest.hash_token(token), now + valid, now, None, customer_id, site)
     return token
 
 

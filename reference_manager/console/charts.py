@@ -51,9 +51,7 @@ def _axes(y_max: float, unit: str) -> list[str]:
     return out
 
 
-def supply_levels(
-    title: str, series: Sequence[tuple[str, str | None, Sequence[tuple]]]
-) -> Markup:
+def supply_levels(title: str, series: Sequence[tuple[str, str | None, Sequence[tuple]]]) -> Markup:
     """series: (name, fill colour or None, [(polledAt, percent or None, meaning)]) per supply,
     oldest first; without a colour a supply gets one of the palette."""
     times = [p[0] for _, _, pts in series for p in pts]

@@ -414,9 +414,7 @@ def agents(
             ).scalar_one()
         )
         x["devices"] = conn.execute(
-            select(func.count()).where(
-                d.last_agent_id == x["agent_id"], scope.where(d.customer_id)
-            )
+            select(func.count()).where(d.last_agent_id == x["agent_id"], scope.where(d.customer_id))
         ).scalar_one()
         x["behind"] = bool(x["queue_depth"]) or (
             t is not None and x["last_seen_at"] is not None and x["last_seen_at"] < t

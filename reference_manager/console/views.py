@@ -14,13 +14,14 @@ from quart import Blueprint, Response, abort, g, redirect, render_template, requ
 
 from metersync import xml_edge
 from metersync.errors import ProtocolError
-from metersync_manager import channel, extract
+from metersync_manager import api_tenancy, billing, channel, extract
 from metersync_manager.console import admin, charts, queries, web
 from metersync_manager.console.accounts import AccountError, Accounts, new_password
 from metersync_manager.device_state import supply_summary
-from metersync_manager.extract import utc_naive
+from metersync_manager.extract import iso, utc_naive
 from metersync_manager.scope import ROLES, Scope, ScopeError
 from metersync_manager.store import Store
+from metersync_manager.tenancy import TenancyError
 
 HERE = Path(__file__).parent
 Run = Callable[..., Awaitable[Any]]
@@ -212,13 +213,15 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
             args=args,
             next_url=f"?{urlencode({**args, 'cursor': nxt})}" if nxt else None,
             first_url=f"?{urlencode(args)}" if f.cursor else None,
-            sort_url=lambda s: "?"
-            + urlencode(
-                {
-                    **{k: v for k, v in args.items() if k not in ("sort", "dir")},
-                    "sort": s,
-                    **({"dir": "desc"} if f.sort == s and not f.desc else {}),
-                }
+            sort_url=lambda s: (
+                "?"
+                + urlencode(
+                    {
+                        **{k: v for k, v in args.items() if k not in ("sort", "dir")},
+                        "sort": s,
+                        **({"dir": "desc"} if f.sort == s and not f.desc else {}),
+                    }
+                )
             ),
             now=now,
         )
@@ -338,16 +341,19 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
     # --- billing ------------------------------------------------------------------------------
 
     @bp.get("/console/billing")
-    async def billing() -> Any:
+    async def billing_page() -> Any:
+        """The meter table of a customer and period: the lines of the API's export."""
         opts = await query(queries.choices, g.scope)
         customers = [c for c, _ in opts["customers"]]
         customer = request.args.get("customer") or (customers[0] if customers else "")
         if customer not in customers:
             abort(404)
         start, end, raw_from, raw_to = _period(clock())
-        lines = await run(store.meters, start, end, None, None)
-        keys = await query(_customer_devices, customer)
-        lines = [x for x in lines if x["deviceKey"] in keys]
+        period = billing.Period(utc_naive(start), utc_naive(end), customer)
+        scope = g.scope
+        chunks = await run(lambda: list(store.meter_lines(period, scope)))
+        lines = [x for chunk in chunks for x in chunk]
+        export = {"customer": customer, "from": iso(period.start), "to": iso(period.end)}
         return await page(
             "billing.html",
             opts=opts,
@@ -355,7 +361,13 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
             lines=lines,
             raw_from=raw_from,
             raw_to=raw_to,
+            csv_url=url_for("console.billing_csv", **export, format="csv"),
         )
+
+    @bp.get("/console/billing/meters.csv")
+    async def billing_csv() -> Any:
+        """The download: GET /api/v1/meters itself, under the session's scope."""
+        return await api_tenancy.meters()
 
     # --- admin --------------------------------------------------------------------------------
 
@@ -400,13 +412,12 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
                 await run(admin.create_site, store, form.get("customer_id") or "",
                           form.get("name") or "", now)  # fmt: skip
             elif what == "enrollment-tokens":
-                site = form.get("site_id") or ""
                 hours = form.get("hours") or "24"
                 token = await run(
                     admin.create_enrollment_token,
                     store,
                     form.get("customer_id") or "",
-                    int(site) if site.isdigit() else None,
+                    form.get("site") or None,
                     timedelta(hours=int(hours) if hours.isdigit() else 24),
                     now,
                 )
@@ -431,7 +442,7 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
                 await run(accounts.disable, form.get("username") or "", now)
             else:
                 abort(404)
-        except (admin.AdminError, AccountError, ScopeError) as exc:
+        except (admin.AdminError, AccountError, ScopeError, TenancyError) as exc:
             return await _admin_result(None, str(exc))
         if shown is None:
             return redirect(url_for("console.admin_page"))
@@ -446,15 +457,6 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
         return {"session": g.get("session"), "bar": _bar}
 
     return bp
-
-
-def _customer_devices(conn: Any, customer: str) -> set[str]:
-    from sqlalchemy import select
-
-    from metersync_manager import models as m
-
-    d = m.devices.c
-    return set(conn.execute(select(d.device_key).where(d.customer_id == customer)).scalars())
 
 
 def _supply_row(s: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ with 6,000 ifPhysAddress rows, the first a usable MAC address and the others emp
 interfaces without one), so the report stays small whatever an agent keeps. Only that column of
 the ifTable exists, so an agent walking ifPhysAddress, ifEntry or ifTable meets the long column
 at once. It is served by its own snmpsim process (its walks never slow the other printers) behind
-a relay (relay.py) that logs the rows the agent asks for, and only for the run that needs it.
+a relay (peers/snmp_relay.py) that logs the rows the agent asks for, and only for the run that
+needs it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metersync.snmpsim import Endpoint, SnmpSimulator, free_udp_port, write_snmprec
-from metersync_conformance.relay import Relay
+from metersync_conformance.peers.snmp_relay import Relay
 
 CAP = 5000  # the fixed walk cap (Table 5-1)
 ROWS = 6000

@@ -22,7 +22,7 @@ from lxml import etree
 import metersync_generated.v1 as model
 import metersync_spec
 from metersync.errors import BY_CODE
-from metersync_conformance.manager_checks import (
+from metersync_conformance.manager.core import (
     CORE,
     ENROLL_PATH,
     HTTP,

@@ -34,7 +34,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, TLSSetupException
 
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
-from metersync_conformance.fake_manager import Received, Recorder, free_tcp_port
+from metersync_conformance.peers.manager import Received, Recorder, free_tcp_port
 
 
 def split_mail(mail: bytes) -> tuple[bytes | None, str | None, str | None]:

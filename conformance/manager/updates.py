@@ -24,10 +24,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from metersync_conformance import update_checks as uc
-from metersync_conformance.manager_checks import ManagerContext
-from metersync_conformance.registry import Finding, check, excerpt_of, fail, not_tested, ok
-from metersync_conformance.update_harness import (
+from metersync_conformance.agent.checks import updates as uc
+from metersync_conformance.manager.core import ManagerContext
+from metersync_conformance.peers.feed import (
     CHECK_INTERVAL,
     ModeRun,
     UpdateRun,
@@ -37,6 +36,7 @@ from metersync_conformance.update_harness import (
     start_feed,
     stop_feed,
 )
+from metersync_conformance.registry import Finding, check, excerpt_of, fail, not_tested, ok
 
 UPDATE = ("Manager-Update",)
 RUN_TIMEOUT = 900.0

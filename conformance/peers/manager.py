@@ -1,17 +1,17 @@
 """The manager the harness plays against an agent under test: a small Quart app on loopback.
 
 It implements the HTTP binding's two endpoints (`POST /v1/enroll`, `POST /v1/reports`) well
-enough for an agent to run, and the channel endpoints (fake_channel.py); it records every
+enough for an agent to run, and the channel endpoints (peers/channel.py); it records every
 request exactly as received (time, path, headers, body) with what it concluded, and can be
 told to be unavailable: answer 503 (or 429), with or without `Retry-After`, for the next N
-report posts or until told otherwise, or play a script of answers (answers.py: receipts for
+report posts or until told otherwise, or play a script of answers (peers/answers.py: receipts for
 another report, hostile XML, redirects, vendor codes…), one per report post. It is served under
 a base path (MS-HTTP-1); requests anywhere else are recorded as strays. The checks judge the
 agent from these records afterwards.
 
 With `ServerTls` it serves HTTPS (Hypercorn's TLS, the harness's throw-away certificates,
 optionally requiring a client certificate, or offering only TLS 1.0 and 1.1) behind a TLS tap
-(tls_tap.py) that records each connection's handshake.
+(peers/tls_tap.py) that records each connection's handshake.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from quart import Quart, Response, request
 import metersync_generated.v1 as model
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
-from metersync_conformance.fake_channel import ChannelPeer, wait_until
-from metersync_conformance.fake_channel import register as register_channel
+from metersync_conformance.peers.channel import ChannelPeer, wait_until
+from metersync_conformance.peers.channel import register as register_channel
 from metersync_conformance.wire import CONTENT_TYPE, now, xml_time
 
 BASE_PATH = "/metersync-base"  # the manager URL's path: every endpoint must be under it
@@ -58,7 +58,7 @@ class Received:
     answer: int = 0
     answer_kind: str = ""  # "accepted" / "duplicate" / "unavailable" / "Error <code>"
     mail: bytes | None = None  # the whole mail, when the report came by SMTP
-    script: str | None = None  # the scripted answer played, if any (answers.py)
+    script: str | None = None  # the scripted answer played, if any (peers/answers.py)
     encoding: str = ""  # the request's Content-Encoding
 
     @property
@@ -203,7 +203,7 @@ def create_app(rec: Recorder) -> Quart:
     async def reports() -> Response:
         item = await _receive()
         if rec.scripts and item.kind == "Report":
-            from metersync_conformance.answers import play
+            from metersync_conformance.peers.answers import play
 
             name = rec.scripts.popleft()
             item.script = name
@@ -339,7 +339,7 @@ class FakeManager:
         else:
             raise RuntimeError("the harness manager did not start")
         if self.tls is not None:
-            from metersync_conformance.tls_tap import TlsTap
+            from metersync_conformance.peers.tls_tap import TlsTap
 
             self.tap = await TlsTap((self.host, self.port), self.host).start()
             self.rec.base_url = self.url

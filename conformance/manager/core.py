@@ -656,7 +656,7 @@ async def every_answer_is_a_metersync_document(ctx: ManagerContext) -> list[Find
 @check("MS-HTTP-17", classes=HTTP, role="manager", timeout=300)
 async def read_api_matches_openapi(ctx: ManagerContext) -> list[Finding]:
     """The JSON read API answers as spec/openapi/manager.yaml says (schemathesis, bounded)."""
-    from metersync_conformance import openapi_probe
+    from metersync_conformance.manager import openapi_probe
 
     # The spec's document is the contract; --openapi may name a vendor's superset of it.
     source: str | Path = ctx.openapi or (metersync_spec.OPENAPI_DIR / "manager.yaml")
@@ -807,4 +807,4 @@ async def processing_order(ctx: ManagerContext) -> list[Finding]:
 
 
 # Further checks live in their own modules; importing them registers them.
-from metersync_conformance import manager_checks_ops, manager_checks_store  # noqa: E402, F401
+from metersync_conformance.manager import ops, store  # noqa: E402, F401

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import metersync_generated.v1 as model
-from metersync_conformance.manager_checks import (
+from metersync_conformance.manager.core import (
     CORE,
     ManagerContext,
     evidence,

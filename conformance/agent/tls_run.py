@@ -1,8 +1,9 @@
 """The TLS run: the agent against managers and relays whose certificates it must check.
 
-A short run beside the main scenarios. The harness makes a throw-away PKI (pki.py), serves one
-recorded printer, and starts one agent process per stage, all at once, each with its own state
-directory and its own manager (HTTPS behind a TLS tap, tls_tap.py) or relay (fake_relay.py):
+A short run beside the main scenarios. The harness makes a throw-away PKI (peers/pki.py), serves
+one recorded printer, and starts one agent process per stage, all at once, each with its own state
+directory and its own manager (HTTPS behind a TLS tap, peers/tls_tap.py) or relay
+(peers/mail_relay.py):
 
 HTTP (Agent-HTTP; with Agent-Channel the agents also have their channel on, over wss):
 - `https-trusted`: a certificate for 127.0.0.1 from the CA given in `manager/caBundle`: the
@@ -22,7 +23,7 @@ SMTP (Agent-SMTP; SMTP-only provisioning, enrollment over plain HTTP on loopback
 - `smtp-none-remote`: `security` `none` with a relay under `.invalid`: refused (3001).
 
 A stage that must send nothing ends when the agent has tried and every connection it opened
-is closed (or when something arrived); the checks (tls_checks.py) judge the records.
+is closed (or when something arrived); the checks (agent/checks/tls.py) judge the records.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from metersync.snmpsim import (
     free_udp_port,
     install_recording,
 )
-from metersync_conformance.agent_harness import (
+from metersync_conformance.agent.harness import (
     SMTP_FROM,
     SMTP_TO,
     AgentProcess,
@@ -50,11 +51,11 @@ from metersync_conformance.agent_harness import (
     is_tls_check,
     provisioning,
 )
-from metersync_conformance.fake_manager import FakeManager, ServerTls
-from metersync_conformance.fake_relay import FakeRelay, RelayTls
-from metersync_conformance.pki import Pki
+from metersync_conformance.agent.truth import load
+from metersync_conformance.peers.mail_relay import FakeRelay, RelayTls
+from metersync_conformance.peers.manager import FakeManager, ServerTls
+from metersync_conformance.peers.pki import Pki
 from metersync_conformance.registry import Verdict, run_checks, select
-from metersync_conformance.truth import load
 
 HOST = "127.3.2.10"
 RECORDING = "lexmark_ms"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from metersync_conformance.agent_checks import (
+from metersync_conformance.agent.checks.core import (
     CORE,
     _name,
     _needs_reports,
@@ -14,7 +14,7 @@ from metersync_conformance.agent_checks import (
     _snapshot_xml,
     observations,
 )
-from metersync_conformance.agent_harness import AgentContext, Device
+from metersync_conformance.agent.harness import AgentContext, Device
 from metersync_conformance.registry import Finding, check, fail, not_tested, ok
 
 # Textual conventions, numbers → names (RFC 2790, RFC 3805).

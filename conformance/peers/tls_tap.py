@@ -15,7 +15,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
-from metersync_conformance.proxy import LoopbackServer
+from metersync_conformance.peers.proxy import LoopbackServer
 
 HANDSHAKE = 0x16
 SERVER_HELLO = 0x02

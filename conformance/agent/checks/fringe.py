@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from metersync_conformance import answers
-from metersync_conformance.agent_checks import (
+from metersync_conformance.agent.checks.core import (
     CORE,
     HTTP,
     _excerpt,
@@ -16,14 +15,15 @@ from metersync_conformance.agent_checks import (
     _phase_missing,
     _snapshot_xml,
 )
-from metersync_conformance.agent_harness import (
+from metersync_conformance.agent.harness import (
     LIMIT_REPORTS,
     REPLACED,
     REPLACED_KEY,
     SLOW_KEY,
     AgentContext,
 )
-from metersync_conformance.fake_manager import Received
+from metersync_conformance.peers import answers
+from metersync_conformance.peers.manager import Received
 from metersync_conformance.registry import Finding, check, fail, not_tested, ok
 
 HTTP_TOLERANCE = 1.0  # seconds, around the provisioned HTTP timeout
@@ -126,7 +126,7 @@ async def first_answering_credential_used(ctx: AgentContext) -> list[Finding]:
     if (f := _needs_reports(ctx)) is not None:
         return [f]
     want = "1" if ctx.setup.fringe else "3" if ctx.setup.v3 else "2c"
-    from metersync_conformance.agent_harness import DECOY_COMMUNITY
+    from metersync_conformance.agent.harness import DECOY_COMMUNITY
 
     decoys = ctx.relay.seen.communities.get(DECOY_COMMUNITY.encode(), 0) if ctx.relay else 0
     starts = 1 + ("limits" in ctx.phases)
@@ -488,7 +488,7 @@ async def bad_provisioning_refused(ctx: AgentContext) -> list[Finding]:
 async def plain_http_to_remote_refused(ctx: AgentContext) -> list[Finding]:
     """A manager URL with http:// to a host that is not loopback is refused (3001).
 
-    TLS versions and certificate verification are checked by the TLS run (tls_checks.py)."""
+    TLS versions and certificate verification are checked by the TLS run (agent/checks/tls.py)."""
     got = [x for x in ctx.refusals if x[0] == "plain-http-remote"]
     if not got:
         return [not_tested("no http:// URL to a remote host was given in this run")]
@@ -503,8 +503,8 @@ async def requests_through_the_proxy(ctx: AgentContext) -> list[Finding]:
     """With manager/proxy set, every request goes through that proxy, with its login."""
     import base64
 
-    from metersync_conformance.agent_harness import PROXY_LOGIN
-    from metersync_conformance.proxy import MARK
+    from metersync_conformance.agent.harness import PROXY_LOGIN
+    from metersync_conformance.peers.proxy import MARK
 
     if ctx.proxy is None:
         return [not_tested("no proxy was provisioned in this run")]

@@ -28,8 +28,8 @@ from urllib.parse import quote
 import metersync_generated.v1 as model
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
-from metersync_conformance.manager_checks import ManagerContext
-from metersync_conformance.manager_checks_store import (
+from metersync_conformance.manager.core import ManagerContext
+from metersync_conformance.manager.store import (
     at,
     complete,
     dev_path,
@@ -487,7 +487,8 @@ async def channel_snapshot_not_a_reading(ctx: ManagerContext) -> list[Finding]:
         line
         and line.get("usage") == 100
         and not line.get("resets")
-        and line.get("readsInPeriod") == 2
+        and (line.get("start") or {}).get("value") == 1000
+        and (line.get("end") or {}).get("value") == 1100
     ):
         out.append(
             fail(

@@ -9,7 +9,7 @@ for the same device (MS-CH-14); then the status, the device list and each held s
 which all those requests must not have changed (MS-CH-19). It closes the WebSocket (the agent
 must reopen it, MS-CH-16), then refuses upgrades like a blocking proxy (the agent must fall back
 to long-poll, MS-CH-2) and asks again over long-poll; last, with every printer stopped, a fresh
-read (MS-CH-13). The checks (channel_checks.py) judge the records.
+read (MS-CH-13). The checks (agent/checks/channel.py) judge the records.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metersync_conformance.fake_channel import ChannelPeer, Sent
+from metersync_conformance.peers.channel import ChannelPeer, Sent
 
 OPEN_WAIT = 30.0
 ANSWER_WAIT = 40.0  # the harness's device budget (20 s) + 15 s + scheduling (MS-CH-17)

@@ -17,7 +17,7 @@ A second kind of run (`Setup(fringe=True)`, phases `answers`, `limits`) plays th
 and the network's hard cases on a few printers: credentials in an order where an SNMPv3 user
 with a wrong key and a wrong community come first, targets given as a range with an excluded
 address (a UDP listener there must never hear a packet), a device that is no printer, a printer
-slow enough to spend its device budget, then scripted answers to report posts (answers.py),
+slow enough to spend its device budget, then scripted answers to report posts (peers/answers.py),
 then a re-provisioning with a tiny outbox during an outage (retention limits).
 
 Throughout, the agent's process tree is inspected for listening sockets.
@@ -55,12 +55,13 @@ from metersync.snmpsim import (
     free_udp_port,
     install_recording,
 )
-from metersync_conformance import answers, sockets
-from metersync_conformance.fake_manager import FakeManager, Received, Recorder
-from metersync_conformance.proxy import Proxy
+from metersync_conformance.agent import sockets
+from metersync_conformance.agent.truth import Recording, load, variation_dir
+from metersync_conformance.peers import answers
+from metersync_conformance.peers.manager import FakeManager, Received, Recorder
+from metersync_conformance.peers.proxy import Proxy
+from metersync_conformance.peers.snmp_relay import Relay, trap
 from metersync_conformance.registry import Verdict, run_checks, select
-from metersync_conformance.relay import Relay, trap
-from metersync_conformance.truth import Recording, load, variation_dir
 
 TOKEN = "conformanceToken0123456789abcdef"
 HOST_PREFIX = "127.3.0."
@@ -82,7 +83,7 @@ PHASES = (
 SMTP_PHASES = ("baseline", "smtp_transient", "smtp_refusals")
 SMTP_FROM = "agent@conformance.invalid"
 SMTP_TO = "reports@conformance.invalid"
-# "channel" (channel_harness.py) follows them when Agent-Channel is claimed.
+# "channel" (agent/channel_phase.py) follows them when Agent-Channel is claimed.
 FRINGE_PHASES = ("baseline", "answers", "limits", "recovery")
 LIMIT_REPORTS = 1  # outbox/maxReports of the limits phase
 V3_WRONG = ("simulator", "wrong-auth-key-31337", "wrong-priv-key-73313")
@@ -162,11 +163,11 @@ class Setup:
     fringe: bool = False  # wrong credentials first, a range with an exclusion, odd devices
     vanish: str | None = None  # a recording served alone and switched off in phase changes
     script: tuple[str, ...] | None = None  # answers played in phase answers; None: all
-    relay: str | None = None  # a recording whose SNMP requests are watched (relay.py)
-    proxy: bool = False  # the manager is reached through the harness's HTTP proxy (proxy.py)
+    relay: str | None = None  # a recording whose SNMP requests are watched (peers/snmp_relay.py)
+    proxy: bool = False  # the manager is reached through the harness's HTTP proxy (peers/proxy.py)
     refusals: bool = True  # with fringe: first start the agent with bad Provisioning documents
     v3: bool = False  # printers know only the SNMPv3 user V3_GOOD; provisioned first (MS-SNMP-2)
-    walk_cap: bool = False  # one more printer, with a table longer than the walk cap (walk_cap.py)
+    walk_cap: bool = False  # a printer whose table passes the walk cap (peers/walk_cap.py)
 
 
 # A short run of its own: one plain printer and the one with the long table, baseline only.
@@ -321,7 +322,7 @@ def plan_devices(
 
 
 def is_tls_check(name: str) -> bool:
-    """Checks of the TLS run (tls_harness.py) judge its records, not this scenario's."""
+    """Checks of the TLS run (agent/tls_run.py) judge its records, not this scenario's."""
     return name.startswith("tls_")
 
 
@@ -494,7 +495,7 @@ async def scenario(ctx: AgentContext, agent: AgentProcess, work: Path, walks: Pa
     initial = [d for d in ctx.devices if d.role != "moved"]
     want = {d.recording.key for d in initial}
     if ctx.walk_cap is not None:
-        from metersync_conformance import walk_cap
+        from metersync_conformance.peers import walk_cap
 
         want.add(walk_cap.KEY)
     ctx.begin("baseline")
@@ -608,7 +609,7 @@ async def smtp_refusals(ctx: AgentContext) -> bool:
     """Play the relay's 5xx script; done when it is played, every mail refused with a "retry"
     reply came again and was accepted, and the sequence numbers mailed have no gap (a report
     refused at MAIL or RCPT was never seen: only its resend fills the gap)."""
-    from metersync_conformance.fake_relay import SCRIPT
+    from metersync_conformance.peers.mail_relay import SCRIPT
 
     rec, script = ctx.rec, ctx.mail_relay.script
     n0 = len(rec.received)
@@ -635,7 +636,7 @@ async def update_phase(
     ctx: AgentContext, command: str, prov: Path, state: Path, work: Path
 ) -> None:
     """Run the update steps against the feed, then wait for a report after them."""
-    from metersync_conformance import update_harness
+    from metersync_conformance.peers import feed as update_harness
 
     accepted = ctx.rec.accepted_reports()
     if not accepted:
@@ -681,7 +682,7 @@ async def automatic_phase(
 ) -> None:
     """Restart the agent in automatic mode with a short checkInterval and newer software and a
     licence in the feed; watch the feed until it checked CHECKS_WANTED times (MS-UPD-14)."""
-    from metersync_conformance import update_harness as uh
+    from metersync_conformance.peers import feed as uh
 
     run = ctx.update
     ctx.exit_codes.append(await agent.stop())
@@ -874,7 +875,7 @@ async def run_agent(
     manager = await FakeManager().start()
     relay = None
     if smtp_only_mode(classes):
-        from metersync_conformance.fake_relay import FakeRelay
+        from metersync_conformance.peers.mail_relay import FakeRelay
 
         relay = await FakeRelay(manager.rec).start()
         if not explicit and not setup.fringe:
@@ -935,7 +936,7 @@ async def run_agent(
     unlicensed: Endpoint | None = None  # a router that becomes a printer (MS-UPD-22)
     # The update command installs licences too: the Agent-Core licence rules need it.
     if update_command and "update" in phases:
-        from metersync_conformance import update_harness
+        from metersync_conformance.peers import feed as update_harness
 
         ctx.update = update_harness.start_feed(work, update_platform)
         feed_kw = {
@@ -1013,7 +1014,7 @@ async def run_agent(
             watch = Relay((d.host, d.port), (d.host, behind), timeout=float(setup.snmp[0]))
             ctx.relay = await watch.start()
         if setup.walk_cap:
-            from metersync_conformance import walk_cap
+            from metersync_conformance.peers import walk_cap
 
             host = extra["spare"][0]
             ctx.walk_cap = await walk_cap.start(work, host, port, float(setup.snmp[0]))
@@ -1029,7 +1030,7 @@ async def run_agent(
             if "Agent-Update" in classes and "automatic" in phases:
                 await automatic_phase(ctx, agent, prov, remake)
         if "channel" in phases:
-            from metersync_conformance.channel_harness import run_channel_phase
+            from metersync_conformance.agent.channel_phase import run_channel_phase
 
             ctx.begin("channel")
             await run_channel_phase(
@@ -1056,7 +1057,7 @@ async def run_agent(
         if ctx.proxy is not None:
             await ctx.proxy.close()
         if ctx.update is not None:
-            from metersync_conformance import update_harness
+            from metersync_conformance.peers import feed as update_harness
 
             update_harness.stop_feed(ctx.update)
         if relay is not None:
@@ -1084,14 +1085,14 @@ async def run_all(
 ) -> tuple[list[Verdict], float]:
     """The scenarios at once, as a certification run does: the full scenario on every
     recording, the hard cases (FRINGE) on two of them, the short walk-cap (WALK_CAP) and
-    SNMPv3 (SNMPV3) runs and the TLS run (tls_harness.py); the verdicts of all together."""
+    SNMPv3 (SNMPV3) runs and the TLS run (agent/tls_run.py); the verdicts of all together."""
     started = time.monotonic()
     names = [r.name for r in load(walks)]
     main = Setup(
         vanish="oki_c" if "oki_c" in names else None,
         relay="lexmark_ms" if "lexmark_ms" in names else None,
     )
-    from metersync_conformance.tls_harness import run_tls
+    from metersync_conformance.agent.tls_run import run_tls
 
     def sub(name: str) -> dict[str, Any]:  # what every run of this certification shares
         return {"walks": walks, "keep": keep and keep / name, "only": only, "progress": progress}

@@ -3,24 +3,15 @@ and output of the vendor's update command per step, the feed server's request lo
 licence state and software version in the agent's reports.
 
 The judges of one update run (`judge_*`) serve the manager's checks too
-(manager_update_checks.py): they look only at the steps and what each fetched."""
+(manager/updates.py): they look only at the steps and what each fetched."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
 
-from metersync_conformance.agent_harness import AgentContext
-from metersync_conformance.registry import (
-    Finding,
-    Status,
-    check,
-    excerpt_of,
-    fail,
-    not_tested,
-    ok,
-)
-from metersync_conformance.update_harness import (
+from metersync_conformance.agent.harness import AgentContext
+from metersync_conformance.peers.feed import (
     AUTO_LICENCE,
     CHECK_INTERVAL,
     CHECKS_WANTED,
@@ -30,6 +21,15 @@ from metersync_conformance.update_harness import (
     UpdateRun,
     checks_in,
     receive_slack,
+)
+from metersync_conformance.registry import (
+    Finding,
+    Status,
+    check,
+    excerpt_of,
+    fail,
+    not_tested,
+    ok,
 )
 
 UPDATE = ("Agent-Update",)

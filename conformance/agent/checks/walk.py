@@ -1,15 +1,15 @@
-"""Agent check of the walk cap (MS-SNMP-10), judged on the WALK_CAP run (walk_cap.py): the
+"""Agent check of the walk cap (MS-SNMP-10), judged on the WALK_CAP run (peers/walk_cap.py): the
 printer with 6,000 ifPhysAddress rows is reported with a `walk-cap` collection error, with
 what was read before the cap (its MAC address, row 1) and the other subtrees, and the relay in
 front of it saw no walk ask for far more than 5,000 rows of that column."""
 
 from __future__ import annotations
 
-from metersync_conformance import walk_cap
-from metersync_conformance.agent_checks import CORE, _name, _needs_reports, _snapshot_xml
-from metersync_conformance.agent_harness import AgentContext
+from metersync_conformance.agent.checks.core import CORE, _name, _needs_reports, _snapshot_xml
+from metersync_conformance.agent.harness import AgentContext
+from metersync_conformance.peers import walk_cap
+from metersync_conformance.peers.snmp_relay import rows_per_walk
 from metersync_conformance.registry import Finding, check, fail, not_tested, ok
-from metersync_conformance.relay import rows_per_walk
 
 
 def _lost(dev: object) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from lxml import etree
 
-from metersync_conformance.agent_checks import (
+from metersync_conformance.agent.checks.core import (
     CORE,
     HTTP,
     _excerpt,
@@ -18,8 +18,8 @@ from metersync_conformance.agent_checks import (
     _needs_reports,
     _sig_finding,
 )
-from metersync_conformance.agent_harness import AgentContext
-from metersync_conformance.fake_manager import BASE_PATH, Received
+from metersync_conformance.agent.harness import AgentContext
+from metersync_conformance.peers.manager import BASE_PATH, Received
 from metersync_conformance.registry import Finding, check, fail, not_tested, ok
 
 NS = "urn:metersync:v1"

@@ -2,7 +2,7 @@
 
 MS-CH-1 is judged on every agent run (Agent-Core): while its provisioning keeps the channel
 off, the agent makes no channel request at all. The others need the channel phase
-(channel_harness.py), which runs when Agent-Channel is claimed.
+(agent/channel_phase.py), which runs when Agent-Channel is claimed.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import re
 from typing import Any
 
 from metersync.errors import BY_CODE
-from metersync_conformance.agent_harness import AgentContext
-from metersync_conformance.channel_harness import ChannelRun
-from metersync_conformance.fake_channel import Sent
-from metersync_conformance.fake_manager import BASE_PATH
+from metersync_conformance.agent.channel_phase import ChannelRun
+from metersync_conformance.agent.harness import AgentContext
+from metersync_conformance.peers.channel import Sent
+from metersync_conformance.peers.manager import BASE_PATH
 from metersync_conformance.registry import (
     Finding,
     Status,

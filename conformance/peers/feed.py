@@ -406,7 +406,7 @@ async def run_manager_mode(
 ) -> ModeRun:
     """Start the manager in `mode` with its own feed server; watch it for MANUAL_SECONDS
     (manual) or until CHECKS_WANTED checks (automatic, at most a generous while); stop it."""
-    from metersync_conformance.fake_manager import free_tcp_port
+    from metersync_conformance.peers.manager import free_tcp_port
 
     data = work / f"data-{mode}"
     data.mkdir(parents=True, exist_ok=True)

@@ -12,13 +12,13 @@ from collections import Counter, defaultdict
 from decimal import Decimal
 from typing import Any
 
-from metersync_conformance.agent_harness import (
+from metersync_conformance.agent.harness import (
     OUTAGE_SECONDS,
     RETRY_AFTER,
     AgentContext,
     Device,
 )
-from metersync_conformance.fake_manager import BASE_PATH, Received
+from metersync_conformance.peers.manager import BASE_PATH, Received
 from metersync_conformance.registry import Finding, check, excerpt_of, fail, not_tested, ok
 from metersync_conformance.wire import CONTENT_TYPE
 
@@ -856,10 +856,10 @@ async def agent_holds_no_listening_socket(ctx: AgentContext) -> list[Finding]:
     ]
 
 
-# The other agent check modules register on import (kept flat: one module per concern).
-from metersync_conformance import (  # noqa: E402, F401
-    agent_checks_devices,
-    agent_checks_fringe,
-    agent_checks_walk,
-    agent_checks_wire,
+# The other agent check modules register on import (one module per concern).
+from metersync_conformance.agent.checks import (  # noqa: E402, F401
+    devices,
+    documents,
+    fringe,
+    walk,
 )

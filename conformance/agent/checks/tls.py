@@ -1,4 +1,4 @@
-"""Checks of the TLS run (tls_harness.py): certificates, versions and logins, agent side.
+"""Checks of the TLS run (agent/tls_run.py): certificates, versions and logins, agent side.
 
 MS-HTTP-11 (manager and channel URLs), MS-SEC-18 (client certificates) and MS-SMTP-8 (the
 relay). Each stage's records say what the agent did; a stage that must send nothing is judged
@@ -7,8 +7,8 @@ only when the agent was seen trying (otherwise NOT TESTED: silence proves nothin
 
 from __future__ import annotations
 
+from metersync_conformance.agent.tls_run import REFUSE_WAIT, Stage, TlsRun
 from metersync_conformance.registry import Finding, check, fail, not_tested, ok
-from metersync_conformance.tls_harness import REFUSE_WAIT, Stage, TlsRun
 
 HTTP = ("Agent-HTTP",)
 CHANNEL = ("Agent-Channel",)
