@@ -78,7 +78,7 @@ def supplies(rng: random.Random) -> tuple[str, int]:
 
 def fill(store: Store, devices: int, readings: int, agents: int, customers: int) -> None:
     rng = random.Random(7)
-    cycles = max(1, -(-readings // devices))
+    cycles = max(2, -(-readings // devices))  # two cycle starts at least: a poll interval
     now = BASE + timedelta(seconds=INTERVAL * cycles)
     t0 = time.monotonic()
     with store.writing() as conn:

@@ -427,7 +427,7 @@ device_state = Table(
     Column("error_flags", String(512)),
     Column("supplies", Text, nullable=False, default="[]"),  # JSON, device_state.summary
     Column("low_supplies", Integer, nullable=False, default=0, index=True),
-    Column("alerts", Integer, nullable=False, default=0),
+    Column("alerts", Integer, nullable=False, default=0, index=True),
 )
 
 CONSOLE_INDEXES = (

@@ -13,7 +13,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, false, func, or_, select
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    String,
+    and_,
+    bindparam,
+    column,
+    false,
+    func,
+    or_,
+    select,
+    text,
+)
 
 from metersync_manager import models as m
 from metersync_manager import staleness
@@ -57,18 +69,33 @@ class Thresholds:
 
     since: dict[str, datetime] = field(default_factory=dict)
 
-    def silent(self) -> Any:
+    def table(self) -> Any:
+        """(agent, since) rows as a VALUES table; None when no interval is known yet."""
         if not self.since:
-            return false()
-        return or_(
-            *(
-                and_(
-                    d.last_agent_id == agent,
-                    or_(d.last_complete_at.is_(None), d.last_complete_at < t),
-                )
-                for agent, t in sorted(self.since.items())
-            )
-        )
+            return None
+        rows = sorted(self.since.items())
+        # VALUES without column aliases (SQLite has none): both databases name them column1..
+        binds = [
+            bp
+            for i, (agent, t) in enumerate(rows)
+            for bp in (bindparam(f"th_a{i}", agent), bindparam(f"th_t{i}", t, type_=DateTime()))
+        ]
+        sql = "VALUES " + ", ".join(f"(:th_a{i}, :th_t{i})" for i in range(len(rows)))
+        cols = (column("column1", String), column("column2", DateTime))
+        return text(sql).bindparams(*binds).columns(*cols).subquery("th")
+
+
+def _silent_join(base: Any, th: Thresholds) -> Any:
+    """`base` joined to the thresholds: only devices silent by MS-DEV-26 remain. The join
+    drives from the agents through ix_devices_agent_complete, never a per-row OR."""
+    t = th.table()
+    if t is None:
+        return None
+    cond = and_(
+        d.last_agent_id == t.c.column1,
+        or_(d.last_complete_at.is_(None), d.last_complete_at < t.c.column2),
+    )
+    return t.join(base, cond)
 
 
 def thresholds(conn: Connection, now: datetime) -> Thresholds:
@@ -102,8 +129,6 @@ def _conditions(scope: Scope, f: FleetFilter, th: Thresholds) -> list[Any]:
         cond.append(st.low_supplies > 0)
     if f.alerts:
         cond.append(st.alerts > 0)
-    if f.silent:
-        cond.append(th.silent())
     if f.q:
         pat = _like(f.q)
         cols = (d.device_key, d.serial_number, d.current_ip, d.model, d.sys_name, d.hostname)
@@ -115,19 +140,34 @@ def _joined() -> Any:
     return m.devices.outerjoin(m.device_state, st.device_key == d.device_key)
 
 
+def _fleet_from(f: FleetFilter, th: Thresholds) -> Any:
+    if not f.silent:
+        return _joined()
+    silent = _silent_join(m.devices, th)
+    if silent is None:  # no interval known: nothing is silent yet
+        return _joined().join(m.agents, false())
+    return silent.outerjoin(m.device_state, st.device_key == d.device_key)
+
+
 def counts(conn: Connection, scope: Scope, th: Thresholds, now: datetime) -> dict[str, int]:
-    """The fleet's headline numbers in one pass over devices (and one over agents)."""
-    silent = th.silent()
-    row = conn.execute(
-        select(
-            func.count(),
-            func.coalesce(func.sum(case((silent, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((st.low_supplies > 0, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((st.alerts > 0, 1), else_=0)), 0),
-        )
-        .select_from(_joined())
-        .where(scope.where(d.customer_id))
-    ).one()
+    """The fleet's headline numbers, each an indexed count (no per-row OR over agents)."""
+    in_scope = scope.where(d.customer_id)
+
+    def count(*cond: Any, state: bool = False) -> int:
+        q = select(func.count())
+        if state:  # device_state alone for every customer; joined to devices for a scope
+            q = q.select_from(m.device_state if scope.all_customers else _state_joined())
+        else:
+            q = q.select_from(m.devices)
+        if not (state and scope.all_customers):
+            q = q.where(in_scope)
+        return int(conn.execute(q.where(*cond)).scalar_one())
+
+    silent = 0
+    joined = _silent_join(m.devices, th)
+    if joined is not None:
+        q = select(func.count()).select_from(joined).where(in_scope)
+        silent = int(conn.execute(q).scalar_one())
     a = m.agents.c
     behind = [a.queue_depth > 0]
     for agent, t in th.since.items():
@@ -138,12 +178,16 @@ def counts(conn: Connection, scope: Scope, th: Thresholds, now: datetime) -> dic
         .where(scope.where(a.customer_id), a.revoked.is_(False), or_(*behind))
     ).scalar_one()
     return {
-        "devices": int(row[0]),
-        "silent": int(row[1]),
-        "low": int(row[2]),
-        "alerting": int(row[3]),
+        "devices": count(),
+        "silent": silent,
+        "low": count(st.low_supplies > 0, state=True),
+        "alerting": count(st.alerts > 0, state=True),
         "agents_behind": int(agents_behind),
     }
+
+
+def _state_joined() -> Any:
+    return m.device_state.join(m.devices, d.device_key == st.device_key)
 
 
 def encode_cursor(value: Any, key: str) -> str:
@@ -215,7 +259,7 @@ def fleet_page(
             st.alerts,
             col.label("sort_value"),
         )
-        .select_from(_joined())
+        .select_from(_fleet_from(f, th))
         .where(*cond)
         .order_by(*order)
         .limit(f.limit + 1)
@@ -243,12 +287,17 @@ def choices(conn: Connection, scope: Scope) -> dict[str, list[Any]]:
         .where(scope.where(s.customer_id))
         .order_by(s.customer_id, s.name)
     ).all()
+    in_scope = scope.where(d.customer_id)
     vendors = conn.execute(
-        select(d.vendor).where(d.vendor.is_not(None)).group_by(d.vendor).order_by(d.vendor)
+        select(d.vendor)
+        .where(d.vendor.is_not(None), in_scope)
+        .group_by(d.vendor)
+        .order_by(d.vendor)
     ).scalars()
     statuses = conn.execute(
         select(st.device_status)
-        .where(st.device_status.is_not(None))
+        .select_from(m.device_state if scope.all_customers else _state_joined())
+        .where(st.device_status.is_not(None), in_scope)
         .group_by(st.device_status)
         .order_by(st.device_status)
     ).scalars()

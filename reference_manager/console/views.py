@@ -90,6 +90,15 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
             cache["th"], cache["at"] = await run(read), time.monotonic()
         return cache["th"]
 
+    async def choices() -> dict[str, list[Any]]:
+        """The filters' values (customers, sites, vendors, statuses) of this scope, reused
+        like the thresholds: they change far more rarely than pages are opened."""
+        key = f"choices {g.scope.role} {g.scope.encode()}"
+        hit = cache.get(key)
+        if hit is None or time.monotonic() - hit[0] > THRESHOLD_TTL:
+            hit = cache[key] = (time.monotonic(), await query(queries.choices, g.scope))
+        return hit[1]
+
     async def query(fn: Callable[..., Any], *args: Any) -> Any:
         def go() -> Any:
             with store.reading() as conn:
@@ -202,7 +211,7 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
         except ValueError:
             abort(400)
         counts = await query(queries.counts, g.scope, th, now)
-        opts = await query(queries.choices, g.scope)
+        opts = await choices()
         args = {k: v for k, v in request.args.items() if k != "cursor" and v}
         return await page(
             "fleet.html",
