@@ -60,6 +60,21 @@ def device_state_bars(raw: str) -> list[tuple[Any, str, bool]]:
     return [(x["percent"], x["meaning"], x["low"]) for x in json.loads(raw)]
 
 
+def test_monthly_volumes_are_the_billed_usage(store: Store) -> None:  # noqa: F811
+    a = enrolled(store)
+    reads = [(0, 100), (12, 300), (13, 50), (38, 80)]  # days after 28 Nov; 50 is a reset
+    for day, value in reads:
+        at = NOW + timedelta(days=day)
+        _put(store, a, [Dev("sn:hp:vol", polled_at=at, counters=[("total", value, {})])])
+    now = (NOW + timedelta(days=40)).replace(tzinfo=None)  # 7 January
+    with store.reading() as conn:
+        got = queries.monthly_volumes(conn, "sn:hp:vol", now, months=3)
+    assert [x.month for x in got["months"]] == [11, 12, 1]
+    (series,) = got["series"]
+    assert series["months"] == [0, 200, 30]
+    assert [(z.before, z.after) for z in series["resets"]] == [(300, 50)]
+
+
 def test_percent_only_where_defined() -> None:
     base = {"level_meaning": "exact", "max_meaning": "exact", "percent_x100": None}
     assert device_state.percent({**base, "level_raw": 30, "max_raw": 120}) == 25.0

@@ -29,7 +29,7 @@ from sqlalchemy import (
 
 from metersync_manager import models as m
 from metersync_manager import staleness
-from metersync_manager.meters import Read, usage
+from metersync_manager.meters import Reset
 from metersync_manager.scope import Scope
 
 PAGE = 50
@@ -394,41 +394,55 @@ def month_starts(now: datetime, months: int) -> list[datetime]:
     return sorted(out)
 
 
-def monthly_volumes(
-    conn: Connection, key: str, now: datetime, months: int = 12, limit: int = 50_000
-) -> dict[str, Any]:
-    """Per counter series of VOLUME_KINDS: usage per calendar month (meters.usage, so resets
-    count 0 and are listed), and the resets seen."""
-    r, c = m.readings.c, m.counters.c
+def monthly_volumes(conn: Connection, key: str, now: datetime, months: int = 12) -> dict[str, Any]:
+    """Per counter series of VOLUME_KINDS: the billed usage of each calendar month (the
+    billing export's arithmetic: resets count 0) and the resets, all by index look-ups in
+    counter_series / counter_reads / counter_resets."""
+    from metersync_manager import billing
+
+    cs, r, z = m.counter_series.c, m.counter_reads.c, m.counter_resets.c
     starts = month_starts(now, months)
-    rows = conn.execute(
-        select(c.kind, c.unit, c.oid, c.label, c.value, c.anomaly, r.polled_at)
-        .join(m.readings, r.id == c.reading_id)
-        .where(r.device_key == key, r.polled_at > starts[0], c.kind.in_(VOLUME_KINDS))
-        .order_by(r.polled_at)
-        .limit(limit)
+    bounds = [*starts, now]
+    series = conn.execute(
+        select(cs.series_id, cs.kind, cs.unit, cs.label, cs.source)
+        .where(cs.device_key == key, cs.kind.in_(VOLUME_KINDS))
+        .order_by(cs.kind, cs.series_id)
     ).all()
-    series: dict[tuple[str, str, str], list[Read]] = {}
-    labels: dict[tuple[str, str, str], str] = {}
-    for x in rows:
-        labels[(x.kind, x.unit, x.oid)] = x.label or ""
-        read = Read(x.polled_at, x.value, x.anomaly == "decreased")
-        series.setdefault((x.kind, x.unit, x.oid), []).append(read)
-    bounds = [*starts, datetime(9999, 1, 1)]
     out = []
-    for (kind, unit, oid), reads in sorted(series.items()):
-        per_month, resets = [], []
-        prev: Read | None = None
-        for lo, hi in zip(bounds, bounds[1:], strict=False):
-            inside = [x for x in reads if lo < x.polled_at <= hi]
-            u = usage(prev, inside)
-            per_month.append(0 if u is None else u.usage)
-            if u is not None:
-                resets.extend(u.resets)
-                prev = u.end
-        label = labels[(kind, unit, oid)]
-        name = f"{kind}{f' ({label})' if label else ''}, {unit}"
-        out.append({"kind": kind, "name": name, "months": per_month, "resets": resets})
+    for x in series:
+
+        def billed_at(b: datetime, sid: int = x.series_id) -> Any:
+            return (
+                select(r.billed)
+                .where(r.series_id == sid, r.polled_at <= b)
+                .order_by(r.polled_at.desc())
+                .limit(1)
+                .scalar_subquery()
+            )
+
+        at = conn.execute(select(*(billed_at(b) for b in bounds))).one()
+        marks = [None if v is None else billing.dec(v) for v in at]
+        # no read before a month's start: the series began in it, at billed 0
+        per_month = [
+            0 if hi is None else hi - (lo or 0) for lo, hi in zip(marks, marks[1:], strict=False)
+        ]
+        resets = conn.execute(
+            select(z.at, z.before, z.after, z.flagged)
+            .where(z.series_id == x.series_id, z.at > starts[0])
+            .order_by(z.at)
+        ).all()
+        label = f" ({x.label})" if x.label else ""
+        out.append(
+            {
+                "kind": x.kind,
+                "name": f"{x.kind}{label}, {x.unit}",
+                "months": per_month,
+                "resets": [
+                    Reset(y.at, billing.dec(y.before), billing.dec(y.after), y.flagged)
+                    for y in resets
+                ],
+            }
+        )
     return {"months": starts, "series": out}
 
 

@@ -262,7 +262,7 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
                 j = max(i for i, mo in enumerate(months) if mo <= z.at) if months else 0
                 marks.append((j, f"{s['kind']} reset {z.before}→{z.after}"))
         for e in hist["events"]:
-            if e["kind"] in ("swap", "reset") and months and e["at"] >= months[0]:
+            if e["kind"] in ("swap-in", "swap-out") and months and e["at"] >= months[0]:
                 j = max(i for i, mo in enumerate(months) if mo <= e["at"])
                 marks.append((j, e["kind"]))
         volume_chart = charts.monthly_bars(
