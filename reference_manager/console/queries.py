@@ -25,6 +25,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
 )
 
 from metersync_manager import models as m
@@ -85,17 +86,28 @@ class Thresholds:
         return text(sql).bindparams(*binds).columns(*cols).subquery("th")
 
 
-def _silent_join(base: Any, th: Thresholds) -> Any:
-    """`base` joined to the thresholds: only devices silent by MS-DEV-26 remain. The join
-    drives from the agents through ix_devices_agent_complete, never a per-row OR."""
+def _silent_joins(th: Thresholds, devices: Any = m.devices) -> list[Any]:
+    """The thresholds joined to `devices`, once per way of being silent by MS-DEV-26 (no
+    complete snapshot since the agent's threshold, or none ever): each join drives from the
+    agents through a range of ix_devices_agent_complete, never a per-row OR."""
     t = th.table()
     if t is None:
+        return []
+    dc = devices.c
+    by_agent = dc.last_agent_id == t.c.column1
+    return [
+        t.join(devices, and_(by_agent, dc.last_complete_at < t.c.column2)),
+        t.join(devices, and_(by_agent, dc.last_complete_at.is_(None))),
+    ]
+
+
+def _silent_keys(th: Thresholds) -> Any:
+    """The keys of the silent devices, as a subquery for `device_key IN (…)`."""
+    sd = m.devices.alias("sd")
+    joins = _silent_joins(th, sd)
+    if not joins:
         return None
-    cond = and_(
-        d.last_agent_id == t.c.column1,
-        or_(d.last_complete_at.is_(None), d.last_complete_at < t.c.column2),
-    )
-    return t.join(base, cond)
+    return union_all(*(select(sd.c.device_key).select_from(j) for j in joins))
 
 
 def thresholds(conn: Connection, now: datetime) -> Thresholds:
@@ -129,6 +141,9 @@ def _conditions(scope: Scope, f: FleetFilter, th: Thresholds) -> list[Any]:
         cond.append(st.low_supplies > 0)
     if f.alerts:
         cond.append(st.alerts > 0)
+    if f.silent:
+        keys = _silent_keys(th)
+        cond.append(false() if keys is None else d.device_key.in_(keys))
     if f.q:
         pat = _like(f.q)
         cols = (d.device_key, d.serial_number, d.current_ip, d.model, d.sys_name, d.hostname)
@@ -138,15 +153,6 @@ def _conditions(scope: Scope, f: FleetFilter, th: Thresholds) -> list[Any]:
 
 def _joined() -> Any:
     return m.devices.outerjoin(m.device_state, st.device_key == d.device_key)
-
-
-def _fleet_from(f: FleetFilter, th: Thresholds) -> Any:
-    if not f.silent:
-        return _joined()
-    silent = _silent_join(m.devices, th)
-    if silent is None:  # no interval known: nothing is silent yet
-        return _joined().join(m.agents, false())
-    return silent.outerjoin(m.device_state, st.device_key == d.device_key)
 
 
 def counts(conn: Connection, scope: Scope, th: Thresholds, now: datetime) -> dict[str, int]:
@@ -163,11 +169,10 @@ def counts(conn: Connection, scope: Scope, th: Thresholds, now: datetime) -> dic
             q = q.where(in_scope)
         return int(conn.execute(q.where(*cond)).scalar_one())
 
-    silent = 0
-    joined = _silent_join(m.devices, th)
-    if joined is not None:
-        q = select(func.count()).select_from(joined).where(in_scope)
-        silent = int(conn.execute(q).scalar_one())
+    silent = sum(
+        int(conn.execute(select(func.count()).select_from(j).where(in_scope)).scalar_one())
+        for j in _silent_joins(th)
+    )
     a = m.agents.c
     behind = [a.queue_depth > 0]
     for agent, t in th.since.items():
@@ -259,7 +264,7 @@ def fleet_page(
             st.alerts,
             col.label("sort_value"),
         )
-        .select_from(_fleet_from(f, th))
+        .select_from(_joined())
         .where(*cond)
         .order_by(*order)
         .limit(f.limit + 1)
