@@ -236,11 +236,12 @@ def fleet_page(
     if f.cursor:
         value, key = decode_cursor(f.cursor, kind)
         cond.append(_after(col, value, key, f.desc))
-    order = (
-        (col.desc().nulls_last(), d.device_key.desc())
-        if f.desc
-        else (col.asc().nulls_first(), d.device_key.asc())
-    )
+    if not col.nullable:  # plain order: an index serves it in either database
+        order = (col.desc(), d.device_key.desc()) if f.desc else (col.asc(), d.device_key.asc())
+    elif f.desc:
+        order = (col.desc().nulls_last(), d.device_key.desc())
+    else:
+        order = (col.asc().nulls_first(), d.device_key.asc())
     if col is d.device_key:
         order = order[1:]
     q = (
