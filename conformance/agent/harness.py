@@ -1072,6 +1072,13 @@ async def run_agent(
     return verdicts, time.monotonic() - started
 
 
+def _labelled(progress: Callable[..., None] | None, label: str) -> Callable[..., None] | None:
+    """Progress lines of one scenario carry its name (when the callback takes a label)."""
+    if progress is None or not getattr(progress, "labelled", False):
+        return progress
+    return lambda chk, verdicts: progress(chk, verdicts, label=label)
+
+
 async def run_all(
     command: str,
     classes: list[str],
@@ -1095,7 +1102,8 @@ async def run_all(
     from metersync_conformance.agent.tls_run import run_tls
 
     def sub(name: str) -> dict[str, Any]:  # what every run of this certification shares
-        return {"walks": walks, "keep": keep and keep / name, "only": only, "progress": progress}
+        shown = _labelled(progress, name)
+        return {"walks": walks, "keep": keep and keep / name, "only": only, "progress": shown}
 
     runs = [
         run_agent(command, classes, setup=main, update_command=update_command,

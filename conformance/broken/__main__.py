@@ -100,6 +100,10 @@ _DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*>")
 
 
 def break_manager(flaw: str) -> None:
+    if flaw.startswith("mut:"):  # a one-line mutation of the reference (mutations.py)
+        from metersync_conformance.broken import mutations
+
+        return mutations.apply(flaw[4:])
     from metersync import signing, xml_edge
     from metersync_manager import ingest
 
@@ -153,9 +157,10 @@ def break_manager(flaw: str) -> None:
     elif flaw == "expired-ok":
         _accept_expired_timestamp()
     elif flaw == "any-api-token":
+        from metersync_manager.scope import ADMIN
         from metersync_manager.store import Store
 
-        Store.operator_token_valid = lambda self, token_hash: True  # type: ignore[method-assign]
+        Store.operator_scope = lambda self, token_hash: ADMIN  # type: ignore[method-assign]
     elif flaw == "stale-by-any-snapshot":
         from metersync_manager import staleness
 
