@@ -6,6 +6,7 @@
     metersync manager token create [--expires 24h] [--agent AGENT_ID]
                                    [--data-dir DIR | --database URL]
     metersync manager api-token create [--name NAME] | revoke --name NAME  [--data-dir …]
+    metersync manager user create NAME [--role R] [--customer C]… | reset NAME | disable NAME
     metersync manager agent revoke AGENT_ID [--data-dir DIR | --database URL]
     metersync manager mail refusals [--limit N] [--data-dir DIR | --database URL]
     metersync manager update [--check | --install] --feed-url URL --trusted-root ROOT.json
@@ -152,6 +153,29 @@ def register(parser: argparse.ArgumentParser) -> None:
     api_revoke.add_argument("--name", required=True)
     api_revoke.set_defaults(func=cmd_api_token_revoke)
 
+    user = sub.add_parser("user", help="console accounts (sign-in to the web console)")
+    user_sub = user.add_subparsers(dest="user_command", metavar="COMMAND", required=True)
+    u_create = user_sub.add_parser("create", help="create a console user; prints its password")
+    _db_options(u_create)
+    u_create.add_argument("username")
+    u_create.add_argument(
+        "--role", default="dealer-admin", help="dealer-admin, dealer-staff or customer-viewer"
+    )
+    u_create.add_argument(
+        "--customer", action="append", default=[], help="a customer of the scope (repeatable)"
+    )
+    u_create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    u_create.set_defaults(func=cmd_user)
+    for name, what in (("reset", "give a user a new password"), ("disable", "disable a user")):
+        u = user_sub.add_parser(name, help=f"{what}; their sessions end")
+        _db_options(u)
+        u.add_argument("username")
+        if name == "reset":
+            u.add_argument("--password-stdin", action="store_true")
+        u.set_defaults(func=cmd_user)
+
     agent = sub.add_parser("agent", help="enrolled agents")
     agent_sub = agent.add_subparsers(dest="agent_command", metavar="COMMAND", required=True)
     revoke = agent_sub.add_parser("revoke", help="revoke an agent: its reports are refused (2008)")
@@ -278,6 +302,31 @@ def cmd_api_token_revoke(args: argparse.Namespace) -> int:
     revoked = _with_store(args, lambda s: s.revoke_operator_tokens(args.name, ingest.utcnow()))
     print(f"revoked {revoked} operator token(s) named {args.name!r}", file=sys.stderr)
     return 0 if revoked else 1
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from metersync_manager import ingest
+    from metersync_manager.console.accounts import AccountError, Accounts, new_password
+    from metersync_manager.scope import Scope, ScopeError
+
+    now = ingest.utcnow()
+    given = getattr(args, "password_stdin", False)
+    password = sys.stdin.readline().rstrip("\n") if given else new_password()
+    try:
+        if args.user_command == "create":
+            scope = Scope(args.role, frozenset(args.customer), args.username)
+            _with_store(args, lambda s: Accounts(s).create(args.username, password, scope, now))
+        elif args.user_command == "reset":
+            _with_store(args, lambda s: Accounts(s).reset(args.username, password, now))
+        else:
+            _with_store(args, lambda s: Accounts(s).disable(args.username, now))
+    except (AccountError, ScopeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.user_command != "disable" and not given:
+        print(password)
+    print(f"console user {args.username!r}: {args.user_command} done", file=sys.stderr)
+    return 0
 
 
 def cmd_agent_revoke(args: argparse.Namespace) -> int:

@@ -529,10 +529,24 @@ def test_channel_error_relayed_by_its_meaning(
     assert retry_later(code, status) is (retry_after is not None)
 
 
-def downgrade_tenancy(conn: Any) -> None:
-    """Undo schema version 6 (tenancy) on a database of version 6."""
+def downgrade_console(conn: Any) -> None:
+    """Undo schema version 7 (the console) on a database of version 7."""
     from sqlalchemy import text
 
+    from metersync_manager import models
+
+    for index in models.CONSOLE_INDEXES:
+        conn.execute(text(f"DROP INDEX {index.name}"))
+    for table in ("device_state", "login_attempts", "console_sessions", "console_users"):
+        conn.execute(text(f"DROP TABLE {table}"))
+    conn.execute(text("UPDATE schema_version SET version = 6 WHERE version = 7"))
+
+
+def downgrade_tenancy(conn: Any) -> None:
+    """Undo schema versions 7 and 6 (tenancy) on a database of version 7."""
+    from sqlalchemy import text
+
+    downgrade_console(conn)
     tables = ("device_events", "assignments", "sites", "customers", "counter_series")
     for table in (*tables, "counter_reads", "counter_resets", "contract_meters"):
         conn.execute(text(f"DROP TABLE {table}"))
