@@ -33,6 +33,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from metersync_manager import cli_tenancy
+
 DEFAULT_BIND = "127.0.0.1:8470"
 _T = TypeVar("_T")
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
@@ -140,6 +142,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="AGENT_ID",
         help="a re-enrollment token for this enrolled agent: key rotation (MS-SEC-8)",
     )
+    create.add_argument(
+        "--customer", default="default", help="the customer the enrolled agent belongs to"
+    )
+    create.add_argument("--site", help="the customer's site of the agent (created when new)")
     create.set_defaults(func=cmd_token_create)
 
     api_token = sub.add_parser("api-token", help="operator tokens for the /api/v1 API")
@@ -147,6 +153,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     api_create = api_sub.add_parser("create", help="create an operator token (MS-HTTP-18)")
     _db_options(api_create)
     api_create.add_argument("--name", default="operator", help="who or what holds it")
+    api_create.add_argument(
+        "--role", default="dealer-admin", help="dealer-admin, dealer-staff or customer-viewer"
+    )
+    api_create.add_argument(
+        "--customer", action="append", default=[], help="a customer of the scope (repeatable)"
+    )
     api_create.set_defaults(func=cmd_api_token_create)
     api_revoke = api_sub.add_parser("revoke", help="revoke every operator token of a name")
     _db_options(api_revoke)
@@ -182,6 +194,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     _db_options(revoke)
     revoke.add_argument("agent_id")
     revoke.set_defaults(func=cmd_agent_revoke)
+    cli_tenancy.add_agent_move(agent_sub, _db_options)
+    cli_tenancy.add_parsers(sub, _db_options)
 
     mail = sub.add_parser("mail", help="the SMTP binding")
     mail_sub = mail.add_subparsers(dest="mail_command", metavar="COMMAND", required=True)
@@ -275,11 +289,21 @@ def _with_store(args: argparse.Namespace, action: Callable[[Any], _T]) -> _T:
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     from metersync_manager import ingest
+    from metersync_manager.tenancy import TenancyError
 
     token = ingest.new_token()
     now = ingest.utcnow()
     expires = now + args.expires
-    _with_store(args, lambda s: s.add_token(ingest.hash_token(token), expires, now, args.agent))
+    try:
+        _with_store(
+            args,
+            lambda s: s.add_token(
+                ingest.hash_token(token), expires, now, args.agent, args.customer, args.site
+            ),
+        )
+    except TenancyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(token)
     print(f"one-time enrollment token, valid until {expires.isoformat()}", file=sys.stderr)
     return 0
@@ -287,10 +311,18 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 def cmd_api_token_create(args: argparse.Namespace) -> int:
     from metersync_manager import ingest
+    from metersync_manager.scope import Scope, ScopeError
 
     token = ingest.new_token()
     now = ingest.utcnow()
-    _with_store(args, lambda s: s.add_operator_token(ingest.hash_token(token), args.name, now))
+    try:
+        scope = Scope(args.role, frozenset(args.customer), args.name)
+        _with_store(
+            args, lambda s: s.add_operator_token(ingest.hash_token(token), args.name, now, scope)
+        )
+    except ScopeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(token)
     print(f"operator token {args.name!r}: send it as 'Authorization: Bearer …'", file=sys.stderr)
     return 0
