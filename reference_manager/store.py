@@ -1284,6 +1284,12 @@ class Store:
             tenancy.move_device(conn, subject_id, customer_id, sid, at, by)
             return 1
 
+    def customer_exists(self, customer_id: str) -> bool:
+        c = m.customers.c
+        with self._read() as conn:
+            q = select(c.customer_id).where(c.customer_id == customer_id)
+            return conn.execute(q).first() is not None
+
     def agent_visible(self, agent_id: str, scope: Scope) -> bool:
         a = m.agents.c
         with self._read() as conn:
