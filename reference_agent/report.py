@@ -22,7 +22,7 @@ from metersync import xml_edge
 from metersync_agent import enrollment
 from metersync_agent.config import Settings
 from metersync_agent.enrollment import AgentIdentity, now_xml
-from metersync_agent.identity import flag_decreased
+from metersync_agent.identity import flag_decreased, series_name
 from metersync_agent.outbox import EnqueueContext, ReportBytes
 
 log = logging.getLogger("metersync.agent")
@@ -121,6 +121,7 @@ def status_info(
     dropped_reports: int,
     cycle: CycleResult | None,
     licence: model.LicenceState | None = None,
+    traps: model.TrapStats | None = None,
 ) -> model.AgentStatusInfo:
     """AgentStatusInfo (MS-MSG-12): in every report, and the channel's /status (MS-MSG-14)."""
     last_cycle = None
@@ -142,6 +143,7 @@ def status_info(
         licence=licence or model.LicenceState(state=model.LicenceStateName.MISSING),
         channel_enabled=settings.channel_enabled,
         update_mode=model.UpdateMode(settings.update_mode),
+        traps=traps,  # with the trap receiver on (MS-TRAP-6)
     )
 
 
@@ -153,6 +155,7 @@ def build_report(
     cycle: CycleResult | None,
     snapshots: list[model.DeviceSnapshot],
     licence: model.LicenceState | None = None,
+    traps: model.TrapStats | None = None,
 ) -> ReportBytes:
     """The signed Report for these snapshots, with counter decreases flagged (MS-DEV-13)."""
     keep: list[tuple[str, str, str, int]] = []
@@ -170,7 +173,7 @@ def build_report(
                 c.previous,
                 c.value,
             )
-        keep += [(key, c.kind.value, c.oid, c.value) for c in snap.counter]
+        keep += [(key, series_name(c), c.oid, c.value) for c in snap.counter]
     report_id = str(uuid.uuid4())
     report = model.Report(
         version=xml_edge.PROTOCOL_VERSION,
@@ -186,6 +189,7 @@ def build_report(
             ctx.dropped_reports,
             cycle,
             licence,
+            traps,
         ),
         device=snapshots,
     )
