@@ -61,6 +61,9 @@ agents = Table(
     Column("licence_state", String(16)),
     Column("revoked", Boolean, nullable=False, default=False),
     Column("revoked_at", DateTime),
+    # The customer and site the agent belongs to now (history: `assignments`).
+    Column("customer_id", String(64), nullable=False, default="default", index=True),
+    Column("site_id", BigInteger),
 )
 
 enrollment_tokens = Table(
@@ -72,6 +75,8 @@ enrollment_tokens = Table(
     Column("used_by", String(36)),
     Column("used_at", DateTime),
     Column("agent_id", String(36)),  # set: a re-enrollment token for this agent (MS-SEC-8)
+    Column("customer_id", String(64), nullable=False, default="default"),
+    Column("site_id", BigInteger),
 )
 
 # Keys an agent rotated away from (MS-SEC-8): they still verify reports created before
@@ -119,6 +124,12 @@ devices = Table(
     Column("last_seen", DateTime, nullable=False),
     Column("last_agent_id", String(36), nullable=False),
     Column("last_complete_at", DateTime),  # newest polledAt of a complete snapshot (MS-DEV-26)
+    # Ownership (MS-OWN): the agent whose snapshots make the device's state and bill, and the
+    # customer and site the device belongs to now (history: `assignments`).
+    Column("owner_agent_id", String(36)),
+    Column("customer_id", String(64), nullable=False, default="default", index=True),
+    Column("site_id", BigInteger),
+    Column("last_polled_at", DateTime),  # newest polledAt applied from the owner (MS-OWN-4)
 )
 
 device_ips = Table(
@@ -148,6 +159,9 @@ readings = Table(
     Column("device_status", String(32)),
     Column("printer_status", String(32)),
     Column("error_flags", String(512)),
+    # applied: the owner's snapshot, in order (state and bill); conflict: from an agent that
+    # does not own the device; out-of-order: not newer than the owner's last (MS-OWN).
+    Column("disposition", String(16), nullable=False, default="applied"),
     UniqueConstraint("report_id", "device_key", name="uq_readings_report_device"),
     Index("ix_readings_device_polled", "device_key", "polled_at"),
     Index("ix_readings_polled", "polled_at"),
@@ -240,9 +254,194 @@ operator_tokens = Table(
     Column("name", String(255), nullable=False),
     Column("created_at", DateTime, nullable=False),
     Column("revoked_at", DateTime),
+    Column("role", String(32), nullable=False, default="dealer-admin"),  # metersync_manager.scope
+    Column("customers", Text, nullable=False, default=""),  # space-separated customer ids
 )
 
-SCHEMA_VERSION = 5
+# --- tenancy ------------------------------------------------------------------------------
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),  # a slug: scope.CUSTOMER_ID
+    Column("name", String(255), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+sites = Table(
+    "sites",
+    metadata,
+    Column("site_id", _BigId, primary_key=True, autoincrement=True),
+    Column("customer_id", String(64), ForeignKey("customers.customer_id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("customer_id", "name", name="uq_sites_customer_name"),
+)
+
+# Who an agent or device belonged to, and when: a bill for a past period uses the assignment
+# in force then. One open row (valid_to NULL) per subject.
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("subject", String(8), nullable=False),  # "agent" | "device"
+    Column("subject_id", String(255), nullable=False),
+    Column("customer_id", String(64), nullable=False),
+    Column("site_id", BigInteger),
+    Column("owner_agent_id", String(36)),  # devices: the owning agent in this interval
+    Column("valid_from", DateTime, nullable=False),
+    Column("valid_to", DateTime),
+    Column("reason", String(32), nullable=False),  # enrolled, first-report, moved, hand-over
+    Column("by", String(255)),
+    Index("ix_assignments_subject", "subject", "subject_id", "valid_from"),
+    Index("ix_assignments_customer", "customer_id", "subject"),
+)
+
+# A device's history of events that are not readings: IP changes, swaps, resets, moves,
+# hand-overs and ownership conflicts. `detail` is a JSON object.
+device_events = Table(
+    "device_events",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("device_key", String(255), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("customer_id", String(64)),
+    Column("site_id", BigInteger),
+    Column("agent_id", String(36)),
+    Column("detail", Text, nullable=False, default="{}"),
+    Index("ix_device_events_device", "device_key", "at"),
+    Index("ix_device_events_customer", "customer_id", "at"),
+)
+
+# --- billing (metersync_manager.billing) ---------------------------------------------------
+#
+# One counter series per device and counter identity (kind, unit, oid, source, label,
+# marker). Usage is accumulated at ingest: each read stores `billed`, the series' usage from
+# its first read up to this one (resets add nothing), so the usage of any period is the
+# difference of two reads found by index. Values are xs:unsignedLong: stored as BIGINT
+# offset by -2^63 (order-preserving and exact over the whole range, SQLite and PostgreSQL).
+
+counter_series = Table(
+    "counter_series",
+    metadata,
+    Column("series_id", _BigId, primary_key=True, autoincrement=True),
+    Column("device_key", String(255), nullable=False),
+    Column("series_key", String(40), nullable=False),  # billing.series_key of the identity
+    Column("kind", String(32), nullable=False),
+    Column("unit", String(32), nullable=False),
+    Column("oid", String(512), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("label", String(255)),
+    Column("marker", BigInteger),
+    Column("first_polled_at", DateTime, nullable=False),
+    Column("last_polled_at", DateTime, nullable=False),
+    Column("last_value", BigInteger, nullable=False),
+    Column("billed", BigInteger, nullable=False),
+    UniqueConstraint("device_key", "series_key", name="uq_counter_series_key"),
+)
+
+counter_reads = Table(
+    "counter_reads",
+    metadata,
+    Column("series_id", BigInteger, primary_key=True),
+    Column("polled_at", DateTime, primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    Column("billed", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+counter_resets = Table(
+    "counter_resets",
+    metadata,
+    Column("series_id", BigInteger, nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("before", BigInteger, nullable=False),
+    Column("after", BigInteger, nullable=False),
+    Column("flagged", Boolean, nullable=False),  # the agent said anomaly="decreased"
+    Index("ix_counter_resets_series_at", "series_id", "at"),
+)
+
+# Contract meters: how a customer's billed meters are composed of counters (customer "*":
+# the dealer's defaults). `terms` is a JSON list of {"kind", "source"?, "weight"}.
+contract_meters = Table(
+    "contract_meters",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("terms", Text, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+
+# --- the console (metersync_manager.console) ------------------------------------------------
+
+# Operator accounts of the web console; a password is kept only as its argon2id hash.
+console_users = Table(
+    "console_users",
+    metadata,
+    Column("user_id", _BigId, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("role", String(32), nullable=False),  # metersync_manager.scope
+    Column("customers", Text, nullable=False, default=""),  # space-separated customer ids
+    Column("created_at", DateTime, nullable=False),
+    Column("password_at", DateTime, nullable=False),
+    Column("disabled_at", DateTime),
+)
+
+# Signed-in browsers: the cookie holds a random token, the table only its sha256.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", BigInteger, nullable=False, index=True),
+    Column("csrf", String(64), nullable=False),  # the form token of this session
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+)
+
+# Sign-in attempts, for the login rate limit (per user name and per client address).
+login_attempts = Table(
+    "login_attempts",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("at", DateTime, nullable=False),
+    Column("username", String(64), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Index("ix_login_attempts_user", "username", "at"),
+    Index("ix_login_attempts_address", "address", "at"),
+)
+
+# Each device's newest snapshot in one row (metersync_manager.device_state), kept by ingest in
+# the report's transaction, so the fleet page never reads the readings tables.
+device_state = Table(
+    "device_state",
+    metadata,
+    Column("device_key", String(255), primary_key=True),
+    Column("reading_id", BigInteger, nullable=False),
+    Column("polled_at", DateTime, nullable=False),
+    Column("device_status", String(32)),
+    Column("printer_status", String(32)),
+    Column("error_flags", String(512)),
+    Column("supplies", Text, nullable=False, default="[]"),  # JSON, device_state.summary
+    Column("low_supplies", Integer, nullable=False, default=0, index=True),
+    Column("alerts", Integer, nullable=False, default=0, index=True),
+)
+
+CONSOLE_INDEXES = (
+    Index("ix_devices_agent_complete", devices.c.last_agent_id, devices.c.last_complete_at),
+    Index("ix_devices_current_ip", devices.c.current_ip),
+    Index("ix_devices_last_seen", devices.c.last_seen),
+    Index("ix_devices_vendor", devices.c.vendor),
+    Index("ix_devices_model", devices.c.model),
+    Index("ix_devices_serial", devices.c.serial_number),
+    Index("ix_devices_site", devices.c.site_id),
+    Index("ix_device_state_status", device_state.c.device_status),
+)
+
+SCHEMA_VERSION = 7
 
 
 def _v2_mail_refusals(conn: Connection) -> None:
@@ -275,10 +474,76 @@ def _v5_staleness(conn: Connection) -> None:
     )
 
 
+def _v6_tenancy(conn: Connection) -> None:
+    """Customers, sites, ownership and scoped operator tokens; everything that existed
+    belongs to the customer "default", and every existing operator token is a dealer admin."""
+    for table in (customers, sites, assignments, device_events, counter_series, counter_reads):
+        table.create(conn, checkfirst=True)
+    for table in (counter_resets, contract_meters):
+        table.create(conn, checkfirst=True)
+    conn.execute(
+        text("ALTER TABLE readings ADD COLUMN disposition VARCHAR(16) NOT NULL DEFAULT 'applied'")
+    )
+    for name, table in (("agents", "agents"), ("devices", "devices")):
+        conn.execute(
+            text(
+                f"ALTER TABLE {table} ADD COLUMN customer_id VARCHAR(64) NOT NULL DEFAULT 'default'"
+            )
+        )
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN site_id BIGINT"))
+        conn.execute(text(f"CREATE INDEX ix_{name}_customer_id ON {table} (customer_id)"))
+    conn.execute(text("ALTER TABLE devices ADD COLUMN owner_agent_id VARCHAR(36)"))
+    conn.execute(text("ALTER TABLE devices ADD COLUMN last_polled_at TIMESTAMP"))
+    conn.execute(
+        text("UPDATE devices SET owner_agent_id = last_agent_id, last_polled_at = last_seen")
+    )
+    conn.execute(
+        text(
+            "ALTER TABLE enrollment_tokens ADD COLUMN customer_id VARCHAR(64) NOT NULL "
+            "DEFAULT 'default'"
+        )
+    )
+    conn.execute(text("ALTER TABLE enrollment_tokens ADD COLUMN site_id BIGINT"))
+    conn.execute(
+        text(
+            "ALTER TABLE operator_tokens ADD COLUMN role VARCHAR(32) NOT NULL "
+            "DEFAULT 'dealer-admin'"
+        )
+    )
+    conn.execute(text("ALTER TABLE operator_tokens ADD COLUMN customers TEXT NOT NULL DEFAULT ''"))
+    conn.execute(
+        text(
+            "INSERT INTO assignments (subject, subject_id, customer_id, valid_from, reason) "
+            "SELECT 'agent', agent_id, 'default', enrolled_at, 'enrolled' FROM agents"
+        )
+    )
+    conn.execute(
+        text(
+            "INSERT INTO assignments (subject, subject_id, customer_id, owner_agent_id, "
+            "valid_from, reason) SELECT 'device', device_key, 'default', last_agent_id, "
+            "first_seen, 'first-report' FROM devices"
+        )
+    )
+
+
+def _v7_console(conn: Connection) -> None:
+    """Console accounts, sessions and login attempts; each device's newest snapshot in
+    device_state, filled from the readings already stored."""
+    from metersync_manager import device_state as state
+
+    for table in (console_users, console_sessions, login_attempts, device_state):
+        table.create(conn, checkfirst=True)
+    for index in CONSOLE_INDEXES:
+        index.create(conn, checkfirst=True)
+    state.backfill(conn)
+
+
 # version → the step that turns version-1 into version.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_mail_refusals,
     3: _v3_key_rotation,
     4: _v4_operator_tokens,
     5: _v5_staleness,
+    6: _v6_tenancy,
+    7: _v7_console,
 }

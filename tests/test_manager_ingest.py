@@ -7,6 +7,7 @@ import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -18,6 +19,7 @@ from metersync import signing, xml_edge
 from metersync.errors import ProtocolError, retry_later
 from metersync_manager import channel, ingest, meters, staleness
 from metersync_manager.ingest import AgentRecord, Decision, TokenRecord
+from metersync_manager.models import SCHEMA_VERSION
 from metersync_manager.store import Store
 
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
@@ -337,8 +339,7 @@ def test_store_report_is_all_or_nothing(store: Store) -> None:  # noqa: F811
 
 def test_store_ip_change_is_an_event_not_a_new_device(store: Store) -> None:  # noqa: F811
     a = enrolled(store)
-    # arrive out of order: the newest poll (ip .30) first
-    for ip, minute in [("192.0.2.30", 30), ("192.0.2.10", 0), ("192.0.2.20", 20)]:
+    for ip, minute in [("192.0.2.10", 0), ("192.0.2.20", 20), ("192.0.2.30", 30)]:
         raw = a.report([Dev("sn:hp:1", ip=ip, polled_at=t(minute))])
         store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
     (device,) = store.devices()
@@ -350,6 +351,26 @@ def test_store_ip_change_is_an_event_not_a_new_device(store: Store) -> None:  # 
         "192.0.2.30",
     ]
     assert store.count("device_ips") == 3
+    events = store.device_events("sn:hp:1")
+    assert [(e["kind"], e["detail"]["to"]) for e in events] == [
+        ("ip-change", "192.0.2.20"),
+        ("ip-change", "192.0.2.30"),
+    ]
+
+
+def test_store_keeps_but_never_applies_an_out_of_order_snapshot(store: Store) -> None:  # noqa: F811
+    """MS-OWN-4: a snapshot not newer than the owner's last applied one is stored only."""
+    a = enrolled(store)
+    for ip, minute, value in [("192.0.2.30", 30, 300), ("192.0.2.10", 0, 0)]:
+        raw = a.report(
+            [Dev("sn:hp:1", ip=ip, polled_at=t(minute), counters=[("total", value, {})])]
+        )
+        store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
+    (device,) = store.devices()
+    assert device["currentIp"] == "192.0.2.30"
+    assert store.count("readings") == 2 and store.count("counter_reads") == 1
+    assert [e["ip"] for e in store.ip_history("sn:hp:1")] == ["192.0.2.30"]
+    assert store.latest("sn:hp:1")["polledAt"].startswith("2026-11-28T08:30")
 
 
 def test_migrate_is_repeatable(store: Store) -> None:  # noqa: F811
@@ -459,11 +480,12 @@ def test_migration_5_backfills_the_last_complete_snapshot(store: Store) -> None:
         raw = a.report([Dev("sn:hp:old", polled_at=t(minute), error=error)])
         store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
     with store.engine.begin() as conn:  # back to schema version 4
+        downgrade_tenancy(conn)
         conn.execute(text("DROP INDEX ix_reports_agent_cycle"))
         conn.execute(text("ALTER TABLE reports DROP COLUMN cycle_started_at"))
         conn.execute(text("ALTER TABLE devices DROP COLUMN last_complete_at"))
         conn.execute(text("UPDATE schema_version SET version = 4 WHERE version = 5"))
-    assert store.migrate() == 5
+    assert store.migrate() == SCHEMA_VERSION
     (dev,) = store.devices("sn:hp:old", now=NOW)
     assert dev["lastCompleteAt"] == "2026-11-28T08:00:00Z"
 
@@ -505,3 +527,54 @@ def test_channel_error_relayed_by_its_meaning(
     assert (answer.status, answer.retry_after) == (relayed, retry_after)
     assert xml_edge.parse_message(answer.document, expect=("Error",)).obj.code == code
     assert retry_later(code, status) is (retry_after is not None)
+
+
+def downgrade_console(conn: Any) -> None:
+    """Undo schema version 7 (the console) on a database of version 7."""
+    from sqlalchemy import text
+
+    from metersync_manager import models
+
+    for index in models.CONSOLE_INDEXES:
+        conn.execute(text(f"DROP INDEX {index.name}"))
+    for table in ("device_state", "login_attempts", "console_sessions", "console_users"):
+        conn.execute(text(f"DROP TABLE {table}"))
+    conn.execute(text("UPDATE schema_version SET version = 6 WHERE version = 7"))
+
+
+def downgrade_tenancy(conn: Any) -> None:
+    """Undo schema versions 7 and 6 (tenancy) on a database of version 7."""
+    from sqlalchemy import text
+
+    downgrade_console(conn)
+    tables = ("device_events", "assignments", "sites", "customers", "counter_series")
+    for table in (*tables, "counter_reads", "counter_resets", "contract_meters"):
+        conn.execute(text(f"DROP TABLE {table}"))
+    for table in ("agents", "devices"):
+        conn.execute(text(f"DROP INDEX ix_{table}_customer_id"))
+    drops = {
+        "agents": ("customer_id", "site_id"),
+        "devices": ("customer_id", "site_id", "owner_agent_id", "last_polled_at"),
+        "enrollment_tokens": ("customer_id", "site_id"),
+        "operator_tokens": ("role", "customers"),
+        "readings": ("disposition",),
+    }
+    for table, columns in drops.items():
+        for column in columns:
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+    conn.execute(text("UPDATE schema_version SET version = 5 WHERE version = 6"))
+
+
+def test_migration_6_puts_everything_in_the_default_customer(store: Store) -> None:  # noqa: F811
+    a = enrolled(store)
+    raw = a.report([Dev("sn:hp:before", polled_at=t(0))])
+    store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
+    store.add_operator_token("f" * 64, "old", NOW)
+    with store.engine.begin() as conn:
+        downgrade_tenancy(conn)
+    assert store.migrate() == SCHEMA_VERSION
+    (dev,) = store.devices("sn:hp:before", now=NOW)
+    assert dev["customerId"] == "default"
+    assert dev["ownerAgentId"] == a.agent_id
+    scope = store.operator_scope("f" * 64)
+    assert scope is not None and scope.all_customers
