@@ -677,6 +677,10 @@ class Store:
                 ("collection_errors", x.errors),
             ):
                 children[name].extend({"reading_id": reading_id, **item} for item in items)
+        for c in children["counters"]:  # unsignedLong in a BIGINT column (billing.enc)
+            c["value"] = billing.enc(c["value"])
+            if c["previous"] is not None:
+                c["previous"] = billing.enc(c["previous"])
         for name, batch in children.items():
             if batch:
                 conn.exec_driver_sql(self._ins_children[name], batch)  # type: ignore[arg-type]
@@ -1002,9 +1006,9 @@ class Store:
             "source": c.source,
             "label": c.label,
             "marker": c.marker,
-            "value": c.value,
+            "value": billing.dec(c.value),
             "anomaly": c.anomaly,
-            "previous": c.previous,
+            "previous": None if c.previous is None else billing.dec(c.previous),
         }
 
     @staticmethod
