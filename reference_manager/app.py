@@ -49,7 +49,6 @@ RETRY_AFTER_BUSY = 2
 _T = TypeVar("_T")
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_SIG_AGENT = re.compile(r'agent\s*=\s*"([^"]{1,64})"')
 
 
 def xml_response(
@@ -61,11 +60,15 @@ def xml_response(
 
 def _client_key() -> tuple[str, str]:
     """(rate-limit key, client address). The limit comes first in the processing order (8.3),
-    so the agent named in the signature header is not verified yet: the key pairs it with the
-    address, so that a client naming another agent cannot spend that agent's budget."""
+    so the agent is not verified yet; the key is the agent the signature check will verify,
+    read by the same parser (MS-LIM-7), paired with the address so that a client naming
+    another agent cannot spend that agent's budget. An unparseable header: the address."""
     addr = request.remote_addr or "?"
-    m = _SIG_AGENT.search(request.headers.get(signing.HEADER) or "")
-    return (f"agent:{m.group(1)}@{addr}" if m else f"addr:{addr}"), addr
+    try:
+        agent = signing.parse(request.headers.get(signing.HEADER)).agent_id[:64]
+    except ProtocolError:
+        return f"addr:{addr}", addr
+    return f"agent:{agent}@{addr}", addr
 
 
 def _rate_limited(what: str, seconds: int) -> ProtocolError:

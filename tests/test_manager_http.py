@@ -396,6 +396,25 @@ def test_rate_limit_is_per_agent_and_address(store: Store) -> None:  # noqa: F81
             assert int(r.headers["Retry-After"]) >= 1
 
 
+def test_rate_limit_cannot_be_dodged_by_rotating_names(store: Store) -> None:  # noqa: F811
+    """Issue 9, case 6: a header naming an agent twice is 2001 (MS-SEC-19), and names the
+    agent does not verify as do not open fresh buckets: the limit keys on the verified agent."""
+    with Server(store, rate_limit=60) as server, httpx.Client(base_url=server.url) as client:
+        agent = enroll(client, store)
+        raw = agent.report([])
+        own = agent.headers(raw)
+        dup = {**own, signing.HEADER: f'agent="{uuid.uuid4()}", ' + own[signing.HEADER]}
+        assert_error(client.post("/v1/reports", content=raw, headers=dup), 401, 2001)
+        codes = []
+        for _ in range(100):
+            rotated = f'agent="{uuid.uuid4()}", ' + own[signing.HEADER]
+            r = client.post("/v1/reports", content=raw, headers={**own, signing.HEADER: rotated})
+            codes.append(r.status_code)
+        honest = [post_report(client, agent, raw).status_code for _ in range(70)]
+        assert 401 in codes and 200 not in codes  # never accepted
+        assert 429 in honest  # its own budget was not escaped
+
+
 def test_device_key_with_a_slash(client: httpx.Client, store: Store) -> None:  # noqa: F811
     agent = enroll(client, store)
     key = "sys:1.3.6.1.4.1.11/ab?c#d%20"
