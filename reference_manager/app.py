@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 from quart import Quart, Response, g, request
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -71,6 +72,9 @@ def _client_key() -> tuple[str, str]:
     return f"agent:{agent}@{addr}", addr
 
 
+DEVICES = "/api/v1/devices/"
+
+
 def _rate_limited(what: str, seconds: int) -> ProtocolError:
     return ProtocolError("RATE_LIMITED", f"{what}; retry in {seconds} s", retry_after=seconds)
 
@@ -111,17 +115,17 @@ async def read_body(max_bytes: int) -> bytes:
             continue
         data = chunk
         try:
-            while data and not inflater.eof:
+            while data:
+                if inflater.eof:  # RFC 1952: a gzip stream may hold several members
+                    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 out = inflater.decompress(data, max_bytes - produced + 1)
                 produced += len(out)
                 if produced > max_bytes:
                     raise _too_large("the gzip body inflates beyond the limit", max_bytes)
                 parts.append(out)
-                data = inflater.unconsumed_tail
+                data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
         except zlib.error as exc:
             raise ProtocolError("UNSUPPORTED_CONTENT_ENCODING", f"broken gzip: {exc}") from None
-        if data or inflater.unused_data:
-            raise ProtocolError("UNSUPPORTED_CONTENT_ENCODING", "data after the gzip stream")
     if inflater is not None and not inflater.eof:
         raise ProtocolError("UNSUPPORTED_CONTENT_ENCODING", "the gzip stream is truncated")
     return b"".join(parts)
@@ -299,6 +303,24 @@ def create_app(
     @app.errorhandler(BadParam)
     async def _bad_param(exc: BadParam) -> tuple[dict[str, Any], int]:
         return problem(400, "invalid parameter", str(exc))
+
+    @app.url_value_preprocessor
+    def _device_key_from_raw_path(_endpoint: str | None, values: dict[str, Any] | None) -> None:
+        """A device key may hold "/" (sent as %2F, MS-HTTP): route by the raw path, so that a
+        key ending in "/latest" is never taken for the /latest of a shorter key."""
+        raw = (request.scope.get("raw_path") or b"").decode("latin-1").partition("?")[0]
+        if not values or "device_key" not in values or not raw.startswith(DEVICES):
+            return
+        key_raw, slash, sub = raw[len(DEVICES) :].partition("/")
+        key = unquote(key_raw)
+        if values["device_key"] == key:
+            return
+        rule, args = app.url_map.bind("").match(
+            DEVICES + "k" + slash + sub, method=request.method, return_rule=True
+        )
+        request.url_rule = rule
+        values.clear()
+        values.update(args, device_key=key)
 
     @app.before_request
     async def _operator_only() -> Any:

@@ -171,6 +171,23 @@ def test_gzip_report_is_accepted(client: httpx.Client, store: Store) -> None:  #
     assert store.count("readings") == 1
 
 
+def test_multi_member_gzip_and_a_big_text_node(client: httpx.Client, store: Store) -> None:  # noqa: F811
+    """Issue 9, case 9: several gzip members (RFC 1952) are one body; a text node over 10 MB
+    in a document under the size limit is judged by the schema, not refused as malformed."""
+    agent = enroll(client, store)
+    raw = agent.report([full_device()])
+    half = len(raw) // 2
+    body = gzip.compress(raw[:half]) + gzip.compress(raw[half:])
+    headers = {**agent.headers(raw), "Content-Encoding": "gzip"}
+    r = client.post("/v1/reports", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert store.count("readings") == 1
+    bad = gzip.compress(raw) + b"not gzip"
+    assert_error(client.post("/v1/reports", content=bad, headers=headers), 415, 1010)
+    big = raw.replace(b"</Report>", b"<x>" + b"a" * (11 * 1024 * 1024) + b"</x></Report>")
+    assert_error(post_report(client, agent, big), 400, 1008)
+
+
 def test_duplicate_report_stores_nothing_twice(client: httpx.Client, store: Store) -> None:  # noqa: F811
     agent = enroll(client, store)
     raw = agent.report([full_device()])
@@ -422,6 +439,11 @@ def test_device_key_with_a_slash(client: httpx.Client, store: Store) -> None:  #
     assert client.get(key_url(key)).json()["deviceKey"] == key
     assert client.get(key_url(key, "/latest")).json()["deviceKey"] == key
     assert [e["ip"] for e in client.get(key_url(key, "/ips")).json()["items"]] == ["192.0.2.10"]
+    trap = "sn:hp:x/latest"  # issue 9, case 9: the key, not the /latest of "sn:hp:x"
+    assert post_report(client, agent, agent.report([Dev(trap, polled_at=NOW)])).status_code == 200
+    assert client.get(key_url(trap)).json()["deviceKey"] == trap
+    assert client.get(key_url(trap, "/latest")).json()["deviceKey"] == trap
+    assert client.get(key_url("sn:hp:x", "/latest")).status_code == 404
 
 
 # --- the command line -----------------------------------------------------------------------
