@@ -28,7 +28,7 @@ from metersync_manager.params import (
     problem,
     time_param,
 )
-from metersync_manager.scope import Scope
+from metersync_manager.scope import Scope, ScopeError, check_customer_id
 from metersync_manager.tenancy import TenancyError
 
 bp = Blueprint("tenancy", __name__)
@@ -49,6 +49,18 @@ def scope() -> Scope:
 
 def clock() -> Any:
     return current_app.extensions["metersync_clock"]()
+
+
+async def _customer_visible(customer_id: str, defaults_ok: bool = False) -> bool:
+    """The customer exists and is in the caller's scope (`*`, the dealer's defaults, where
+    allowed); a malformed id is a 400."""
+    if defaults_ok and customer_id == "*":
+        return True
+    try:
+        check_customer_id(customer_id)
+    except ScopeError as exc:
+        raise BadParam(str(exc)) from None
+    return scope().allows(customer_id) and await run(store().customer_exists, customer_id)
 
 
 def _forbidden(what: str) -> tuple[dict[str, Any], int]:
@@ -94,7 +106,7 @@ async def create_customer() -> Any:
 
 @bp.post("/api/v1/customers/<customer_id>/sites")
 async def create_site(customer_id: str) -> Any:
-    if not scope().allows(customer_id):
+    if not await _customer_visible(customer_id):
         return problem(404, "no such customer")
     if not scope().can_admin:
         return _forbidden("create sites")
@@ -117,7 +129,7 @@ async def _move(subject: str, subject_id: str, visible: bool) -> Any:
     data = await _body()
     customer = _text(data, "customerId")
     site = _text(data, "site", required=False)
-    if not scope().allows(customer):
+    if not await _customer_visible(customer):
         return problem(404, "no such customer")
     try:
         moved = await run(
@@ -158,14 +170,14 @@ async def device_events(device_key: str) -> Any:
 
 @bp.get("/api/v1/customers/<customer_id>/contract-meters")
 async def list_contract_meters(customer_id: str) -> Any:
-    if customer_id != "*" and not scope().allows(customer_id):
+    if not await _customer_visible(customer_id, defaults_ok=True):
         return problem(404, "no such customer")
     return {"customerId": customer_id, "items": await run(store().contract_meters, customer_id)}
 
 
 @bp.put("/api/v1/customers/<customer_id>/contract-meters/<name>")
 async def define_contract_meter(customer_id: str, name: str) -> Any:
-    if customer_id != "*" and not scope().allows(customer_id):
+    if not await _customer_visible(customer_id, defaults_ok=True):
         return problem(404, "no such customer")
     if not scope().can_admin:
         return _forbidden("define contract meters")
@@ -179,7 +191,7 @@ async def define_contract_meter(customer_id: str, name: str) -> Any:
 
 @bp.delete("/api/v1/customers/<customer_id>/contract-meters/<name>")
 async def remove_contract_meter(customer_id: str, name: str) -> Any:
-    if customer_id != "*" and not scope().allows(customer_id):
+    if not await _customer_visible(customer_id, defaults_ok=True):
         return problem(404, "no such customer")
     if not scope().can_admin:
         return _forbidden("remove contract meters")
@@ -229,7 +241,7 @@ async def meters() -> Any:
     with a cursor when `limit` is given."""
     period = _period()
     as_csv = _wants_csv()
-    if period.customer is not None and not scope().allows(period.customer):
+    if period.customer is not None and not await _customer_visible(period.customer):
         return problem(404, "no such customer")
     limit = int_param("limit", 0, 1, 10000) if "limit" in request.args else None
     cursor = request.args.get("cursor")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import os
 import subprocess
@@ -264,8 +265,13 @@ def test_clock_skew(client: httpx.Client, store: Store) -> None:  # noqa: F811
     ahead = agent.report([full_device()], created_at=datetime.now(UTC) + timedelta(seconds=400))
     assert_error(post_report(client, agent, ahead), 400, 2004)
     # an old report from the outbox (after an outage) is delivered
-    old = agent.report([full_device()], created_at=datetime.now(UTC) - timedelta(days=3))
+    created = datetime.now(UTC) - timedelta(days=3)
+    dev = dataclasses.replace(full_device(), polled_at=created - timedelta(seconds=30))
+    old = agent.report([dev], created_at=created)
     assert post_report(client, agent, old).status_code == 200
+    # MS-OWN-4: a snapshot polled after its report's createdAt plus the skew window is 3001
+    late = dataclasses.replace(full_device("sn:hp:late"), polled_at=created + timedelta(hours=1))
+    assert_error(post_report(client, agent, agent.report([late], created_at=created)), 422, 3001)
 
 
 def test_document_refusals(client: httpx.Client, store: Store) -> None:  # noqa: F811

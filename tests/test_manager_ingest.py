@@ -526,14 +526,34 @@ def test_channel_error_relayed_by_its_meaning(
     assert retry_later(code, status) is (retry_after is not None)
 
 
-def downgrade_tenancy(conn: Any) -> None:
-    """Undo schema versions 7 (counter range) and 6 (tenancy) on a database of version 7."""
+def downgrade_counter_range(conn: Any) -> None:
+    """Undo schema version 8 (offset-encoded counters) on a database of version 8."""
     from sqlalchemy import text
 
     for col in ("value", "previous"):
         conn.execute(text(f"UPDATE counters SET {col} = ({col} + 9223372036854775807) + 1"))
+    conn.execute(text("UPDATE schema_version SET version = 7 WHERE version = 8"))
+
+
+def downgrade_console(conn: Any) -> None:
+    """Undo schema versions 8 and 7 (the console) on a database of version 8."""
+    from sqlalchemy import text
+
+    from metersync_manager import models
+
+    downgrade_counter_range(conn)
+    for index in models.CONSOLE_INDEXES:
+        conn.execute(text(f"DROP INDEX {index.name}"))
+    for table in ("device_state", "login_attempts", "console_sessions", "console_users"):
+        conn.execute(text(f"DROP TABLE {table}"))
     conn.execute(text("UPDATE schema_version SET version = 6 WHERE version = 7"))
 
+
+def downgrade_tenancy(conn: Any) -> None:
+    """Undo schema versions 8, 7 and 6 (tenancy) on a database of version 8."""
+    from sqlalchemy import text
+
+    downgrade_console(conn)
     tables = ("device_events", "assignments", "sites", "customers", "counter_series")
     for table in (*tables, "counter_reads", "counter_resets", "contract_meters"):
         conn.execute(text(f"DROP TABLE {table}"))
@@ -577,16 +597,14 @@ def test_counters_keep_the_whole_unsigned_long_range(store: Store) -> None:  # n
     assert code(exc) == 1008
 
 
-def test_migration_7_offsets_the_stored_counters(store: Store) -> None:  # noqa: F811
+def test_migration_8_offsets_the_stored_counters(store: Store) -> None:  # noqa: F811
     from sqlalchemy import text
 
     a = enrolled(store)
     raw = a.report([Dev("sn:hp:old", polled_at=t(0), counters=[("total", 12345, {})])])
     store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
     with store.engine.begin() as conn:
-        for col in ("value", "previous"):
-            conn.execute(text(f"UPDATE counters SET {col} = ({col} + 9223372036854775807) + 1"))
-        conn.execute(text("UPDATE schema_version SET version = 6 WHERE version = 7"))
+        downgrade_counter_range(conn)
         assert conn.execute(text("SELECT value FROM counters")).scalar() == 12345
     assert store.migrate() == SCHEMA_VERSION
     assert store.latest("sn:hp:old")["counters"][0]["value"] == 12345

@@ -13,7 +13,7 @@ worked out by hand from the recording and the MIBs (the format of reference_agen
     device_status, printer_status   # hrDeviceStatus / hrPrinterStatus names
     alert_descriptions = ["…"]      # prtAlertDescription as decoded (MS-DEV-7), in order
     [text] sys_descr, sys_name, location, contact   # decoded system group texts (MS-DEV-7)
-    [[counter]] kind, oid, value, source, unit
+    [[counter]] kind, oid, value, source, unit, label (optional: tells apart counters of one OID)
     [[supply]]  index, source, level, max, meaning, max_meaning, percent (optional string),
                 description (optional, as decoded)
     [[tray]]    index, level, max, meaning, max_meaning

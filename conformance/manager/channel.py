@@ -20,8 +20,10 @@ import copy
 import dataclasses
 import re
 import shlex
+import ssl
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -69,14 +71,21 @@ def signed(
     return {signing.DATE_HEADER: date, signing.HEADER: sig}
 
 
-async def open_ws(url: str, headers: dict[str, str]) -> tuple[Any, int | None, bytes]:
-    """(connection or None, refusal status, refusal body)."""
+async def open_ws(
+    url: str, headers: dict[str, str], cacert: Path | None = None
+) -> tuple[Any, int | None, bytes]:
+    """(connection or None, refusal status, refusal body); `cacert` is trusted for wss."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidStatus
 
+    tls: Any = None
+    if url.startswith("wss:"):
+        tls = ssl.create_default_context(cafile=str(cacert) if cacert else None)
     try:
         protocols: Any = [SUBPROTOCOL]
-        ws = await connect(url, subprotocols=protocols, additional_headers=headers, proxy=None)
+        ws = await connect(
+            url, subprotocols=protocols, additional_headers=headers, proxy=None, ssl=tls
+        )
     except InvalidStatus as exc:
         return None, exc.response.status_code, exc.response.body or b""
     return ws, None, b""
@@ -148,7 +157,7 @@ async def channel_requests_authenticated(ctx: ManagerContext) -> list[Finding]:
     ]
     out: list[Finding] = []
     for what, headers, code in cases:
-        ws, status, body = await open_ws(url, headers)
+        ws, status, body = await open_ws(url, headers, ctx.cacert)
         if ws is not None:
             await ws.close()
             out.append(
@@ -164,7 +173,7 @@ async def channel_requests_authenticated(ctx: ManagerContext) -> list[Finding]:
                 )
             )
     good = signed(agent, "GET", url)
-    ws, status, body = await open_ws(url, good)
+    ws, status, body = await open_ws(url, good, ctx.cacert)
     if ws is None:
         out.append(
             fail(
@@ -175,7 +184,7 @@ async def channel_requests_authenticated(ctx: ManagerContext) -> list[Finding]:
         )
     else:
         await ws.close()
-        again, status, body = await open_ws(url, good)
+        again, status, body = await open_ws(url, good, ctx.cacert)
         if again is not None:
             await again.close()
             out.append(fail("a replayed upgrade was accepted", expected="error 2005"))
@@ -211,7 +220,8 @@ async def channel_requests_authenticated(ctx: ManagerContext) -> list[Finding]:
 async def only_get_requests_over_the_channel(ctx: ManagerContext) -> list[Finding]:
     """Each request: one text message, a valid ChannelRequest, GET, a path of Table 10-1."""
     agent = await ctx.main_agent()
-    ws, status, body = await open_ws(_ws_url(ctx.url), signed(agent, "GET", _ws_url(ctx.url)))
+    url = _ws_url(ctx.url)
+    ws, status, body = await open_ws(url, signed(agent, "GET", url), ctx.cacert)
     if ws is None:
         return [
             fail(
@@ -348,7 +358,7 @@ async def at_most_four_outstanding(ctx: ManagerContext) -> Finding:
     agent = SimAgent()
     await ctx.enroll(agent)
     url = _ws_url(ctx.url)
-    ws, status, _ = await open_ws(url, signed(agent, "GET", url))
+    ws, status, _ = await open_ws(url, signed(agent, "GET", url), ctx.cacert)
     if ws is None:
         return fail("the harness could not open a channel", actual=f"HTTP {status}")
     tasks = [trigger(ctx, agent, "/status") for _ in range(6)]
@@ -380,10 +390,10 @@ async def one_channel_per_agent(ctx: ManagerContext) -> Finding:
     """A second channel of the same agent closes the first."""
     agent = await ctx.main_agent()
     url = _ws_url(ctx.url)
-    first, _, _ = await open_ws(url, signed(agent, "GET", url))
+    first, _, _ = await open_ws(url, signed(agent, "GET", url), ctx.cacert)
     if first is None:
         return not_tested("the harness could not open a channel")
-    second, _, _ = await open_ws(url, signed(agent, "GET", url))
+    second, _, _ = await open_ws(url, signed(agent, "GET", url), ctx.cacert)
     try:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(first.wait_closed(), 3)
@@ -449,7 +459,7 @@ async def channel_snapshot_not_a_reading(ctx: ManagerContext) -> list[Finding]:
     if ans.receipt_status != "accepted":
         return [fail(f"report 1 was not accepted ({ans.brief()})", actual=ans.brief())]
     url = _ws_url(ctx.url)
-    ws, status, body = await open_ws(url, signed(agent, "GET", url))
+    ws, status, body = await open_ws(url, signed(agent, "GET", url), ctx.cacert)
     if ws is None:
         return [fail("the harness could not open a channel", actual=f"HTTP {status}")]
     fresh = _fresh_device(serial, t - timedelta(minutes=5), 5000)
@@ -537,7 +547,7 @@ async def unknown_channel_codes_by_thousand(ctx: ManagerContext) -> list[Finding
         ]
     agent = await ctx.enrolled_agent()
     url = _ws_url(ctx.url)
-    ws, status, body = await open_ws(url, signed(agent, "GET", url))
+    ws, status, body = await open_ws(url, signed(agent, "GET", url), ctx.cacert)
     if ws is None:
         return [fail("the harness could not open a channel", actual=f"HTTP {status}")]
     out: list[Finding] = []

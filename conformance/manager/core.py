@@ -22,8 +22,10 @@ import httpx
 import metersync_spec
 from metersync import xml_edge
 from metersync.errors import BY_CODE
+from metersync_conformance.manager import pacing
 from metersync_conformance.registry import (
     Finding,
+    PeerError,
     Status,
     check,
     excerpt_of,
@@ -49,8 +51,8 @@ TOKEN_BATCH = 8
 _TOKEN = re.compile(r"[A-Za-z0-9_\-]{16,128}")
 
 
-class HarnessError(RuntimeError):
-    """The harness could not set up what a check needs (a token, an enrollment)."""
+class HarnessError(PeerError):
+    """The manager did not give what a check needs (a token, an enrollment): a FAIL."""
 
 
 @dataclass
@@ -83,19 +85,27 @@ class ManagerContext:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
-        self.client = self.new_client()
+        # The agents' client: paced, Retry-After honoured, spread over loopback (pacing.py).
+        self._pacer = pacing.AgentTransport(self._transport, spread=pacing.loopback(self.url))
+        self.client = httpx.AsyncClient(timeout=60.0, transport=self._pacer)
 
-    def new_client(self, **transport: object) -> httpx.AsyncClient:
+    def _transport(self, **options: object) -> httpx.AsyncHTTPTransport:
         verify: object = str(self.cacert) if self.cacert else True
         # Idle connections are dropped after 1 s, well before a server's keep-alive timeout
         # (Hypercorn: 5 s): reusing one the server is closing at that moment is a ReadError.
         limits = httpx.Limits(max_keepalive_connections=20, keepalive_expiry=1.0)
-        if transport:
-            return httpx.AsyncClient(
-                timeout=60.0,
-                transport=httpx.AsyncHTTPTransport(verify=verify, limits=limits, **transport),  # type: ignore[arg-type]
-            )
-        return httpx.AsyncClient(timeout=60.0, verify=verify, limits=limits)  # type: ignore[arg-type]
+        return httpx.AsyncHTTPTransport(verify=verify, limits=limits, **options)  # type: ignore[arg-type]
+
+    def new_client(self, **transport: object) -> httpx.AsyncClient:
+        """A client of its own (`local_address=`…): not paced, no retry, one address."""
+        return httpx.AsyncClient(timeout=60.0, transport=self._transport(**transport))
+
+    def raw_client(self) -> httpx.AsyncClient:
+        """For the checks of the limits themselves: unpaced, from a loopback address no other
+        check uses (when the manager is on loopback), so its blocks bite nobody else."""
+        if pacing.loopback(self.url):
+            return self.new_client(local_address=pacing.raw_address())
+        return self.new_client()
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -173,11 +183,14 @@ class ManagerContext:
         self.answers.append((what, sent, ans))
         return ans
 
-    async def enroll(self, agent: SimAgent, token: str | None = None) -> Answer:
+    async def enroll(
+        self, agent: SimAgent, token: str | None = None, client: httpx.AsyncClient | None = None
+    ) -> Answer:
         token = token or await self.token()
         body = agent.enrollment(token)
         # Every Enrollment is signed with the key it encloses (MS-SEC-5, MS-SEC-10).
-        ans = await post(self.client, self.url, ENROLL_PATH, body, signature=agent.sign(body))
+        sig = agent.sign(body)
+        ans = await post(client or self.client, self.url, ENROLL_PATH, body, signature=sig)
         if ans.kind == "Receipt":
             agent.enrolled = True
         return self._log("enroll", body, ans)
@@ -190,11 +203,14 @@ class ManagerContext:
         return agent
 
     async def main_agent(self) -> SimAgent:
-        """One enrolled agent shared by the checks that only need one."""
+        """An enrolled agent shared by the checks that only need one, replaced by a fresh one
+        once it spent half its budget of the last minute (MS-LIM-5): a check starting with it
+        never waits for the pacing, and never spends a budget another check needs."""
         async with self._lock:
-            if self._main is None:
-                self._main = await self.enrolled_agent()
-            return self._main
+            main = self._main
+            if main is None or self._pacer.recent(main.agent_id) >= pacing.PER_MINUTE // 2:
+                self._main = main = await self.enrolled_agent()
+            return main
 
     async def send(
         self,
@@ -203,10 +219,12 @@ class ManagerContext:
         *,
         signature: str | None | bool = True,
         what: str = "report",
+        client: httpx.AsyncClient | None = None,
         **kw: object,
     ) -> Answer:
         sig = agent.sign(body) if signature is True else (signature or None)
-        ans = await post(self.client, self.url, REPORTS_PATH, body, signature=sig, **kw)  # type: ignore[arg-type]
+        via = client or self.client
+        ans = await post(via, self.url, REPORTS_PATH, body, signature=sig, **kw)  # type: ignore[arg-type]
         return self._log(what, body, ans)
 
 
@@ -454,14 +472,22 @@ async def hostile_xml_refused(ctx: ManagerContext) -> list[Finding]:
 
 @check("MS-LIM-2", classes=CORE, role="manager")
 async def too_deep_refused(ctx: ManagerContext) -> list[Finding]:
-    """A signed report nesting elements beyond the depth limit is refused with 1004."""
+    """Both sides of the depth limit: a signed report nesting 33 levels (and 40) is refused with
+    1004; one nesting exactly 32 is accepted."""
     agent = await ctx.main_agent()
-    _, base = agent.report()
-    depth = xml_edge.MAX_DEPTH + 8
-    nest = (b'<x:e xmlns:x="urn:example:deep">' * depth) + (b"</x:e>" * depth)
-    body = base.replace(b"</Report>", b"<extensions>" + nest + b"</extensions></Report>")
-    ans = await ctx.send(agent, body, what="too deep")
-    return [expect_code("MS-LIM-2", f"elements nested {depth + 2} deep", body, ans, 1004)]
+    out: list[Finding] = []
+    for levels in (xml_edge.MAX_DEPTH, xml_edge.MAX_DEPTH + 1, xml_edge.MAX_DEPTH + 8):
+        rid, base = agent.report()
+        depth = levels - 2  # under Report and extensions
+        nest = (b'<x:e xmlns:x="urn:example:deep">' * depth) + (b"</x:e>" * depth)
+        body = base.replace(b"</Report>", b"<extensions>" + nest + b"</extensions></Report>")
+        ans = await ctx.send(agent, body, what=f"{levels} levels deep")
+        what = f"elements nested {levels} deep"
+        if levels <= xml_edge.MAX_DEPTH:
+            out.append(expect_receipt("MS-LIM-2", what, body, ans, "accepted", rid))
+        else:
+            out.append(expect_code("MS-LIM-2", what, body, ans, 1004))
+    return out
 
 
 # --- signatures and identity -------------------------------------------------------------
@@ -499,25 +525,63 @@ async def forged_signature_refused(ctx: ManagerContext) -> list[Finding]:
     tampered = original.replace(b"<queueDepth>0</queueDepth>", b"<queueDepth>1</queueDepth>")
     ans2 = await ctx.send(agent, tampered, signature=sig)
     out.append(expect_code("MS-SEC-12", "a body changed after signing", tampered, ans2, 2003))
+    # An accepted signature again, over another report's bytes.
+    _, accepted = agent.report()
+    used = agent.sign(accepted)
+    await ctx.send(agent, accepted, signature=used)
+    _, other = agent.report()
+    ans3 = await ctx.send(agent, other, signature=used)
+    what = "an accepted report's signature over another report"
+    out.append(expect_code("MS-SEC-12", what, other, ans3, 2003))
+    # The right signature, declared with another algorithm.
+    _, body4 = agent.report()
+    other_alg = agent.sign(body4).replace('alg="ed25519"', 'alg="rsa-sha256"')
+    ans4 = await ctx.send(agent, body4, signature=other_alg)
+    out.append(expect_code("MS-SEC-12", 'alg="rsa-sha256"', body4, ans4, 2003))
     return out
 
 
 @check("MS-SEC-13", classes=CORE, role="manager")
 async def agent_id_mismatch_refused(ctx: ManagerContext) -> list[Finding]:
-    """A report whose agentId is not its signer is refused with 2009."""
+    """A report, and an Enrollment, whose agentId is not its signer are refused with 2009."""
     agent = await ctx.main_agent()
     _, body = agent.report(agent_id=str(uuid.uuid4()))
     ans = await ctx.send(agent, body)
-    return [expect_code("MS-SEC-13", "agentId differs from the signer", body, ans, 2009)]
+    out = [expect_code("MS-SEC-13", "a report's agentId differs from the signer", body, ans, 2009)]
+    newcomer = SimAgent()
+    enrollment = newcomer.enrollment(await ctx.token())
+    sig = newcomer.sign(enrollment, agent_id=str(uuid.uuid4()))  # the right key, another name
+    ans2 = await post(ctx.client, ctx.url, ENROLL_PATH, enrollment, signature=sig)
+    ctx._log("enrollment signed in another agent's name", enrollment, ans2)
+    what = "an Enrollment signed in another agentId's name"
+    out.append(expect_code("MS-SEC-13", what, enrollment, ans2, 2009))
+    return out
 
 
 @check("MS-SEC-15", classes=CORE, role="manager")
 async def clock_skew_refused(ctx: ManagerContext) -> list[Finding]:
-    """createdAt a day ahead is refused with 2004; a report three days old is accepted."""
+    """Both sides of the 300 s window, for reports and Enrollments: 290 s ahead is accepted,
+    320 s (and a day) ahead refused with 2004; a report three days old is accepted."""
     agent = await ctx.main_agent()
-    _, ahead = agent.report(created_at=now() + timedelta(days=1))
-    ans = await ctx.send(agent, ahead)
-    out = [expect_code("MS-SEC-15", "createdAt one day ahead", ahead, ans, 2004)]
+    out: list[Finding] = []
+    for secs in (320, 86400):
+        _, ahead = agent.report(created_at=now() + timedelta(seconds=secs))
+        ans = await ctx.send(agent, ahead)
+        out.append(expect_code("MS-SEC-15", f"createdAt {secs} s ahead", ahead, ans, 2004))
+    rid0, near = agent.report(created_at=now() + timedelta(seconds=290))
+    ans0 = await ctx.send(agent, near)
+    out.append(expect_receipt("MS-SEC-15", "createdAt 290 s ahead", near, ans0, "accepted", rid0))
+    for secs, want in ((320, 2004), (-320, 2004), (290, None)):
+        newcomer = SimAgent()
+        token = await ctx.token()
+        body = newcomer.enrollment(token, created_at=now() + timedelta(seconds=secs))
+        ans_e = await post(ctx.client, ctx.url, ENROLL_PATH, body, signature=newcomer.sign(body))
+        ctx._log(f"enrollment created {secs} s off", body, ans_e)
+        what = f"an Enrollment whose createdAt is {secs} s off"
+        if want is None:
+            out.append(expect_receipt("MS-SEC-15", what, body, ans_e, "accepted", None))
+        else:
+            out.append(expect_code("MS-SEC-15", what, body, ans_e, want))
     rid, old = agent.report(created_at=now() - timedelta(days=3))
     ans2 = await ctx.send(agent, old)
     out.append(
@@ -554,7 +618,12 @@ async def oversize_refused(ctx: ManagerContext) -> list[Finding]:
                 actual=repr(exc),
             )
         ]
-    return [expect_code("MS-LIM-1", f"a document of {len(body)} bytes", body[:2000], ans, 1003)]
+    out = [expect_code("MS-LIM-1", f"a document of {len(body)} bytes", body[:2000], ans, 1003)]
+    # The same bytes gzip-compressed: the limit is on the document, not on the transfer.
+    ans2 = await ctx.send(agent, body, what="oversize, gzip", gzipped=True)
+    what = f"a document of {len(body)} bytes sent gzip-compressed"
+    out.append(expect_code("MS-LIM-1", what, body[:2000], ans2, 1003))
+    return out
 
 
 @check("MS-HTTP-4", classes=HTTP, role="manager")
@@ -660,8 +729,10 @@ async def read_api_matches_openapi(ctx: ManagerContext) -> list[Finding]:
 
     # The spec's document is the contract; --openapi may name a vendor's superset of it.
     source: str | Path = ctx.openapi or (metersync_spec.OPENAPI_DIR / "manager.yaml")
+    verify = str(ctx.cacert) if ctx.cacert else True
+    headers = await ctx.api_headers()
     problems, ran = await asyncio.to_thread(
-        openapi_probe.run, source, ctx.url, ctx.openapi_examples, await ctx.api_headers()
+        openapi_probe.run, source, ctx.url, ctx.openapi_examples, headers, verify
     )
     if not ran:
         return [not_tested(f"no GET operation with a JSON answer in {source}")]
@@ -826,4 +897,4 @@ async def processing_order(ctx: ManagerContext) -> list[Finding]:
 
 
 # Further checks live in their own modules; importing them registers them.
-from metersync_conformance.manager import ops, store  # noqa: E402, F401
+from metersync_conformance.manager import ops, ownership, store  # noqa: E402, F401

@@ -41,10 +41,15 @@ def _json_get(op: Any) -> bool:
 
 
 def run(
-    source: str | Path, base_url: str, examples: int = 5, headers: dict[str, str] | None = None
+    source: str | Path,
+    base_url: str,
+    examples: int = 5,
+    headers: dict[str, str] | None = None,
+    verify: bool | str = True,
 ) -> tuple[list[str], int]:
-    """(problems, operations run); `headers` go with every request (the operator token).
-    Blocking: call it in a thread."""
+    """(problems, operations run); `headers` go with every request (the operator token),
+    `verify` is the CA bundle for an https URL (`--cacert`). Blocking: call it in a thread.
+    One operation's trouble never stops the others: it is a problem of that operation."""
     import schemathesis
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (
@@ -73,13 +78,29 @@ def run(
             continue
         ran += 1
         label = f"{op.method.upper()} {op.path}"
-        found = _probe(op, label, base_url, checks, examples, headers or {})
+        try:
+            found = _probe(op, label, base_url, checks, examples, headers or {}, verify)
+        except Exception as exc:  # e.g. an ExceptionGroup from the library: still a verdict
+            found = [f"{label}: the probe could not complete: {_text(exc)}"]
         problems.extend(found)
     return problems, ran
 
 
+def _text(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, BaseExceptionGroup):
+        text += " [" + "; ".join(_text(e) for e in exc.exceptions[:3]) + "]"
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
 def _probe(
-    op: Any, label: str, base_url: str, checks: list[Any], examples: int, headers: dict[str, str]
+    op: Any,
+    label: str,
+    base_url: str,
+    checks: list[Any],
+    examples: int,
+    headers: dict[str, str],
+    verify: bool | str,
 ) -> list[str]:
     from hypothesis import HealthCheck, given, settings
 
@@ -97,10 +118,11 @@ def _probe(
         if found:
             return
         try:
-            case.call_and_validate(base_url=base_url, checks=checks, headers=headers, timeout=30)
+            case.call_and_validate(
+                base_url=base_url, checks=checks, headers=headers, timeout=30, verify=verify
+            )
         except Exception as exc:  # a failed check: keep the first, as evidence
-            text = " ".join(str(exc).split())[:300]
-            found.append(f"{label} ({case.formatted_path}): {text}")
+            found.append(f"{label} ({case.formatted_path}): {_text(exc)}")
 
     probe()
     return found

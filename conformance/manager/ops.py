@@ -17,6 +17,7 @@ from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import urlsplit
 
+import httpx
 from lxml import etree
 
 import metersync_generated.v1 as model
@@ -35,6 +36,8 @@ from metersync_conformance.registry import Finding, check, fail, not_tested, ok
 from metersync_conformance.wire import EXAMPLE_AGENT_ID, REPORTS_PATH, Answer, SimAgent, now, post
 
 NS = "{" + metersync_spec.NAMESPACE + "}"
+PER_MINUTE = 60  # MS-LIM-5: requests per agent per minute a manager accepts at least
+ENROLL_FAILURES_MIN = 3  # MS-LIM-6: failed enrollments per address per minute allowed at least
 
 
 def _cmd(template: str, agent_id: str) -> str:
@@ -68,7 +71,8 @@ async def other_key_same_agent_refused(ctx: ManagerContext) -> list[Finding]:
 
 @check("MS-SEC-9", classes=CORE, role="manager")
 async def revoked_agent_refused(ctx: ManagerContext) -> list[Finding]:
-    """After the operator revokes an agent, its reports (even older ones) get 2008."""
+    """After the operator revokes an agent, its reports (even older ones) and a new Enrollment
+    with its key and a fresh token get 2008."""
     if not ctx.revoke_command:
         return [not_tested("no --revoke-command given: the harness cannot revoke an agent")]
     agent = await ctx.enrolled_agent()
@@ -79,6 +83,9 @@ async def revoked_agent_refused(ctx: ManagerContext) -> list[Finding]:
     _, fresh = agent.report()
     ans2 = await ctx.send(agent, fresh, what="new report after revocation")
     out.append(expect_code("MS-SEC-9", "a report created after the revocation", fresh, ans2, 2008))
+    ans3 = await ctx.enroll(agent)  # the revoked key again, with a fresh token
+    what = "an Enrollment with the revoked key and a fresh token"
+    out.append(expect_code("MS-SEC-9", what, b"", ans3, 2008))
     return out
 
 
@@ -114,13 +121,19 @@ async def key_rotation(ctx: ManagerContext) -> list[Finding]:
     out.append(
         expect_code("MS-SEC-8", "old key, report created after the rotation", later, ans3, 2003)
     )
+    # A re-enrollment token is bound to its agent: another agent cannot enroll with it.
+    bound = await ctx.token(_cmd(ctx.reenroll_command, old.agent_id))
+    stranger = SimAgent()
+    ans4 = await ctx.enroll(stranger, bound)
+    what = "another agent enrolling with this agent's re-enrollment token"
+    out.append(expect_code("MS-SEC-8", what, b"", ans4, 2006))
     return out
 
 
 # --- message rules a manager checks --------------------------------------------------------
 
 
-def _percent(supply_index: int, value: int) -> object:
+def _percent(supply_index: int, value: int | str) -> object:
     def mutate(rep: model.Report) -> None:
         for d in rep.device:
             for s in d.supply:
@@ -132,16 +145,22 @@ def _percent(supply_index: int, value: int) -> object:
 
 @check("MS-DEV-17", classes=CORE, role="manager")
 async def percent_rules(ctx: ManagerContext) -> list[Finding]:
-    """percent 50 for level 64 of 100, or 3 for a level of -3: 3001 each."""
+    """percent 50 or 64.02 for level 64 of 100 (the tolerance is 0.01), or 3 for a level of
+    -3: 3001 each; 64.01 for level 64 of 100 is accepted."""
     agent = await ctx.main_agent()
     out = []
     for what, idx, value in (
         ("percent 50 for level 64 of 100", 1, 50),
+        ("percent 64.02 for level 64 of 100", 1, "64.02"),
         ("percent 3 for level -3 (someRemaining)", 2, 3),
     ):
         _, body = agent.report(mutate=_percent(idx, value))  # type: ignore[arg-type]
         ans = await ctx.send(agent, body, what=what)
         out.append(expect_code("MS-DEV-17", what, body, ans, 3001))
+    what = "percent 64.01 for level 64 of 100"
+    rid, body = agent.report(mutate=_percent(1, "64.01"))  # type: ignore[arg-type]
+    ans = await ctx.send(agent, body, what=what)
+    out.append(expect_receipt("MS-DEV-17", what, body, ans, "accepted", rid))
     return out
 
 
@@ -192,11 +211,30 @@ async def licence_not_taken_from_agents(ctx: ManagerContext) -> list[Finding]:
 
 @check("MS-LIM-5", "MS-HTTP-9", classes=CORE + HTTP, role="manager", timeout=180)
 async def rate_limit(ctx: ManagerContext) -> list[Finding]:
-    """60 reports at once are accepted; beyond the manager's limit: 429, 4001, Retry-After."""
-    agent = await ctx.enrolled_agent()
+    """An agent's enrollment and 59 reports at once (60 requests in a minute, the least a
+    manager accepts) are accepted; beyond the manager's limit: 429, 4001, Retry-After. One
+    client of its own: not paced, one address, no retry."""
+    async with ctx.raw_client() as client:
+        agent = SimAgent()
+        ans = await ctx.enroll(agent, client=client)
+        if not agent.enrolled:
+            return [
+                fail(
+                    "the enrollment, request 1 of 60 in a minute, was refused",
+                    "MS-LIM-5",
+                    expected="a Receipt",
+                    actual=ans.brief(),
+                )
+            ]
+        return await _beyond_the_rate(ctx, client, agent)
+
+
+async def _beyond_the_rate(
+    ctx: ManagerContext, client: httpx.AsyncClient, agent: SimAgent
+) -> list[Finding]:
     first_id, template = agent.report()
     sent = [(first_id, template)]
-    for n in range(59):  # the same report under new ids: cheap to build
+    for n in range(PER_MINUTE - 2):  # the same report under new ids: cheap to build
         rid = str(uuid.uuid4())
         sent.append(
             (
@@ -206,7 +244,9 @@ async def rate_limit(ctx: ManagerContext) -> list[Finding]:
                 ),
             )
         )
-    answers = await asyncio.gather(*(ctx.send(agent, b, what="rate") for _, b in sent))
+    answers = await asyncio.gather(
+        *(ctx.send(agent, b, what="rate", client=client) for _, b in sent)
+    )
     refused = [
         (b, a) for (_, b), a in zip(sent, answers, strict=True) if a.receipt_status != "accepted"
     ]
@@ -215,9 +255,10 @@ async def rate_limit(ctx: ManagerContext) -> list[Finding]:
         b, a = refused[0]
         out.append(
             fail(
-                f"{len(refused)} of 60 reports in one minute were not accepted",
+                f"{len(refused)} of {len(sent)} reports after the enrollment (60 requests in "
+                "one minute) were not accepted",
                 "MS-LIM-5",
-                expected="60 Receipts accepted",
+                expected=f"{len(sent)} Receipts accepted",
                 actual=a.brief(),
                 excerpt=evidence(b, a),
             )
@@ -231,27 +272,19 @@ async def rate_limit(ctx: ManagerContext) -> list[Finding]:
     while limited is None and count < ctx.rate_probe:
         batch = await asyncio.gather(
             *(
-                post(
-                    ctx.client,
-                    ctx.url,
-                    REPORTS_PATH,
-                    probe,
-                    signature=sig,
-                    content_type="text/plain",
-                )
+                post(client, ctx.url, REPORTS_PATH, probe, signature=sig, content_type="text/plain")
                 for _ in range(20)
             )
         )
         count += len(batch)
         limited = next((a for a in batch if a.status == 429), None)
+    total = count + PER_MINUTE
     if limited is None:
-        out.append(
-            ok(f"60 reports accepted; no limit within {count + 60} requests (MAY)", "MS-LIM-5")
-        )
+        out.append(ok(f"60 requests accepted; no limit within {total} requests (MAY)", "MS-LIM-5"))
         out.append(not_tested("the manager never answered 429 or 503", "MS-HTTP-9"))
         return out
     ctx._log("beyond the rate limit", probe, limited)
-    out.append(expect_code("MS-LIM-5", f"request {count + 60} in a burst", probe, limited, 4001))
+    out.append(expect_code("MS-LIM-5", f"request {total} in a burst", probe, limited, 4001))
     problem = retry_after_problem(limited)
     for req in ("MS-LIM-5", "MS-HTTP-9"):
         if problem:
@@ -259,7 +292,7 @@ async def rate_limit(ctx: ManagerContext) -> list[Finding]:
         else:
             out.append(
                 ok(
-                    f"429 after {count + 60} requests with Retry-After "
+                    f"429 after {total} requests with Retry-After "
                     f"{limited.headers.get('retry-after')} s",
                     req,
                 )
@@ -269,17 +302,20 @@ async def rate_limit(ctx: ManagerContext) -> list[Finding]:
 
 @check("MS-LIM-6", "MS-HTTP-9", classes=HTTP, role="manager", timeout=120)
 async def failed_enrollments_limited(ctx: ManagerContext) -> list[Finding]:
-    """Enrollments with unknown tokens from one address: 4001 with Retry-After within 40."""
+    """Enrollments with unknown tokens from one address (of its own): the first
+    ENROLL_FAILURES_MIN get their own refusal, not 4001; then 4001 with Retry-After within 40."""
     limited: Answer | None = None
     body = b""
-    for n in range(40):
-        agent = SimAgent()
-        body = agent.enrollment("Q" * 20 + f"{n:04d}" + "x" * 8)
-        ans = await post(ctx.client, ctx.url, ENROLL_PATH, body, signature=agent.sign(body))
-        if ans.status == 429:
-            limited = ans
-            ctx._log("failed enrollments beyond the limit", body, ans)
-            break
+    out: list[Finding] = []
+    async with ctx.raw_client() as client:
+        for n in range(40):
+            agent = SimAgent()
+            body = agent.enrollment("Q" * 20 + f"{n:04d}" + "x" * 8)
+            ans = await post(client, ctx.url, ENROLL_PATH, body, signature=agent.sign(body))
+            if ans.status == 429:
+                limited = ans
+                ctx._log("failed enrollments beyond the limit", body, ans)
+                break
     if limited is None:
         return [
             fail(
@@ -289,7 +325,17 @@ async def failed_enrollments_limited(ctx: ManagerContext) -> list[Finding]:
                 actual=ans.brief(),
             )
         ]
-    out = [expect_code("MS-LIM-6", f"failed enrollment {n + 1}", body, limited, 4001)]
+    if n < ENROLL_FAILURES_MIN:
+        out.append(
+            fail(
+                f"limited after {n} failed enrollments, fewer than {ENROLL_FAILURES_MIN}",
+                "MS-LIM-6",
+                expected=f"at least {ENROLL_FAILURES_MIN} failed attempts answered as such",
+                actual=limited.brief(),
+                excerpt=evidence(body, limited),
+            )
+        )
+    out.append(expect_code("MS-LIM-6", f"failed enrollment {n + 1}", body, limited, 4001))
     problem = retry_after_problem(limited)
     out.append(
         fail(problem, "MS-HTTP-9", excerpt=evidence(body, limited))
@@ -322,7 +368,7 @@ def _loopback_host(url: str) -> str | None:
         return None
 
 
-@check("MS-HTTP-16", classes=HTTP, role="manager")
+@check("MS-HTTP-16", "MS-CONF-9", classes=HTTP, role="manager")
 async def signature_not_address(ctx: ManagerContext) -> list[Finding]:
     """Reports of one agent from another source address or proxy header are accepted."""
     agent = await ctx.main_agent()
@@ -337,9 +383,10 @@ async def signature_not_address(ctx: ManagerContext) -> list[Finding]:
             rid2, body2 = agent.report()
             ans2 = await post(client, ctx.url, REPORTS_PATH, body2, signature=agent.sign(body2))
         ctx._log(f"from {other}", body2, ans2)
-        out.append(
-            expect_receipt("MS-HTTP-16", f"sent from {other}", body2, ans2, "accepted", rid2)
-        )
+        for req in ("MS-HTTP-16", "MS-CONF-9"):
+            out.append(expect_receipt(req, f"sent from {other}", body2, ans2, "accepted", rid2))
+    else:
+        out.append(not_tested("the manager is not on a loopback address", "MS-CONF-9"))
     return out
 
 

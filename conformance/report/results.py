@@ -1,7 +1,9 @@
 """Results of a conformance run: terminal summary, JUnit XML, HTML certification report.
 
 All three show the same thing: per requirement of the claimed classes, PASS / FAIL / NOT TESTED
-with evidence. The exit code is non-zero when a MUST requirement of a claimed class failed.
+/ ERROR (harness trouble: no verdict) with evidence, the counts per claimed class and the run's
+duration. The exit code is 1 when a MUST requirement of a claimed class failed, else 3 when the
+harness met trouble (ERROR) or the run was interrupted: it then concluded nothing about those.
 """
 
 from __future__ import annotations
@@ -35,10 +37,22 @@ class Run:
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     seconds: float = 0.0
     not_implemented: dict[str, str] = field(default_factory=dict)
+    interrupted: bool = False  # stopped before every check ran (Ctrl-C): results so far
 
     @property
     def counts(self) -> Counter[str]:
         return Counter(r.status.value for r in self.results)
+
+    def per_class(self) -> dict[str, Counter[str]]:
+        """Per claimed class, its requirements' statuses counted."""
+        return {
+            cls: Counter(r.status.value for r in self.results if cls in r.classes)
+            for cls in self.classes
+        }
+
+    @property
+    def errors(self) -> list[RequirementResult]:
+        return [r for r in self.results if r.status is Status.ERROR]
 
     @property
     def failed_must(self) -> list[RequirementResult]:
@@ -46,12 +60,17 @@ class Run:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed_must else 0
+        if self.failed_must:
+            return 1
+        return 3 if self.errors or self.interrupted else 0
 
     @property
     def verdict(self) -> str:
         if self.failed_must:
             return "NOT CONFORMANT"
+        if self.errors or self.interrupted:
+            why = "interrupted" if self.interrupted else f"{len(self.errors)} harness errors"
+            return f"INCOMPLETE ({why}: no verdict on those requirements)"
         if any(r.status is Status.FAIL for r in self.results):
             return "CONFORMANT WITH DEVIATIONS (SHOULD/MAY)"
         return "CONFORMANT (for the requirements tested)"
@@ -67,6 +86,7 @@ def summary(run: Run, *, color: bool = False) -> str:
         Status.PASS: ("\x1b[32m", "\x1b[0m"),
         Status.FAIL: ("\x1b[31m", "\x1b[0m"),
         Status.NOT_TESTED: ("\x1b[33m", "\x1b[0m"),
+        Status.ERROR: ("\x1b[35m", "\x1b[0m"),
     }
     lines = [
         f"MeterSync conformance: {run.role} {run.target}",
@@ -78,15 +98,26 @@ def summary(run: Run, *, color: bool = False) -> str:
         if color:
             word = paint[st][0] + word + paint[st][1]
         lines.append(f"{word} {r.id:<12} {r.level:<6} {_one_line(r.evidence, 90)}")
-    c = run.counts
+    for cls, c in run.per_class().items():
+        lines.append(f"  {cls:<16} {_counted(c)}")
     lines.append(
-        f"{len(run.results)} requirements: {c.get('PASS', 0)} pass, {c.get('FAIL', 0)} fail, "
-        f"{c.get('NOT TESTED', 0)} not tested ({run.seconds:.1f} s) — {run.verdict}"
+        f"{len(run.results)} requirements: {_counted(run.counts)} "
+        f"({_duration(run.seconds)}) — {run.verdict}"
     )
     for cls, reason in run.not_implemented.items():
         if cls in run.classes:
             lines.append(f"  {cls}: not tested — {reason}")
     return "\n".join(lines)
+
+
+def _counted(c: Counter[str]) -> str:
+    text = f"{c.get('PASS', 0)} pass, {c.get('FAIL', 0)} fail, {c.get('NOT TESTED', 0)} not tested"
+    return text + (f", {c['ERROR']} harness errors" if c.get("ERROR") else "")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{seconds:.1f} s" if seconds < 60 else f"{minutes} min {secs:02d} s"
 
 
 def junit(run: Run) -> bytes:
@@ -96,7 +127,7 @@ def junit(run: Run) -> bytes:
         tests=str(len(run.results)),
         failures=str(run.counts.get("FAIL", 0)),
         skipped=str(run.counts.get("NOT TESTED", 0)),
-        errors="0",
+        errors=str(run.counts.get("ERROR", 0)),
         time=f"{run.seconds:.3f}",
         timestamp=run.started.strftime("%Y-%m-%dT%H:%M:%S"),
         hostname=platform.node(),
@@ -108,6 +139,13 @@ def junit(run: Run) -> bytes:
         ("version", run.version),
         ("classes", ",".join(run.classes)),
         ("target", run.target),
+        ("duration", f"{run.seconds:.1f}"),
+        ("interrupted", str(run.interrupted).lower()),
+        *(
+            (f"class.{cls}.{status.lower().replace(' ', '-')}", str(c.get(status, 0)))
+            for cls, c in run.per_class().items()
+            for status in ("PASS", "FAIL", "NOT TESTED", "ERROR")
+        ),
     ):
         ET.SubElement(props, "property", name=k, value=v)
     for r in run.results:
@@ -126,6 +164,10 @@ def junit(run: Run) -> bytes:
                 f"{v.excerpt or ''}"
                 for v in bad
             )
+        elif r.status is Status.ERROR:
+            bad = [v for v in r.verdicts if v.status is Status.ERROR]
+            el = ET.SubElement(case, "error", message=_one_line(bad[0].summary, 300))
+            el.text = "\n".join(f"[{v.check}] {v.summary}" for v in bad)
         elif r.status is Status.NOT_TESTED:
             ET.SubElement(case, "skipped", message=_one_line(r.evidence, 300))
         out = [f"{v.status.value} [{v.check}] {v.summary}" for v in r.verdicts]
@@ -146,7 +188,12 @@ def html(run: Run) -> str:
     for r in run.results:
         areas.setdefault(r.id.rsplit("-", 1)[0], []).append(r)
     return env.get_template("report.html.j2").render(
-        run=run, areas=areas, counts=run.counts, Status=Status
+        run=run,
+        areas=areas,
+        counts=run.counts,
+        per_class=run.per_class(),
+        duration=_duration(run.seconds),
+        Status=Status,
     )
 
 

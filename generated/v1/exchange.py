@@ -25,13 +25,15 @@ class Capability(Enum):
     CHANNEL_LONGPOLL = "channel-longpoll"
     UPDATE = "update"
     SNMPV3 = "snmpv3"
+    TRAP = "trap"
 
 
 @dataclass(kw_only=True)
 class ErrorLocation:
     """
-    Where in the refused document the problem is: line and column (1-based)
-    and the path of the element.
+    Where in the refused document the problem is: line and column, both
+    1-based (a sender that does not know the column omits it: 0 is no
+    column), and the path of the element.
     """
 
     line: None | int = field(

@@ -547,14 +547,17 @@ def _per_device(ctx: AgentContext, req: str, judge: Any) -> list[Finding]:
         name = f"{dev.recording.name} ({dev.host}, {phase})"
         if problems:
             what, expected, actual = problems[0]
-            more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+            more = f" (+{len(problems) - 1} more, below)" if len(problems) > 1 else ""
+            # Every problem is named in the evidence, not only the first.
+            others = "".join(f"\n- {w}: expected {e}, got {a}" for w, e, a in problems[1:])
+            snapshot = _snapshot_xml(rep, snap.identity.device_key) or ""
             out.append(
                 fail(
                     f"{name}: {what}{more}",
                     req,
                     expected=expected,
                     actual=actual,
-                    excerpt=_snapshot_xml(rep, snap.identity.device_key),
+                    excerpt=(f"further problems:{others}\n\n" if others else "") + snapshot,
                 )
             )
         else:
@@ -622,8 +625,12 @@ def _counter_problems(dev: Device, snap: Any) -> dict[str, list[tuple[str, str, 
     for t in dev.recording.counters():
         label = f"counter {t['kind']} {t['oid']} ({t['source']})"
         same = [c for c in snap.counter if (c.oid, c.source) == (str(t["oid"]), str(t["source"]))]
-        # One OID may carry several counters (Brother's binary records): match the kind first.
-        c = next((x for x in same if _name(x.kind) == t["kind"]), same[0] if same else None)
+        # One OID may carry several counters (Brother's binary records): match the kind (and
+        # the label, where the truth gives one) first.
+        c = next(
+            (x for x in same if _name(x.kind) == t["kind"] and t.get("label") in (None, x.label)),
+            None,
+        ) or next((x for x in same if _name(x.kind) == t["kind"]), same[0] if same else None)
         if c is None:
             have = ", ".join(f"{_name(x.kind)}@{x.oid}" for x in snap.counter) or "no counters"
             probs["MS-DEV-12"].append((f"{label} missing", label, have))
