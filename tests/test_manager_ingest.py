@@ -181,6 +181,21 @@ def test_check_report_signer_and_skew() -> None:
     assert code(exc) == 2004
 
 
+def test_old_key_reports_carry_only_readings_before_the_rotation() -> None:
+    """Issue 9, case 7 (MS-SEC-20): a stolen superseded key, createdAt before the rotation but
+    polledAt after it, cannot inject current readings; a late report of older readings can."""
+    a = TestAgent()
+    rotated = NOW + timedelta(hours=1)
+    stolen = ingest.read_report(
+        a.report([Dev("sn:hp:1", polled_at=rotated + timedelta(seconds=5))], created_at=NOW)
+    )
+    with pytest.raises(ProtocolError) as exc:
+        ingest.check_report(stolen, a.agent_id, rotated, key_superseded_at=rotated)
+    assert code(exc) == 2003
+    late = ingest.read_report(a.report([Dev("sn:hp:1", polled_at=NOW)], created_at=NOW))
+    ingest.check_report(late, a.agent_id, rotated, key_superseded_at=rotated)
+
+
 def test_receipt_is_a_valid_document() -> None:
     r = ingest.receipt(str(uuid.uuid4()), str(uuid.uuid4()), True, NOW, 0)
     back = xml_edge.parse_message(xml_edge.to_bytes(r)).obj
