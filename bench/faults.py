@@ -24,6 +24,8 @@ ATTEMPTS: list[tuple[str, str, list[str]]] = [
      ["tests/test_manager_ingest.py::test_counters_keep_the_whole_unsigned_long_range"]),
     ("1", "existing counters migrate to the offset encoding",
      ["tests/test_manager_ingest.py::test_migration_8_offsets_the_stored_counters"]),
+    ("4", "4 never-ending bodies from one address (cap 2 of 16): it gets 429, another address 200",
+     ["tests/test_manager_http.py::test_slow_bodies_from_one_address_leave_room_for_others"]),
     ("6", "duplicated agent= is 2001; 100 rotated names never accepted, own budget kept",
      ["tests/test_manager_http.py::test_rate_limit_cannot_be_dodged_by_rotating_names"]),
     ("7", "superseded key: createdAt before the rotation, polledAt after it is 2003",
@@ -36,7 +38,7 @@ ATTEMPTS: list[tuple[str, str, list[str]]] = [
 OPEN = {
     "2": "full disk counted, delivery never stops, recovers",
     "3": "corrupt outbox quarantined and salvaged, new sequence epoch",
-    "4": "slow unauthenticated bodies bounded per address and overall",
+    "4": "body-read timeout in seconds; a reserve for known agents across many addresses",
     "5": "unknown agents refused before inflating; inflate budgets",
     "8": "bounded DB waits (4002 + Retry-After), /healthz DB state, parse off the loop",
 }

@@ -73,6 +73,7 @@ def _client_key() -> tuple[str, str]:
 
 
 DEVICES = "/api/v1/devices/"
+ADDRESS_SHARE = 8  # one client address holds at most 1/8 of the requests in progress
 
 
 def _rate_limited(what: str, seconds: int) -> ProtocolError:
@@ -165,6 +166,8 @@ def create_app(
     app.config["BODY_TIMEOUT"] = 120
     executor: ThreadPoolExecutor | None = None  # one per serving (lifespan) period
     in_flight = 0
+    per_address: dict[str, int] = {}  # requests in progress per client address (MS-LIM-8)
+    address_cap = max(1, max_in_flight // ADDRESS_SHARE)
     rate = RateLimiter(rate_limit)  # MS-LIM-5: requests per agent per minute
     enroll_fails = FailureWindow(enroll_failures)  # MS-LIM-6: per client address
 
@@ -195,15 +198,17 @@ def create_app(
             return error_response(
                 _rate_limited(f"more than {rate_limit} requests per minute", wait)
             )
+        busy = None
         if in_flight >= max_in_flight:
+            busy = f"{in_flight} messages are being processed"
+        elif per_address.get(addr, 0) >= address_cap:  # one address never takes every slot
+            busy = f"{address_cap} messages from {addr} are being processed"
+        if busy:
             return error_response(
-                ProtocolError(
-                    "RATE_LIMITED",
-                    f"{in_flight} messages are being processed; retry later",
-                    retry_after=RETRY_AFTER_BUSY,
-                )
+                ProtocolError("RATE_LIMITED", f"{busy}; retry later", retry_after=RETRY_AFTER_BUSY)
             )
         in_flight += 1
+        per_address[addr] = per_address.get(addr, 0) + 1
         try:
             return await handler()
         except ProtocolError as exc:
@@ -228,6 +233,10 @@ def create_app(
             )
         finally:
             in_flight -= 1
+            if per_address[addr] <= 1:
+                del per_address[addr]
+            else:
+                per_address[addr] -= 1
 
     @app.post("/v1/enroll")
     async def enroll() -> Response:

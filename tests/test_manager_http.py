@@ -438,6 +438,37 @@ def test_rate_limit_cannot_be_dodged_by_rotating_names(store: Store) -> None:  #
         assert 429 in honest  # its own budget was not escaped
 
 
+def test_slow_bodies_from_one_address_leave_room_for_others(store: Store) -> None:  # noqa: F811
+    """Issue 9, case 4 (MS-LIM-8): never-ending bodies from one address fill at most its share
+    of the requests in progress; an agent at another address is still served."""
+    import socket
+
+    with Server(store, max_in_flight=16) as server:
+        host, port = server.url.split("//")[1].rsplit(":", 1)
+        held = []
+        try:
+            for _ in range(4):  # 16 // 8 = 2 slots for this address; the rest is refused
+                s = socket.create_connection((host, int(port)), timeout=10)
+                s.sendall(
+                    b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/"
+                    b"vnd.metersync+xml\r\nContent-Length: 100000\r\n\r\n<"
+                )
+                held.append(s)
+            time.sleep(0.5)
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                r = client.post(
+                    "/v1/reports", content=b"<x/>", headers={"Content-Type": "text/xml"}
+                )
+                assert_error(r, 429, 4001)  # this address is at its share
+            elsewhere = httpx.HTTPTransport(local_address="127.0.0.2")
+            with httpx.Client(base_url=server.url, timeout=30, transport=elsewhere) as other:
+                agent = enroll(other, store)
+                assert post_report(other, agent, agent.report([])).status_code == 200
+        finally:
+            for s in held:
+                s.close()
+
+
 def test_device_key_with_a_slash(client: httpx.Client, store: Store) -> None:  # noqa: F811
     agent = enroll(client, store)
     key = "sys:1.3.6.1.4.1.11/ab?c#d%20"
