@@ -30,6 +30,8 @@ ATTEMPTS: list[tuple[str, str, list[str]]] = [
      ["tests/test_manager_http.py::test_rate_limit_cannot_be_dodged_by_rotating_names"]),
     ("7", "superseded key: createdAt before the rotation, polledAt after it is 2003",
      ["tests/test_manager_ingest.py::test_old_key_reports_carry_only_readings_before_the_rotation"]),
+    ("8", "PostgreSQL table locked from a second connection: 4002 + Retry-After in seconds",
+     ["tests/test_manager_http.py::test_a_locked_database_answers_4002_within_seconds"]),
     ("9", "multi-member gzip accepted; trailing garbage 1010; 11 MB text node judged by XSD",
      ["tests/test_manager_http.py::test_multi_member_gzip_and_a_big_text_node"]),
     ("9", "device key ending in /latest fetched as itself",
@@ -40,7 +42,7 @@ OPEN = {
     "3": "corrupt outbox quarantined and salvaged, new sequence epoch",
     "4": "body-read timeout in seconds; a reserve for known agents across many addresses",
     "5": "unknown agents refused before inflating; inflate budgets",
-    "8": "bounded DB waits (4002 + Retry-After), /healthz DB state, parse off the loop",
+    "8": "/healthz under a lock of other tables; parse and validate off the event loop",
 }
 
 

@@ -25,6 +25,7 @@ from test_manager_support import (  # noqa: F401
     free_port,
     new_token,
     parse_xml,
+    pg_schema,
     store,
 )
 
@@ -467,6 +468,38 @@ def test_slow_bodies_from_one_address_leave_room_for_others(store: Store) -> Non
         finally:
             for s in held:
                 s.close()
+
+
+def test_a_locked_database_answers_4002_within_seconds() -> None:
+    """Issue 9, case 8: PostgreSQL locked from a second connection; ingest answers 4002 with
+    Retry-After within the lock timeout (not after the lock is gone), and everything works
+    again once the lock is released."""
+    import psycopg
+
+    from metersync_manager import store as store_module
+
+    with pg_schema() as url:
+        s = Store(url)
+        s.migrate()
+        schema = url.rsplit("%3D", 1)[1]
+        try:
+            with Server(s) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+                agent = enroll(client, s)
+                raw = agent.report([Dev("sn:hp:locked", polled_at=NOW)])
+                conninfo = url.split("?")[0].replace("postgresql+psycopg://", "postgresql://")
+                with psycopg.connect(conninfo) as locker:
+                    locker.execute(f'LOCK TABLE "{schema}".reports IN ACCESS EXCLUSIVE MODE')
+                    t0 = time.monotonic()
+                    r = post_report(client, agent, raw)
+                    waited = time.monotonic() - t0
+                    assert_error(r, 503, 4002)
+                    assert int(r.headers["Retry-After"]) >= 1
+                    assert waited < store_module.LOCK_TIMEOUT_MS / 1000 * 3
+                    locker.rollback()
+                assert post_report(client, agent, raw).status_code == 200
+                assert client.get("/healthz").status_code == 200
+        finally:
+            s.close()
 
 
 def test_device_key_with_a_slash(client: httpx.Client, store: Store) -> None:  # noqa: F811
