@@ -24,7 +24,7 @@ ATTEMPTS: list[tuple[str, str, list[str]]] = [
      ["tests/test_manager_ingest.py::test_counters_keep_the_whole_unsigned_long_range"]),
     ("1", "existing counters migrate to the offset encoding",
      ["tests/test_manager_ingest.py::test_migration_8_offsets_the_stored_counters"]),
-    ("4", "4 never-ending bodies from one address (cap 2 of 16): it gets 429, another address 200",
+    ("4", "5 never-ending bodies from one address (cap 4 of 16): it gets 429, another address 200",
      ["tests/test_manager_http.py::test_slow_bodies_from_one_address_leave_room_for_others"]),
     ("6", "duplicated agent= is 2001; 100 rotated names never accepted, own budget kept",
      ["tests/test_manager_http.py::test_rate_limit_cannot_be_dodged_by_rotating_names"]),

@@ -448,7 +448,7 @@ def test_slow_bodies_from_one_address_leave_room_for_others(store: Store) -> Non
         host, port = server.url.split("//")[1].rsplit(":", 1)
         held = []
         try:
-            for _ in range(4):  # 16 // 8 = 2 slots for this address; the rest is refused
+            for _ in range(5):  # 16 // 4 = 4 slots for this address; the rest is refused
                 s = socket.create_connection((host, int(port)), timeout=10)
                 s.sendall(
                     b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/"
