@@ -1,7 +1,8 @@
 """The manager's tables (SQLAlchemy Core) and their migrations.
 
 Times are stored as UTC without a time zone, the same in SQLite and PostgreSQL. Counter values
-are signed 64-bit integers (a value above 2^63-1 is refused at ingest with 3001).
+(xs:unsignedLong) are stored offset-encoded in signed 64-bit columns: stored = value - 2^63
+(`billing.enc`/`billing.dec`), in `counters` as in `counter_reads`.
 
 Migrations: `schema_version` holds the applied version. A fresh database gets the tables of
 this module and is stamped `SCHEMA_VERSION`; an older one runs the steps of `MIGRATIONS` above
@@ -441,7 +442,7 @@ CONSOLE_INDEXES = (
     Index("ix_device_state_status", device_state.c.device_status),
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def _v2_mail_refusals(conn: Connection) -> None:
@@ -538,6 +539,13 @@ def _v7_console(conn: Connection) -> None:
     state.backfill(conn)
 
 
+def _v8_counter_range(conn: Connection) -> None:
+    """Raw counters offset-encoded like counter_reads (the full xs:unsignedLong range);
+    written as two steps so that no literal leaves the signed 64-bit range."""
+    for col in ("value", "previous"):
+        conn.execute(text(f"UPDATE counters SET {col} = ({col} - 9223372036854775807) - 1"))
+
+
 # version → the step that turns version-1 into version.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_mail_refusals,
@@ -546,4 +554,5 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     5: _v5_staleness,
     6: _v6_tenancy,
     7: _v7_console,
+    8: _v8_counter_range,
 }
