@@ -170,7 +170,9 @@ class Line:
     def days(self, now: datetime) -> float | None:
         if self.prev is None or self.last is None or self.last[1] >= self.prev[1]:
             return None
-        per_day = (self.prev[1] - self.last[1]) / ((self.last[0] - self.prev[0]).total_seconds() / 86400)
+        per_day = (self.prev[1] - self.last[1]) / (
+            (self.last[0] - self.prev[0]).total_seconds() / 86400
+        )
         return max(0.0, self.last[1] / per_day - (now - self.last[0]).total_seconds() / 86400)
 
 

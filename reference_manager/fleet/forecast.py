@@ -1,10 +1,10 @@
 """Supply forecasts, sans-IO: cartridge lives and "days until empty" with a confidence.
 
 Input is one supply's history, oldest first: `Obs(at, level, pages)`, the level in percent
-(None for the Printer-MIB's -2 unknown and -3 "some remaining") and the device's total page
+(None for the Printer-MIB's -2 unknown, -3 "some remaining") and the device's total page
 counter (None when not read). `LifeTracker` takes observations one by one and keeps, per
-cartridge life, a thinned series (a point when the level moves 2 points, or once a day) and the pages
-printed per calendar day, so a forecast costs the same whatever the history's length.
+cartridge life, a thinned series (a point when the level moves 2 points, or once a day) and
+the pages printed per calendar day, so a forecast costs the same whatever the history's length.
 
 * A new cartridge life starts when the level rises JUMP points above the lowest level of the
   current life and the next known level confirms it (a shaken cartridge or a bouncing level
