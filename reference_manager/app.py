@@ -29,6 +29,8 @@ from metersync.xml_edge import MEDIA_TYPE
 from metersync_manager import channel, ingest
 from metersync_manager.accept import accept_report
 from metersync_manager.extract import utc_naive
+from metersync_manager.fleet import api as fleet_api
+from metersync_manager.fleet.service import FleetConfig
 from metersync_manager.limits import FailureWindow, RateLimiter
 from metersync_manager.store import Store, iso
 
@@ -225,6 +227,7 @@ def create_app(
     channel_hold: float = channel.POLL_HOLD,
     rate_limit: int = 600,
     enroll_failures: int = 10,
+    fleet: FleetConfig | None = None,
 ) -> Quart:
     """The manager as an ASGI app over an opened (migrated) store."""
     app = Quart("metersync_manager")
@@ -460,8 +463,8 @@ def create_app(
         found = await run(store.devices, device_key)
         return found[0] if found else problem(404, "no such device")
 
-    @app.get("/api/v1/alerts")
-    async def list_alerts() -> dict[str, Any]:
+    @app.get("/api/v1/printer-alerts")
+    async def list_printer_alerts() -> dict[str, Any]:
         key = _key_param("deviceKey")
         start, end = _time_param("from"), _time_param("to")
         limit = _int_param("limit", 100, 1, 1000)
@@ -484,4 +487,5 @@ def create_app(
             "lines": lines,
         }
 
+    fleet_api.register(app, store, run=run, clock=clock, config=fleet or FleetConfig())
     return app
