@@ -152,10 +152,17 @@ def test_alerts_are_scoped_and_acknowledged_by_whom(store: Store) -> None:  # no
     (a,) = s.alerts("printer-error")
     now = s.now
     with store._write() as conn:
-        conn.execute(m.customers.insert().values(customer_id="acme", name="Acme", created_at=now.replace(tzinfo=None)))
+        conn.execute(
+            m.customers.insert().values(
+                customer_id="acme", name="Acme", created_at=now.replace(tzinfo=None)
+            )
+        )
     other = Scope(DEALER_STAFF, frozenset({"acme"}), "bob")
     viewer = Scope(CUSTOMER_VIEWER, frozenset({"default"}), "carol")
-    assert alerts.list_alerts(store, other) == [] and alerts.get_alert(store, other, a["alertId"]) is None
+    assert (
+        alerts.list_alerts(store, other) == []
+        and alerts.get_alert(store, other, a["alertId"]) is None
+    )
     assert alerts.acknowledge(store, other, a["alertId"], now) is None  # out of scope: 404
     with pytest.raises(PermissionError):
         alerts.acknowledge(store, viewer, a["alertId"], now)
@@ -256,6 +263,14 @@ def test_agent_rules() -> None:
         ("agent-outbox", "dropped", "critical"),
         ("licence", "", "warning"),
     }
+    a.licence_state = "missing"  # an agent without a licence: only when the dealer asks
+    assert not [
+        c for c in rules.agent_conditions(a, now, rules.DEFAULTS.get) if c.rule == "licence"
+    ]
+    on = {**rules.DEFAULTS, "licence": {"enabled": True, "missing": True}}
+    assert [c.severity for c in rules.agent_conditions(a, now, on.get) if c.rule == "licence"] == [
+        "critical"
+    ]
 
 
 def test_webhook_signature_is_hmac_over_timestamp_and_body() -> None:

@@ -43,6 +43,8 @@ class Evaluator:
         self.store = store
         self.clock = clock
         self.settle = settle
+        # Silence counts from the manager's start: its own downtime is no agent's silence.
+        self.started = utc_naive(clock())
 
     def _locked(self, conn: Connection) -> bool:
         if self.store.dialect != "postgresql":
@@ -301,7 +303,7 @@ class Evaluator:
             if not cfg["enabled"] or interval is None:
                 continue
             window = now - cfg["intervals"] * interval
-            if x.last_complete_at is not None and x.last_complete_at >= window:
+            if window < self.started or (x.last_complete_at and x.last_complete_at >= window):
                 continue
             reason = "partial" if x.last_seen >= window else "missing"
             conds.append(rules.device_silent(x.device_key, reason, x.last_complete_at))
@@ -314,10 +316,11 @@ class Evaluator:
         conds, customers = [], {}
         for a in rows:
             customers[a.agent_id] = a.customer_id
+            seen = None if a.last_seen_at is None else max(a.last_seen_at, self.started)
             state = rules.AgentState(
                 a.agent_id,
                 a.customer_id,
-                a.last_seen_at,
+                seen,
                 intervals.get(a.agent_id),
                 a.queue_depth,
                 a.dropped_reports,

@@ -22,7 +22,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "device-silent": {"enabled": True, "intervals": 3},
     "agent-silent": {"enabled": True, "intervals": 3},
     "agent-outbox": {"enabled": True, "queueDepth": 100},
-    "licence": {"enabled": True},
+    "licence": {"enabled": True, "missing": False},  # missing: alert agents without one
     "printer-error": {"enabled": True},
     "counter-reset": {"enabled": True, "hours": 24},
     "replaced-early": {"enabled": True, "threshold": 20, "hours": 168},
@@ -354,7 +354,8 @@ def agent_conditions(a: AgentState, now: datetime, setting: Any) -> list[Conditi
             )
         )
     lic = setting("licence")
-    if lic["enabled"] and a.licence_state in ("expiring", "expired", "missing", "invalid"):
+    bad = ("expiring", "expired", "invalid", *(("missing",) if lic["missing"] else ()))
+    if lic["enabled"] and a.licence_state in bad:
         out.append(
             Condition(
                 "licence",
