@@ -29,12 +29,12 @@ T0 = datetime(2026, 11, 2, 6, tzinfo=UTC)  # a Monday
 class Story:
     """One agent reporting to a store at times of the story; the evaluator on the same clock."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.agent = enrolled(store)
+    def __init__(self, db: Store) -> None:
+        self.store = db
+        self.agent = enrolled(db)
         self.now = T0
         self.seq = 0
-        self.ev = Evaluator(store, lambda: self.now)
+        self.ev = Evaluator(db, lambda: self.now)
 
     def report(self, *devs: Dev) -> None:
         self.seq += 1
@@ -180,8 +180,8 @@ def test_alerts_are_scoped_and_acknowledged_by_whom(store: Store) -> None:  # no
     assert events == []  # no target: nothing queued
 
 
-def _queue(store: Store) -> list[Any]:
-    with store._read() as conn:
+def _queue(db: Store) -> list[Any]:
+    with db._read() as conn:
         return list(conn.execute(m.notifications.select().order_by(m.notifications.c.id)))
 
 

@@ -21,8 +21,8 @@ from metersync_manager.scope import ADMIN
 from metersync_manager.store import Store
 
 
-def _deliveries(store: Store) -> list[dict[str, Any]]:
-    return notify.deliveries(store, ADMIN, 1000)
+def _deliveries(db: Store) -> list[dict[str, Any]]:
+    return notify.deliveries(db, ADMIN, 1000)
 
 
 def test_webhook_retries_then_is_disabled_and_enabled_again(store: Store) -> None:  # noqa: F811
@@ -79,7 +79,7 @@ def test_mail_immediate_digest_and_recovery(store: Store) -> None:  # noqa: F811
         notify.add_target(store, ADMIN, kind="email", address="now@example.com",
                           customer="default", now=s.now)  # fmt: skip
         notify.add_target(store, ADMIN, kind="email", address="daily@example.com",
-                          customer="default", now=s.now, mode="digest", digest_minutes=60)  # fmt: skip
+                          customer="default", now=s.now, mode="digest")  # fmt: skip
         relay = SmtpRelay("127.0.0.1", smtp.port, "metersync@example.com", "none")
         sender = Sender(store, NotifyConfig(smtp=relay), lambda: s.now)
         jam = [{"index": 1, "code": "jam", "raw": 8}]

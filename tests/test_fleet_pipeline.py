@@ -173,8 +173,11 @@ def test_alerts_orders_webhooks_and_mail_across_a_manager_restart(tmp_path: Path
                 lambda: not active("printer-error") and not active("supply-low"),
                 40,
             )
-            _wait("the recovery webhooks", lambda: sum(
-                e["type"] == "alert.resolved" for e in receiver.events(secret)) == 2, 20)  # fmt: skip
+
+            def resolved() -> int:
+                return sum(e["type"] == "alert.resolved" for e in receiver.events(secret))
+
+            _wait("the recovery webhooks", lambda: resolved() == 2, 20)
             _wait("the recovery mails", lambda: len(mailbox.mails) >= 5, 20)
             time.sleep(3)  # more polls of the healthy printer: nothing new must come
         finally:
