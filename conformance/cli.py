@@ -8,7 +8,8 @@
     metersync conformance coverage
 
 Exit codes: 0 conformant for what was tested; 1 a MUST requirement of a claimed class failed;
-2 the harness could not run (bad arguments, nothing to test).
+2 the harness could not run (bad arguments, nothing to test); 3 the run is incomplete: harness
+errors (ERROR verdicts) or interrupted (Ctrl-C: the results so far are still written).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from metersync.requirements import CLASSES, load_requirements
 from metersync_conformance import coverage
 from metersync_conformance.registry import Check, Status, Verdict, fold, run_checks, select
-from metersync_conformance.results import Run, summary, write_outputs
+from metersync_conformance.report.results import Run, summary, write_outputs
 
 MANAGER_DEFAULT = "Manager-Core,Manager-HTTP"
 AGENT_DEFAULT = "Agent-Core,Agent-HTTP"
@@ -143,20 +144,39 @@ def parse_classes(text: str, role: str) -> list[str]:
     return classes
 
 
-def _progress(quiet: bool):  # type: ignore[no-untyped-def]
-    def show(chk: Check, verdicts: list[Verdict]) -> None:
+def _progress(quiet: bool, seen: list[Verdict] | None = None):  # type: ignore[no-untyped-def]
+    """Prints a line per check done (unless quiet) and keeps its verdicts in `seen`."""
+
+    def show(chk: Check, verdicts: list[Verdict], label: str = "") -> None:
+        if seen is not None:
+            seen.extend(verdicts)
         if quiet:
             return
         st = {v.status for v in verdicts}
-        word = "FAIL" if Status.FAIL in st else "pass" if Status.PASS in st else "n/t"
+        words = ((Status.FAIL, "FAIL"), (Status.ERROR, "ERR"), (Status.PASS, "pass"))
+        word = next((w for status, w in words if status in st), "n/t")
         secs = max((v.seconds for v in verdicts), default=0.0)
         print(
-            f"  {word:<4} {chk.name} ({', '.join(chk.requirements)}) {secs:.1f}s",
+            f"  {word:<4} {f'[{label}] ' if label else ''}{chk.name} "
+            f"({', '.join(chk.requirements)}) {secs:.1f}s",
             file=sys.stderr,
             flush=True,
         )
 
+    show.labelled = True  # type: ignore[attr-defined]  # takes the scenario's label
     return show
+
+
+def interruptible(run: object, seen: list[Verdict]) -> tuple[list[Verdict], float, bool]:
+    """asyncio.run(run) → (verdicts, seconds, interrupted). On Ctrl-C, the verdicts of the
+    checks that finished (`seen`, filled by the progress callback), so results are written."""
+    start = time.monotonic()
+    try:
+        verdicts, secs = asyncio.run(run)  # type: ignore[arg-type]
+        return verdicts, secs, False
+    except KeyboardInterrupt:
+        print("interrupted: writing the results of the checks that finished", file=sys.stderr)
+        return list(seen), time.monotonic() - start, True
 
 
 def finish(run: Run, args: argparse.Namespace) -> int:
@@ -174,6 +194,7 @@ async def run_manager(
     openapi_examples: int = 5,
     only: str = "",
     skip: tuple[str, ...] = (),
+    requirements: tuple[str, ...] = (),
     progress: object = None,
     smtp: str | None = None,
     channel_command: str | None = None,
@@ -185,9 +206,11 @@ async def run_manager(
     update_platform: str = "any",
     manager_command: str | None = None,
 ) -> tuple[list[Verdict], float]:
-    from metersync_conformance.manager_checks import ManagerContext
+    from metersync_conformance.manager.core import ManagerContext
 
     checks = [c for c in select("manager", classes) if only in c.name and c.name not in skip]
+    if requirements:  # only the checks of these requirements
+        checks = [c for c in checks if set(c.requirements) & set(requirements)]
     # Failed enrollments block this address for a minute: near the end. The answer audits
     # look at everything sent before them: last.
     late = ("failed_enrollments_limited", "answers_audit", "every_answer_is_a_metersync_document")
@@ -231,7 +254,8 @@ def build_run(
 
 def cmd_manager(args: argparse.Namespace) -> int:
     classes = parse_classes(args.classes, "manager")
-    verdicts, secs = asyncio.run(
+    seen: list[Verdict] = []
+    verdicts, secs, interrupted = interruptible(
         run_manager(
             args.url,
             args.token_command,
@@ -239,7 +263,7 @@ def cmd_manager(args: argparse.Namespace) -> int:
             openapi=args.openapi,
             openapi_examples=args.openapi_examples,
             only=args.only,
-            progress=_progress(args.quiet),
+            progress=_progress(args.quiet, seen),
             smtp=args.smtp,
             channel_command=args.channel_command,
             revoke_command=args.revoke_command,
@@ -249,7 +273,8 @@ def cmd_manager(args: argparse.Namespace) -> int:
             update_command=args.update_command,
             update_platform=args.update_platform,
             manager_command=args.manager_command,
-        )
+        ),
+        seen,
     )
     run = build_run(
         "manager",
@@ -261,24 +286,27 @@ def cmd_manager(args: argparse.Namespace) -> int:
         version=args.version,
         target=args.url,
     )
+    run.interrupted = interrupted
     return finish(run, args)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from metersync_conformance.agent_harness import run_all
+    from metersync_conformance.agent.harness import run_all
 
     classes = parse_classes(args.classes, "agent")
-    verdicts, secs = asyncio.run(
+    seen: list[Verdict] = []
+    verdicts, secs, interrupted = interruptible(
         run_all(
             args.command,
             classes,
             walks=args.walks,
             keep=args.keep,
             only=args.only,
-            progress=_progress(args.quiet),
+            progress=_progress(args.quiet, seen),
             update_command=args.update_command,
             update_platform=args.update_platform,
-        )
+        ),
+        seen,
     )
     run = build_run(
         "agent",
@@ -290,6 +318,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         version=args.version,
         target=args.command,
     )
+    run.interrupted = interrupted
     return finish(run, args)
 
 

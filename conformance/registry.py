@@ -10,8 +10,11 @@ verifies, the conformance classes it belongs to and the role under test::
                      excerpt=body)]
 
 A finding without a requirement applies to every id the check declares. A check that raises
-yields a FAIL for each of its ids, with the exception as evidence: from the outside, an
-implementation that makes a check crash (no answer, an unreadable answer) did not pass it.
+never ends the run: it yields a verdict for each of its ids, with the exception as evidence.
+When the exception comes from what the implementation did (no answer, a closed connection, a
+TLS failure, an unreadable answer) the verdict is FAIL: it did not pass. Any other exception is
+a fault of the harness, not of the implementation: ERROR, shown apart, and the run fails
+without judging those requirements.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class Status(enum.StrEnum):
     PASS = "PASS"
     FAIL = "FAIL"
     NOT_TESTED = "NOT TESTED"
+    ERROR = "ERROR"  # harness trouble: no verdict on the implementation
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,15 @@ def fail(summary: str, requirement: str | None = None, **kw: Any) -> Finding:
 
 def not_tested(summary: str, requirement: str | None = None, **kw: Any) -> Finding:
     return Finding(Status.NOT_TESTED, summary, requirement, **_ev(kw))
+
+
+class PeerError(Exception):
+    """Raised by harness code when the implementation's answer makes a check impossible (an
+    enrollment refused, a document missing): a FAIL of the check's requirements."""
+
+
+def error(summary: str, requirement: str | None = None, **kw: Any) -> Finding:
+    return Finding(Status.ERROR, summary, requirement, **_ev(kw))
 
 
 def _ev(kw: dict[str, Any]) -> dict[str, Any]:
@@ -142,16 +155,11 @@ def check(
 
 def load_all() -> dict[str, Check]:
     """Import every module that registers checks; the registry, complete."""
-    from metersync_conformance import (  # noqa: F401
-        agent_checks,
-        channel_checks,
-        manager_channel_checks,
-        manager_checks,
-        manager_update_checks,
-        smtp_checks,
-        tls_checks,
-        update_checks,
-    )
+    from metersync_conformance import smtp_checks  # noqa: F401
+    from metersync_conformance.agent.checks import channel, core, tls, updates  # noqa: F401
+    from metersync_conformance.manager import channel as _mc  # noqa: F401
+    from metersync_conformance.manager import core as _m  # noqa: F401
+    from metersync_conformance.manager import updates as _mu  # noqa: F401
 
     return REGISTRY
 
@@ -188,13 +196,47 @@ async def run_check(chk: Check, ctx: Any) -> list[Verdict]:
         result = await asyncio.wait_for(chk.fn(ctx), chk.timeout)
         findings = [result] if isinstance(result, Finding) else list(result)
         if not findings:
-            findings = [fail("the check produced no verdict (a harness bug)")]
+            findings = [error("the check produced no verdict (a harness bug)")]
     except TimeoutError:
         findings = [fail(f"no conclusion within {chk.timeout:.0f} s")]
-    except Exception as exc:  # the implementation made the check impossible: not a pass
-        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        findings = [fail(f"the check could not complete: {tb}")]
+    except Exception as exc:  # never a crash: a verdict of the check's own requirements
+        findings = [_exception_finding(exc)]
     return _bind(chk, findings, time.monotonic() - start)
+
+
+def _caused_by_peer(exc: BaseException) -> bool:
+    """Does the exception come from what the implementation did (its answers, its sockets)?"""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_caused_by_peer(e) for e in exc.exceptions)
+    import subprocess
+
+    import httpx
+
+    from metersync.errors import ProtocolError
+
+    # Sockets, TLS, SMTP (OSError), HTTP, closed streams, unreadable documents, a vendor
+    # command that failed: all the implementation's doing.
+    peer = (httpx.HTTPError, OSError, EOFError, ProtocolError, UnicodeDecodeError,
+            subprocess.SubprocessError, PeerError)  # fmt: skip
+    try:
+        from websockets.exceptions import WebSocketException
+
+        peer = (*peer, WebSocketException)
+    except ImportError:  # pragma: no cover - websockets is a dependency
+        pass
+    return isinstance(exc, peer)
+
+
+def _exception_finding(exc: BaseException) -> Finding:
+    text = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    if isinstance(exc, BaseExceptionGroup):  # e.g. from schemathesis or a task group
+        inner = [traceback.format_exception_only(type(e), e)[-1].strip() for e in exc.exceptions]
+        text = f"{text}: " + "; ".join(inner[:5])
+    if _caused_by_peer(exc):
+        return fail(f"the check could not complete: {text}")
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    at = f" at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno}" if where else ""
+    return error(f"harness error{at}: {text}")
 
 
 async def run_checks(
@@ -211,7 +253,8 @@ async def run_checks(
 
 @dataclass
 class RequirementResult:
-    """All verdicts on one requirement, folded: any FAIL fails it; all PASS passes it."""
+    """All verdicts on one requirement, folded: any FAIL fails it, then any ERROR leaves it
+    unjudged; otherwise any PASS passes it."""
 
     id: str
     level: str
@@ -226,13 +269,15 @@ class RequirementResult:
         st = {v.status for v in self.verdicts}
         if Status.FAIL in st:
             return Status.FAIL
+        if Status.ERROR in st:  # no conclusion where the harness failed: not a pass
+            return Status.ERROR
         if Status.PASS in st:
             return Status.PASS
         return Status.NOT_TESTED
 
     @property
     def evidence(self) -> str:
-        order = {Status.FAIL: 0, Status.PASS: 1, Status.NOT_TESTED: 2}
+        order = {Status.FAIL: 0, Status.ERROR: 1, Status.PASS: 2, Status.NOT_TESTED: 3}
         if not self.verdicts:
             return self.reason or "no check"
         first = sorted(self.verdicts, key=lambda v: order[v.status])[0]

@@ -394,7 +394,7 @@ def _resent_after(mails: list[Any], first: Any) -> list[Any]:
 
 
 def _judge_data_reply(mails: list[Any], name: str) -> Finding:
-    from metersync_conformance.fake_relay import SCRIPT
+    from metersync_conformance.peers.mail_relay import SCRIPT
 
     _, reply, expect = SCRIPT[name]
     hit = [m for m in mails if m.script == name]
@@ -423,8 +423,8 @@ async def smtp_relay_replies(ctx: Any) -> list[Finding]:
     5xx to the data without a code: rejected area (never mailed again); 5xx to MAIL or RCPT: a
     failed attempt, so the report comes again (no sequence number is lost). The operator alert
     of the last case has no protocol element, so it is not judged."""
-    from metersync_conformance.agent_harness import sequence_gaps
-    from metersync_conformance.fake_relay import SCRIPT
+    from metersync_conformance.agent.harness import sequence_gaps
+    from metersync_conformance.peers.mail_relay import SCRIPT
 
     out: list[Finding] = []
     mails = [m for m in _mails(ctx) if m.kind == "Report"]

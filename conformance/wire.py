@@ -58,12 +58,12 @@ class SimAgent:
     def sign(self, body: bytes, agent_id: str | None = None) -> str:
         return signing.sign(self.key, body, agent_id or self.agent_id)
 
-    def enrollment(self, token: str) -> bytes:
+    def enrollment(self, token: str, created_at: datetime | None = None) -> bytes:
         msg = model.Enrollment(
             version=xml_edge.PROTOCOL_VERSION,
             message_id=str(uuid.uuid4()),
             agent_id=self.agent_id,
-            created_at=xml_time(now()),
+            created_at=xml_time(created_at or now()),
             token=token,
             software=model.SoftwareInfo(
                 vendor="MeterSync", product="conformance-harness", version="1.0"

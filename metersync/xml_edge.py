@@ -294,7 +294,8 @@ def error_message(exc: ProtocolError) -> model.Error:
     """The generated Error message for a refusal."""
     location = None
     if exc.line is not None or exc.element:
-        location = model.ErrorLocation(line=exc.line, column=exc.column, element=exc.element)
+        column = exc.column or None  # 1-based: libxml2's 0 means "unknown", never sent
+        location = model.ErrorLocation(line=exc.line or None, column=column, element=exc.element)
     return model.Error(
         version=PROTOCOL_VERSION,
         code=exc.code,

@@ -102,24 +102,48 @@ def device_key(
     return f"sys:{sys_object_id or '0.0'}:{digest}"
 
 
+def series_name(c: Counter) -> str:
+    """A counter's series identity besides its OID (MS-BILL-1): kind, unit, source, label and
+    marker. Two counters of one OID (a vendor's binary record) never share a baseline."""
+    unit = c.unit.value if c.unit is not None else ""
+    marker = "" if c.marker is None else str(c.marker)
+    return "|".join((c.kind.value, unit, c.source or "", c.label or "", marker))
+
+
 def previous_counters(counters: Iterable[Counter]) -> dict[tuple[str, str], int]:
-    """The (kind, oid) -> value map of a snapshot's counters, to feed the next `flag_decreased`."""
-    return {(c.kind.value, c.oid): c.value for c in counters}
+    """The (series name, oid) -> value map of a snapshot's counters, for `flag_decreased`."""
+    return {(series_name(c), c.oid): c.value for c in counters}
 
 
 def flag_decreased(
     counters: Iterable[Counter], previous: Mapping[tuple[str, str], int]
 ) -> list[Counter]:
-    """Mark every counter lower than its previous value (same kind and OID) as decreased.
+    """Mark every counter lower than its previous value (same series: `series_name` and OID)
+    as decreased.
 
     The counters are changed in place and the marked ones returned. A counter never seen
     before, or equal or higher, is left alone: only the decrease is an anomaly.
     """
     flagged = []
     for c in counters:
-        before = previous.get((c.kind.value, c.oid))
+        before = previous.get((series_name(c), c.oid))
         if before is not None and c.value < before:
             c.anomaly = CounterAnomaly.DECREASED
             c.previous = before
             flagged.append(c)
     return flagged
+
+
+def unique_counters(counters: list[Counter]) -> tuple[list[Counter], list[Counter]]:
+    """MS-BILL-2: the counters with distinct series identities, and the clashing rest (a
+    second counter of the same identity: the same value read twice, or a profile fault)."""
+    seen: set[tuple[str, str]] = set()
+    kept, clashes = [], []
+    for c in counters:
+        ident = (series_name(c), c.oid)
+        if ident in seen:
+            clashes.append(c)
+        else:
+            seen.add(ident)
+            kept.append(c)
+    return kept, clashes

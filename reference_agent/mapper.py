@@ -55,7 +55,7 @@ from metersync_generated.v1.device import (
     SupplyUnit,
 )
 
-from .identity import device_key, format_mac, is_junk_serial
+from .identity import device_key, format_mac, is_junk_serial, unique_counters
 from .profiles import SUPPLY_SCALES, BinarySpec, Oid, Profile, ValueSource
 
 __all__ = [
@@ -737,6 +737,16 @@ def map_snapshot(
             c, s = _binary_parts(d, p, b)
             counters += c
             supplies += s
+    counters, clashes = unique_counters(counters)
+    for c in clashes:  # MS-BILL-2: one series identity, one counter
+        r.errors.append(
+            CollectionError(
+                oid=c.oid,
+                code=CollectionErrorCode.OTHER,
+                message=f"a second {c.kind.value} counter {c.label or ''} of the same identity "
+                f"was read at {c.oid} and left out; the profile maps two values onto one series",
+            )
+        )
     status = _status(d)
     when = polled_at or datetime.now(UTC)
     return DeviceSnapshot(

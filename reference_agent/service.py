@@ -192,7 +192,7 @@ def build_report(
     licence: model.LicenceState | None = None,
 ) -> ReportBytes:
     """The signed Report for these snapshots, with counter decreases flagged (MS-DEV-13)."""
-    from metersync_agent.identity import flag_decreased  # the poller engineer's rule
+    from metersync_agent.identity import flag_decreased, series_name  # the poller's rule
 
     keep: list[tuple[str, str, str, int]] = []
     for snap in snapshots:
@@ -209,7 +209,7 @@ def build_report(
                 c.previous,
                 c.value,
             )
-        keep += [(key, c.kind.value, c.oid, c.value) for c in snap.counter]
+        keep += [(key, series_name(c), c.oid, c.value) for c in snap.counter]
     report_id = str(uuid.uuid4())
     report = model.Report(
         version=xml_edge.PROTOCOL_VERSION,

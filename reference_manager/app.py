@@ -14,25 +14,32 @@ import re
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
 from quart import Quart, Response, g, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-import metersync_generated.v1 as model
 import metersync_spec
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
 from metersync.xml_edge import MEDIA_TYPE
-from metersync_manager import channel, ingest
+from metersync_manager import api_tenancy, channel, ingest
 from metersync_manager.accept import accept_report
-from metersync_manager.extract import utc_naive
 from metersync_manager.fleet import api as fleet_api
 from metersync_manager.fleet.service import FleetConfig
 from metersync_manager.limits import FailureWindow, RateLimiter
-from metersync_manager.store import Store, iso
+from metersync_manager.params import (
+    BadParam,
+    check_key,
+    int_param,
+    key_param,
+    kind_param,
+    problem,
+    time_param,
+)
+from metersync_manager.store import Store
 
 log = logging.getLogger("metersync.manager")
 
@@ -44,17 +51,7 @@ RETRY_AFTER_BUSY = 2
 _T = TypeVar("_T")
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_DEVICE_KEY = re.compile(r"^(sn|mac|sys):[!-~]{1,250}$")
-_INT = re.compile(r"^[0-9]{1,10}$")
 _SIG_AGENT = re.compile(r'agent\s*=\s*"([^"]{1,64})"')
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)$"
-)
-COUNTER_KINDS = frozenset(k.value for k in model.CounterKind)
-
-
-class BadParam(Exception):
-    pass
 
 
 def xml_response(
@@ -82,13 +79,6 @@ def error_response(exc: ProtocolError) -> Response:
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     return xml_response(xml_edge.error_message(exc), exc.http_status, headers)
-
-
-def problem(status: int, title: str, detail: str | None = None) -> tuple[dict[str, Any], int]:
-    body: dict[str, Any] = {"status": status, "title": title}
-    if detail:
-        body["detail"] = detail
-    return body, status
 
 
 async def read_body(max_bytes: int) -> bytes:
@@ -149,70 +139,6 @@ async def _drain(budget: int) -> None:
             budget -= len(chunk)
             if budget < 0:
                 return
-
-
-def parse_time(value: str, name: str) -> datetime:
-    """An RFC 3339 query time → aware UTC; out-of-range years are clamped, never an error."""
-    m = _RFC3339.match(value)
-    if not m:
-        raise BadParam(f"{name} must be an RFC 3339 date-time with a time zone")
-    y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
-    frac = int((m.group(7) or "0")[:6].ljust(6, "0"))
-    tz = m.group(8).upper()
-    if not (1 <= mo <= 12 and 0 <= h <= 23 and 0 <= mi <= 59 and 0 <= s <= 60):
-        raise BadParam(f"{name} is not a valid date-time")
-    offset = (
-        timedelta(0)
-        if tz == "Z"
-        else (1 if tz[0] == "+" else -1) * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
-    )
-    if s == 60:  # a leap second: the last instant of that minute
-        s, frac = 59, 999999
-    try:
-        local = datetime(max(y, 1), mo, d, h, mi, s, frac)
-    except ValueError:
-        raise BadParam(f"{name} is not a valid date-time") from None
-    try:
-        return (local - offset).replace(tzinfo=UTC)
-    except OverflowError:
-        return (datetime.min if offset > timedelta(0) else datetime.max).replace(tzinfo=UTC)
-
-
-def _int_param(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not _INT.match(raw) or not lo <= int(raw) <= hi:
-        raise BadParam(f"{name} must be an integer from {lo} to {hi}")
-    return int(raw)
-
-
-def _time_param(name: str, required: bool = False) -> datetime | None:
-    raw = request.args.get(name)
-    if raw is None:
-        if required:
-            raise BadParam(f"{name} is required")
-        return None
-    return parse_time(raw, name)
-
-
-def _key_param(name: str) -> str | None:
-    raw = request.args.get(name)
-    if raw is not None and not _DEVICE_KEY.match(raw):
-        raise BadParam(f"{name} is not a device key")
-    return raw
-
-
-def _kind_param() -> str | None:
-    raw = request.args.get("kind")
-    if raw is not None and raw not in COUNTER_KINDS:
-        raise BadParam("kind is not a counter kind")
-    return raw
-
-
-def _check_key(device_key: str) -> None:
-    if not _DEVICE_KEY.match(device_key):
-        raise BadParam("not a device key")
 
 
 def create_app(
@@ -407,27 +333,29 @@ def create_app(
 
     @app.get("/api/v1/agents")
     async def list_agents() -> dict[str, Any]:
-        limit = _int_param("limit", 100, 1, 1000)
-        offset = _int_param("offset", 0, 0, 1_000_000_000)
-        return {"items": await run(store.agents, None, limit, offset)}
+        limit = int_param("limit", 100, 1, 1000)
+        offset = int_param("offset", 0, 0, 1_000_000_000)
+        return {"items": await run(store.agents, None, limit, offset, g.scope)}
 
     @app.get("/api/v1/agents/<agent_id>")
     async def get_agent(agent_id: str) -> Any:
         if not _UUID.match(agent_id):
             raise BadParam("agentId is not a UUID")
-        found = await run(store.agents, agent_id)
+        found = await run(store.agents, agent_id, 100, 0, g.scope)
         return found[0] if found else problem(404, "no such agent")
 
     @app.get("/api/v1/devices")
     async def list_devices() -> dict[str, Any]:
-        limit = _int_param("limit", 100, 1, 1000)
-        offset = _int_param("offset", 0, 0, 1_000_000_000)
-        return {"items": await run(store.devices, None, limit, offset)}
+        limit = int_param("limit", 100, 1, 1000)
+        offset = int_param("offset", 0, 0, 1_000_000_000)
+        return {"items": await run(store.devices, None, limit, offset, None, g.scope)}
 
     # Device keys may hold "/" (percent-encoded by clients): the path converter keeps it.
     @app.get("/api/v1/devices/<path:device_key>/ips")
     async def device_ips(device_key: str) -> Any:
-        _check_key(device_key)
+        check_key(device_key)
+        if not await run(store.device_visible, device_key, g.scope):
+            return problem(404, "no such device")
         items = await run(store.ip_history, device_key)
         if not items:
             return problem(404, "no such device")
@@ -435,57 +363,50 @@ def create_app(
 
     @app.get("/api/v1/devices/<path:device_key>/latest")
     async def device_latest(device_key: str) -> Any:
-        _check_key(device_key)
+        check_key(device_key)
+        if not await run(store.device_visible, device_key, g.scope):
+            return problem(404, "no such device")
         snap = await run(store.latest, device_key)
         return snap if snap else problem(404, "no such device")
 
     @app.get("/api/v1/devices/<path:device_key>/supplies")
     async def device_supplies(device_key: str) -> Any:
-        _check_key(device_key)
+        check_key(device_key)
+        if not await run(store.device_visible, device_key, g.scope):
+            return problem(404, "no such device")
         found = await run(store.supplies, device_key)
         return found if found else problem(404, "no such device")
 
     @app.get("/api/v1/devices/<path:device_key>/counters")
     async def device_counters(device_key: str) -> Any:
-        _check_key(device_key)
-        kind = _kind_param()
-        start, end = _time_param("from"), _time_param("to")
-        limit = _int_param("limit", 100, 1, 1000)
-        offset = _int_param("offset", 0, 0, 1_000_000_000)
-        if not await run(store.devices, device_key):
+        check_key(device_key)
+        kind = kind_param()
+        start, end = time_param("from"), time_param("to")
+        limit = int_param("limit", 100, 1, 1000)
+        offset = int_param("offset", 0, 0, 1_000_000_000)
+        if not await run(store.device_visible, device_key, g.scope):
             return problem(404, "no such device")
         items = await run(store.counter_history, device_key, kind, start, end, limit, offset)
         return {"deviceKey": device_key, "items": items}
 
     @app.get("/api/v1/devices/<path:device_key>")
     async def get_device(device_key: str) -> Any:
-        _check_key(device_key)
-        found = await run(store.devices, device_key)
+        check_key(device_key)
+        found = await run(store.devices, device_key, 100, 0, None, g.scope)
         return found[0] if found else problem(404, "no such device")
 
     @app.get("/api/v1/printer-alerts")
     async def list_printer_alerts() -> dict[str, Any]:
-        key = _key_param("deviceKey")
-        start, end = _time_param("from"), _time_param("to")
-        limit = _int_param("limit", 100, 1, 1000)
-        offset = _int_param("offset", 0, 0, 1_000_000_000)
-        return {"items": await run(store.alerts, key, start, end, limit, offset)}
+        key = key_param("deviceKey")
+        start, end = time_param("from"), time_param("to")
+        limit = int_param("limit", 100, 1, 1000)
+        offset = int_param("offset", 0, 0, 1_000_000_000)
+        return {"items": await run(store.alerts, key, start, end, limit, offset, g.scope)}
 
-    @app.get("/api/v1/meters")
-    async def meters() -> dict[str, Any]:
-        start = _time_param("from", required=True)
-        end = _time_param("to", required=True)
-        assert start is not None and end is not None
-        if end <= start:
-            raise BadParam("to must be after from")
-        key = _key_param("deviceKey")
-        kind = _kind_param()
-        lines = await run(store.meters, start, end, key, kind)
-        return {
-            "from": iso(utc_naive(start)),
-            "to": iso(utc_naive(end)),
-            "lines": lines,
-        }
+    app.extensions["metersync_store"] = store
+    app.extensions["metersync_run"] = run
+    app.extensions["metersync_clock"] = clock
+    app.register_blueprint(api_tenancy.bp)
 
     fleet_api.register(app, store, run=run, clock=clock, config=fleet or FleetConfig())
     return app

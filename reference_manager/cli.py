@@ -92,7 +92,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--enroll-failures",
         type=int,
         default=10,
-        help="failed enrollments per client address per minute before 429 (default 10)",
+        help="failed enrollments per client address per minute before 429 (at least 3; default 10)",
     )
     serve.add_argument("--bench-noop", action="store_true", help=argparse.SUPPRESS)
     _feed_options(serve)
@@ -436,6 +436,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if args.rate_limit < 60:
         print("--rate-limit must allow at least 60 requests per minute (MS-LIM-5)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if args.enroll_failures < 3:
+        print("--enroll-failures must allow at least 3 failed enrollments per minute (MS-LIM-6)",
               file=sys.stderr)  # fmt: skip
         return 2
     smtp_bind = None

@@ -22,6 +22,7 @@ from metersync_spec import NAMESPACE
 
 _NS = "{" + NAMESPACE + "}"
 MAX_STORED_INT = 2**63 - 1  # a signed 64-bit column: the largest counter this manager stores
+SERIES_IDENTITY = ("kind", "unit", "oid", "source", "label", "marker")  # MS-BILL-1
 
 _DATETIME = re.compile(
     r"^(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d)T(?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)"
@@ -78,6 +79,16 @@ def utc_naive(dt: datetime) -> datetime:
     if dt.tzinfo is not None:
         dt = dt.astimezone(UTC).replace(tzinfo=None)
     return dt
+
+
+def iso(dt: datetime | None) -> str | None:
+    """A stored (UTC, naive) time as RFC 3339 with Z."""
+    if dt is None:
+        return None
+    text_ = dt.replace(tzinfo=None).isoformat(
+        timespec="microseconds" if dt.microsecond else "seconds"
+    )
+    return text_ + "Z"
 
 
 @dataclass
@@ -229,6 +240,23 @@ def _collection_error(el: etree._Element) -> dict[str, Any]:
     return {"oid": _text(c.get("oid")), "code": c["code"].text, "message": c["message"].text or ""}
 
 
+def _check_series(counters: list[dict[str, Any]]) -> None:
+    """MS-BILL-2: no two counters of a snapshot share a series identity."""
+    seen: set[tuple[Any, ...]] = set()
+    for c in counters:
+        ident = tuple(c.get(k) for k in SERIES_IDENTITY)
+        if ident in seen:
+            raise ProtocolError(
+                "INVALID_VALUE",
+                f"two counters share kind {c['kind']}, unit {c['unit']}, oid {c['oid']}, source "
+                f"{c['source']}, label {c.get('label')!r} and marker {c.get('marker')}: give each "
+                "counter of a snapshot its own identity (MS-BILL-2)",
+                element="device/counter",
+                requirement="MS-BILL-2",
+            )
+        seen.add(ident)
+
+
 def _device(el: etree._Element) -> DeviceRows:
     polled_at = parse_datetime(el.attrib["polledAt"], "device/@polledAt")
     ident: etree._Element | None = None
@@ -253,6 +281,7 @@ def _device(el: etree._Element) -> DeviceRows:
         elif tag == T_STATUS:
             status = child
     assert ident is not None  # required by the XSD
+    _check_series(counters)
     i = _children(ident)
     macs = [m.text for m in ident.iterchildren(_t("macAddress"))]
     key = i["deviceKey"].text or ""

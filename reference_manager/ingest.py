@@ -227,6 +227,17 @@ def check_report(
             element="createdAt",
             message_id=rows.report_id,
         )
+    late = [d for d in rows.devices if d.polled_at > rows.created_at + skew]
+    if late and rows.problem is None:  # meaning: raised by the store after idempotence
+        rows.problem = ProtocolError(
+            "INVALID_VALUE",
+            f"the device {late[0].device_key} was polled at {late[0].polled_at.isoformat()}, "
+            f"after the report's createdAt plus the {int(skew.total_seconds())} s skew window "
+            "(MS-OWN-4): a snapshot cannot be newer than its report",
+            element="device/@polledAt",
+            requirement="MS-OWN-4",
+            message_id=rows.report_id,
+        )
 
 
 def digest(raw: bytes) -> str:

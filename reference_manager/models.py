@@ -159,6 +159,9 @@ readings = Table(
     Column("device_status", String(32)),
     Column("printer_status", String(32)),
     Column("error_flags", String(512)),
+    # applied: the owner's snapshot, in order (state and bill); conflict: from an agent that
+    # does not own the device; out-of-order: not newer than the owner's last (MS-OWN).
+    Column("disposition", String(16), nullable=False, default="applied"),
     UniqueConstraint("report_id", "device_key", name="uq_readings_report_device"),
     Index("ix_readings_device_polled", "device_key", "polled_at"),
     Index("ix_readings_polled", "polled_at"),
@@ -309,6 +312,65 @@ device_events = Table(
     Column("detail", Text, nullable=False, default="{}"),
     Index("ix_device_events_device", "device_key", "at"),
     Index("ix_device_events_customer", "customer_id", "at"),
+)
+
+# --- billing (metersync_manager.billing) ---------------------------------------------------
+#
+# One counter series per device and counter identity (kind, unit, oid, source, label,
+# marker). Usage is accumulated at ingest: each read stores `billed`, the series' usage from
+# its first read up to this one (resets add nothing), so the usage of any period is the
+# difference of two reads found by index. Values are xs:unsignedLong: stored as BIGINT
+# offset by -2^63 (order-preserving and exact over the whole range, SQLite and PostgreSQL).
+
+counter_series = Table(
+    "counter_series",
+    metadata,
+    Column("series_id", _BigId, primary_key=True, autoincrement=True),
+    Column("device_key", String(255), nullable=False),
+    Column("series_key", String(40), nullable=False),  # billing.series_key of the identity
+    Column("kind", String(32), nullable=False),
+    Column("unit", String(32), nullable=False),
+    Column("oid", String(512), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("label", String(255)),
+    Column("marker", BigInteger),
+    Column("first_polled_at", DateTime, nullable=False),
+    Column("last_polled_at", DateTime, nullable=False),
+    Column("last_value", BigInteger, nullable=False),
+    Column("billed", BigInteger, nullable=False),
+    UniqueConstraint("device_key", "series_key", name="uq_counter_series_key"),
+)
+
+counter_reads = Table(
+    "counter_reads",
+    metadata,
+    Column("series_id", BigInteger, primary_key=True),
+    Column("polled_at", DateTime, primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    Column("billed", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+counter_resets = Table(
+    "counter_resets",
+    metadata,
+    Column("series_id", BigInteger, nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("before", BigInteger, nullable=False),
+    Column("after", BigInteger, nullable=False),
+    Column("flagged", Boolean, nullable=False),  # the agent said anomaly="decreased"
+    Index("ix_counter_resets_series_at", "series_id", "at"),
+)
+
+# Contract meters: how a customer's billed meters are composed of counters (customer "*":
+# the dealer's defaults). `terms` is a JSON list of {"kind", "source"?, "weight"}.
+contract_meters = Table(
+    "contract_meters",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("terms", Text, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
 )
 
 # --- fleet intelligence (metersync_manager.fleet) -------------------------------------------
@@ -477,8 +539,13 @@ def _v5_staleness(conn: Connection) -> None:
 def _v6_tenancy(conn: Connection) -> None:
     """Customers, sites, ownership and scoped operator tokens; everything that existed
     belongs to the customer "default", and every existing operator token is a dealer admin."""
-    for table in (customers, sites, assignments, device_events):
+    for table in (customers, sites, assignments, device_events, counter_series, counter_reads):
         table.create(conn, checkfirst=True)
+    for table in (counter_resets, contract_meters):
+        table.create(conn, checkfirst=True)
+    conn.execute(
+        text("ALTER TABLE readings ADD COLUMN disposition VARCHAR(16) NOT NULL DEFAULT 'applied'")
+    )
     for name, table in (("agents", "agents"), ("devices", "devices")):
         conn.execute(
             text(

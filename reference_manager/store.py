@@ -14,6 +14,7 @@ reports sharing devices cannot deadlock.
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -43,30 +44,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from metersync.errors import ProtocolError
+from metersync_manager import billing, contract, ownership, staleness, tenancy
 from metersync_manager import models as m
-from metersync_manager import staleness
-from metersync_manager.extract import ReportRows, utc_naive
+from metersync_manager.extract import DeviceRows, ReportRows, iso, utc_naive
 from metersync_manager.ingest import AgentRecord, Decision, TokenRecord, replayed
-from metersync_manager.meters import Read, usage
 from metersync_manager.scope import ADMIN, Scope, ScopeError
 
-DEFAULT_CUSTOMER = "default"
+DEFAULT_CUSTOMER = tenancy.DEFAULT_CUSTOMER
+APPLIED = ownership.Disposition.APPLIED
 
 _MIGRATION_LOCK = 84700001  # pg_advisory_xact_lock key: one migrating process at a time
 
 
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(Path(data_dir) / 'manager.db').resolve()}"
-
-
-def iso(dt: datetime | None) -> str | None:
-    """A stored (UTC, naive) time as RFC 3339 with Z."""
-    if dt is None:
-        return None
-    text_ = dt.replace(tzinfo=None).isoformat(
-        timespec="microseconds" if dt.microsecond else "seconds"
-    )
-    return text_ + "Z"
 
 
 def _seconds(interval: timedelta | None) -> int | None:
@@ -226,16 +217,28 @@ class Store:
     # --- tokens and agents --------------------------------------------------------------------
 
     def add_token(
-        self, token_hash: str, expires_at: datetime, now: datetime, agent_id: str | None = None
+        self,
+        token_hash: str,
+        expires_at: datetime,
+        now: datetime,
+        agent_id: str | None = None,
+        customer_id: str = DEFAULT_CUSTOMER,
+        site: str | None = None,
     ) -> None:
-        """A one-time token; with `agent_id`, a re-enrollment (key rotation) token of it."""
+        """A one-time token; with `agent_id`, a re-enrollment (key rotation) token of it. The
+        agent it enrolls belongs to `customer_id` (which must exist) and its site `site`
+        (created when new)."""
         with self._write() as conn:
+            tenancy.require_customer(conn, customer_id)
+            sid = tenancy.site_id(conn, customer_id, site, True, utc_naive(now))
             conn.execute(
                 m.enrollment_tokens.insert().values(
                     token_hash=token_hash,
                     created_at=utc_naive(now),
                     expires_at=utc_naive(expires_at),
                     agent_id=agent_id,
+                    customer_id=customer_id,
+                    site_id=sid,
                 )
             )
 
@@ -368,11 +371,25 @@ class Store:
                             )
                         )
                     if decision is Decision.REGISTER:
+                        assert row is not None
                         self._spend(conn, token_hash, agent_id, now)
                         conn.execute(
                             m.agents.insert().values(
-                                **agent_values, enrolled_at=utc_naive(now), revoked=False
+                                **agent_values,
+                                enrolled_at=utc_naive(now),
+                                revoked=False,
+                                customer_id=row.customer_id,
+                                site_id=row.site_id,
                             )
+                        )
+                        tenancy.assign(
+                            conn,
+                            "agent",
+                            agent_id,
+                            row.customer_id,
+                            row.site_id,
+                            utc_naive(now),
+                            "enrolled",
                         )
                     return decision
             except IntegrityError:
@@ -558,6 +575,7 @@ class Store:
             index_elements=["device_key"],
             set_={
                 **keep_newest,
+                "last_polled_at": exc.last_polled_at,  # applied snapshots only: always newer
                 "current_ip": case((newest, exc.current_ip), else_=d.current_ip),
                 "last_agent_id": case((newest, exc.last_agent_id), else_=d.last_agent_id),
                 "first_seen": case(
@@ -604,34 +622,31 @@ class Store:
         }
 
     def _store_devices(self, conn: Connection, rows: ReportRows, received: datetime) -> None:
+        """Every snapshot is stored as a reading; only those ownership applies (MS-OWN) change
+        the device's state and extend its counter series."""
         devs = sorted(rows.devices, key=lambda d: d.device_key)  # lock order (PostgreSQL)
-        conn.execute(
-            self._upsert_device,
-            [
-                {
-                    "device_key": x.device_key,
-                    **x.identity,
-                    "current_ip": x.ip,
-                    "first_seen": x.reading["polled_at"],
-                    "last_seen": x.reading["polled_at"],
-                    "last_agent_id": rows.agent_id,
-                    "last_complete_at": x.reading["polled_at"] if x.reading["complete"] else None,
-                }
-                for x in devs
-            ],
-        )
-        conn.execute(
-            self._upsert_ip,
-            [
-                {
-                    "device_key": x.device_key,
-                    "ip": x.ip,
-                    "first_seen": x.reading["polled_at"],
-                    "last_seen": x.reading["polled_at"],
-                }
-                for x in devs
-            ],
-        )
+        a = m.agents.c
+        agent = conn.execute(
+            select(a.customer_id, a.site_id).where(a.agent_id == rows.agent_id)
+        ).one()
+        states = self._device_states(conn, [x.device_key for x in devs])
+        others = {
+            st.owner_agent_id
+            for st in states.values()
+            if st.owner_agent_id and st.owner_agent_id != rows.agent_id
+        }
+        intervals = self._poll_intervals(conn, others) if others else {}
+        verdicts: dict[str, ownership.Verdict] = {}
+        for x in devs:
+            st = states.get(x.device_key)
+            owner_interval = intervals.get(st.owner_agent_id or "") if st else None
+            verdicts[x.device_key] = ownership.judge(
+                st, rows.agent_id, agent.customer_id, x.reading["polled_at"], owner_interval
+            )
+        applied = [x for x in devs if verdicts[x.device_key].disposition is APPLIED]
+        events: list[dict[str, Any]] = []
+        if applied:
+            self._apply_devices(conn, rows.agent_id, agent, applied, verdicts, states, events)
         ids = conn.execute(
             self._ins_readings,
             [
@@ -640,6 +655,7 @@ class Store:
                     "device_key": x.device_key,
                     "agent_id": rows.agent_id,
                     "received_at": received,
+                    "disposition": verdicts[x.device_key].disposition.value,
                     **x.reading,
                 }
                 for x in devs
@@ -664,6 +680,128 @@ class Store:
         for name, batch in children.items():
             if batch:
                 conn.exec_driver_sql(self._ins_children[name], batch)  # type: ignore[arg-type]
+        for x in devs:
+            verdict = verdicts[x.device_key]
+            found: list[dict[str, Any]] = []
+            if verdict.disposition is APPLIED:
+                billing.record(conn, x.device_key, x.reading["polled_at"], x.counters, found)
+            elif verdict.disposition is ownership.Disposition.CONFLICT:
+                st = states[x.device_key]
+                found.append(
+                    {
+                        "kind": "conflict",
+                        "detail": {"owner": st.owner_agent_id, "reportId": rows.report_id},
+                    }
+                )
+            for e in found:
+                e.setdefault("device_key", x.device_key)
+                e.setdefault("at", x.reading["polled_at"])
+            events.extend(found)
+        if events:
+            self._add_events(conn, rows.agent_id, agent.customer_id, events)
+
+    @staticmethod
+    def _device_states(conn: Connection, keys: list[str]) -> dict[str, ownership.DeviceState]:
+        d = m.devices.c
+        q = (
+            select(d.device_key, d.owner_agent_id, d.customer_id, d.last_polled_at, d.current_ip)
+            .where(d.device_key.in_(keys))
+            .order_by(d.device_key)
+            .with_for_update()
+        )
+        return {
+            r.device_key: ownership.DeviceState(
+                r.owner_agent_id, r.customer_id, r.last_polled_at, r.current_ip
+            )
+            for r in conn.execute(q)
+        }
+
+    def _apply_devices(
+        self,
+        conn: Connection,
+        agent_id: str,
+        agent: Any,
+        devs: list[DeviceRows],
+        verdicts: dict[str, ownership.Verdict],
+        states: dict[str, ownership.DeviceState],
+        events: list[dict[str, Any]],
+    ) -> None:
+        conn.execute(
+            self._upsert_device,
+            [
+                {
+                    "device_key": x.device_key,
+                    **x.identity,
+                    "current_ip": x.ip,
+                    "first_seen": x.reading["polled_at"],
+                    "last_seen": x.reading["polled_at"],
+                    "last_agent_id": agent_id,
+                    "last_complete_at": x.reading["polled_at"] if x.reading["complete"] else None,
+                    "owner_agent_id": agent_id,
+                    "customer_id": agent.customer_id,
+                    "site_id": agent.site_id,
+                    "last_polled_at": x.reading["polled_at"],
+                }
+                for x in devs
+            ],
+        )
+        conn.execute(
+            self._upsert_ip,
+            [
+                {
+                    "device_key": x.device_key,
+                    "ip": x.ip,
+                    "first_seen": x.reading["polled_at"],
+                    "last_seen": x.reading["polled_at"],
+                }
+                for x in devs
+            ],
+        )
+        new = [x for x in devs if verdicts[x.device_key].new]
+        for x in devs:
+            st, at = states.get(x.device_key), x.reading["polled_at"]
+            if st is not None and st.current_ip != x.ip:
+                events.append(
+                    {
+                        "device_key": x.device_key,
+                        "at": at,
+                        "kind": "ip-change",
+                        "detail": {"from": st.current_ip, "to": x.ip},
+                    }
+                )
+            if verdicts[x.device_key].hand_over:
+                assert st is not None
+                tenancy.hand_over(conn, x.device_key, st.owner_agent_id, agent_id, agent, at)
+                events.append(
+                    {
+                        "device_key": x.device_key,
+                        "at": at,
+                        "kind": "hand-over",
+                        "detail": {"from": st.owner_agent_id, "to": agent_id},
+                    }
+                )
+        if new:
+            tenancy.first_reports(conn, agent_id, agent, new, events)
+
+    @staticmethod
+    def _add_events(
+        conn: Connection, agent_id: str, customer_id: str, events: list[dict[str, Any]]
+    ) -> None:
+        conn.execute(
+            m.device_events.insert(),
+            [
+                {
+                    "device_key": e["device_key"],
+                    "at": e["at"],
+                    "kind": e["kind"],
+                    "customer_id": e.get("customer_id", customer_id),
+                    "site_id": e.get("site_id"),
+                    "agent_id": agent_id,
+                    "detail": json.dumps(e.get("detail", {}), sort_keys=True),
+                }
+                for e in events
+            ],
+        )
 
     # --- read API -------------------------------------------------------------------------------
 
@@ -679,7 +817,11 @@ class Store:
             ).scalar_one()
 
     def agents(
-        self, agent_id: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        agent_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        scope: Scope = ADMIN,
     ) -> list[dict[str, Any]]:
         a = m.agents.c
         n_reports = (
@@ -688,7 +830,11 @@ class Store:
             .where(m.reports.c.agent_id == a.agent_id)
             .scalar_subquery()
         )
-        q = select(m.agents, n_reports.label("n_reports")).order_by(a.agent_id)
+        q = (
+            select(m.agents, n_reports.label("n_reports"))
+            .where(scope.where(a.customer_id))
+            .order_by(a.agent_id)
+        )
         q = q.where(a.agent_id == agent_id) if agent_id else q.limit(limit).offset(offset)
         with self._read() as conn:
             gaps = self._missing_sequences(conn, agent_id) if agent_id else None
@@ -710,6 +856,8 @@ class Store:
                     "droppedReports": r.dropped_reports,
                     "licenceState": r.licence_state,
                     "reports": r.n_reports,
+                    "customerId": r.customer_id,
+                    "siteId": r.site_id,
                     "pollInterval": _seconds(intervals.get(r.agent_id)),
                     **({} if gaps is None else {"missingSequences": gaps}),
                 }
@@ -762,9 +910,10 @@ class Store:
         limit: int = 100,
         offset: int = 0,
         now: datetime | None = None,
+        scope: Scope = ADMIN,
     ) -> list[dict[str, Any]]:
         d = m.devices.c
-        q = select(m.devices).order_by(d.device_key)
+        q = select(m.devices).where(scope.where(d.customer_id)).order_by(d.device_key)
         q = q.where(d.device_key == device_key) if device_key else q.limit(limit).offset(offset)
         clock = utc_naive(now or datetime.now(UTC))
         with self._read() as conn:
@@ -798,12 +947,39 @@ class Store:
                 )
             return out
 
+    def device_visible(self, device_key: str, scope: Scope) -> bool:
+        """The device exists and its customer is in `scope` (else the API answers 404)."""
+        d = m.devices.c
+        with self._read() as conn:
+            q = select(d.device_key).where(d.device_key == device_key, scope.where(d.customer_id))
+            return conn.execute(q).first() is not None
+
+    def device_events(self, device_key: str, limit: int = 1000) -> list[dict[str, Any]]:
+        e = m.device_events.c
+        q = (
+            select(m.device_events)
+            .where(e.device_key == device_key)
+            .order_by(e.at, e.id)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [
+                {
+                    "at": iso(x.at),
+                    "kind": x.kind,
+                    "agentId": x.agent_id,
+                    "customerId": x.customer_id,
+                    "detail": json.loads(x.detail),
+                }
+                for x in conn.execute(q)
+            ]
+
     def ip_history(self, device_key: str) -> list[dict[str, Any]]:
         r = m.readings.c
         prev = func.lag(r.ip).over(order_by=(r.polled_at, r.id)).label("prev")
         inner = (
             select(r.ip, r.polled_at, r.report_id, prev)
-            .where(r.device_key == device_key)
+            .where(r.device_key == device_key, r.disposition == APPLIED.value)
             .subquery()
         )
         q = (
@@ -871,7 +1047,7 @@ class Store:
         r = m.readings.c
         return conn.execute(
             select(m.readings)
-            .where(r.device_key == device_key)
+            .where(r.device_key == device_key, r.disposition == APPLIED.value)
             .order_by(r.polled_at.desc(), r.id.desc())
             .limit(1)
         ).first()
@@ -935,7 +1111,7 @@ class Store:
         q = (
             select(m.counters, r.polled_at, r.report_id)
             .join(m.readings, r.id == c.reading_id)
-            .where(r.device_key == device_key)
+            .where(r.device_key == device_key, r.disposition == APPLIED.value)
         )
         if kind:
             q = q.where(c.kind == kind)
@@ -957,10 +1133,14 @@ class Store:
         end: datetime | None,
         limit: int,
         offset: int,
+        scope: Scope = ADMIN,
     ) -> list[dict[str, Any]]:
         r, a = m.readings.c, m.alerts.c
-        q = select(m.alerts, r.device_key, r.polled_at, r.report_id).join(
-            m.readings, r.id == a.reading_id
+        q = (
+            select(m.alerts, r.device_key, r.polled_at, r.report_id)
+            .join(m.readings, r.id == a.reading_id)
+            .join(m.devices, m.devices.c.device_key == r.device_key)
+            .where(r.disposition == APPLIED.value, scope.where(m.devices.c.customer_id))
         )
         if device_key:
             q = q.where(r.device_key == device_key)
@@ -980,79 +1160,131 @@ class Store:
                 for x in conn.execute(q)
             ]
 
+    def meter_page(
+        self,
+        period: billing.Period,
+        scope: Scope = ADMIN,
+        after: tuple[str, int] | None = None,
+        limit: int = 1000,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the meter export (MS-OWN-6): lines of up to `limit` device intervals."""
+        with self._read() as conn:
+            return billing.export_page(conn, period, scope, after, limit)
+
+    def meter_lines(
+        self, period: billing.Period, scope: Scope = ADMIN, page: int = 500
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The whole export, page by page (bounded memory; each page its own transaction)."""
+        after: tuple[str, int] | None = None
+        while True:
+            lines, nxt = self.meter_page(period, scope, after, page)
+            if lines:
+                yield lines
+            if nxt is None:
+                return
+            after = billing.parse_cursor(nxt)
+
     def meters(
         self, start: datetime, end: datetime, device_key: str | None, kind: str | None
     ) -> list[dict[str, Any]]:
-        """The meter export of (start, end]: one line per device and counter series."""
-        if end <= start:
-            return []
-        r, c = m.readings.c, m.counters.c
-        series = (r.device_key, c.kind, c.unit, c.oid)
-        base = select(*series, c.source, c.value, c.anomaly, r.polled_at).join(
-            m.readings, r.id == c.reading_id
-        )
-        filters = []
-        if device_key:
-            filters.append(r.device_key == device_key)
-        if kind:
-            filters.append(c.kind == kind)
-        lo, hi = utc_naive(start), utc_naive(end)
-        rank = (
-            func.row_number()
-            .over(partition_by=series, order_by=(r.polled_at.desc(), c.value.desc()))
-            .label("rn")
-        )
-        before_q = (
-            select(*series, c.source, c.value, c.anomaly, r.polled_at, rank)
-            .join(m.readings, r.id == c.reading_id)
-            .where(r.polled_at <= lo, *filters)
-            .subquery()
-        )
+        """Every counter line of (start, end] (tests and small exports)."""
+        period = billing.Period(utc_naive(start), utc_naive(end), None, device_key, kind)
+        out = [x for page in self.meter_lines(period) for x in page]
+        return [x for x in out if x["type"] == "counter"]
+
+    # --- tenancy (operator actions) ------------------------------------------------------------
+
+    def create_customer(self, customer_id: str, name: str, now: datetime) -> None:
+        with self._write() as conn:
+            tenancy.create_customer(conn, customer_id, name, utc_naive(now))
+
+    def create_site(self, customer_id: str, name: str, now: datetime) -> int:
+        with self._write() as conn:
+            tenancy.require_customer(conn, customer_id)
+            sid = tenancy.site_id(conn, customer_id, name, True, utc_naive(now))
+            assert sid is not None
+            return sid
+
+    def customers(self, scope: Scope = ADMIN) -> list[dict[str, Any]]:
+        c, s, d, a = m.customers.c, m.sites.c, m.devices.c, m.agents.c
         with self._read() as conn:
-            before_rows = conn.execute(select(before_q).where(before_q.c.rn == 1)).all()
-            period_rows = conn.execute(
-                base.where(and_(r.polled_at > lo, r.polled_at <= hi), *filters)
+            rows = conn.execute(
+                select(c.customer_id, c.name, c.created_at)
+                .where(scope.where(c.customer_id))
+                .order_by(c.customer_id)
             ).all()
-        before: dict[tuple[str, str, str, str], tuple[Read, str]] = {}
-        for x in before_rows:
-            key = (x.device_key, x.kind, x.unit, x.oid)
-            before[key] = (Read(x.polled_at, x.value, x.anomaly == "decreased"), x.source)
-        in_period: dict[tuple[str, str, str, str], list[Read]] = {}
-        sources: dict[tuple[str, str, str, str], str] = {}
-        for x in period_rows:
-            key = (x.device_key, x.kind, x.unit, x.oid)
-            in_period.setdefault(key, []).append(
-                Read(x.polled_at, x.value, x.anomaly == "decreased")
+            sites = conn.execute(
+                select(s.site_id, s.customer_id, s.name).where(scope.where(s.customer_id))
+            ).all()
+            n_dev = dict(
+                conn.execute(
+                    select(d.customer_id, func.count())
+                    .where(scope.where(d.customer_id))
+                    .group_by(d.customer_id)
+                ).all()
             )
-            sources[key] = x.source
-        lines = []
-        for key in sorted(set(before) | set(in_period)):
-            b = before.get(key)
-            u = usage(b[0] if b else None, in_period.get(key, []))
-            if u is None:
-                continue
-            lines.append(
-                {
-                    "deviceKey": key[0],
-                    "kind": key[1],
-                    "unit": key[2],
-                    "oid": key[3],
-                    "source": sources.get(key) or (b[1] if b else ""),
-                    "start": {"value": u.start.value, "polledAt": iso(u.start.polled_at)},
-                    "end": {"value": u.end.value, "polledAt": iso(u.end.polled_at)},
-                    "usage": u.usage,
-                    "resets": [
-                        {
-                            "at": iso(z.at),
-                            "before": z.before,
-                            "after": z.after,
-                            "flagged": z.flagged,
-                        }
-                        for z in u.resets
-                    ],
-                    "readsInPeriod": u.reads_in_period,
-                    "startInPeriod": u.start_in_period,
-                    "stale": u.stale,
-                }
+            n_agents = dict(
+                conn.execute(
+                    select(a.customer_id, func.count())
+                    .where(scope.where(a.customer_id))
+                    .group_by(a.customer_id)
+                ).all()
             )
-        return lines
+        return [
+            {
+                "customerId": r.customer_id,
+                "name": r.name,
+                "createdAt": iso(r.created_at),
+                "devices": int(n_dev.get(r.customer_id, 0)),
+                "agents": int(n_agents.get(r.customer_id, 0)),
+                "sites": sorted(
+                    (
+                        {"siteId": x.site_id, "name": x.name}
+                        for x in sites
+                        if x.customer_id == r.customer_id
+                    ),
+                    key=lambda x: x["name"],
+                ),
+            }
+            for r in rows
+        ]
+
+    def move(
+        self,
+        subject: str,
+        subject_id: str,
+        customer_id: str,
+        site: str | None,
+        now: datetime,
+        by: str,
+    ) -> int:
+        """Move a device, or an agent with the devices it owns, to a customer and site
+        (created when new); history is kept. How many devices moved."""
+        at = utc_naive(now)
+        with self._write() as conn:
+            tenancy.require_customer(conn, customer_id)
+            sid = tenancy.site_id(conn, customer_id, site, True, at)
+            if subject == "agent":
+                return tenancy.move_agent(conn, subject_id, customer_id, sid, at, by)
+            tenancy.move_device(conn, subject_id, customer_id, sid, at, by)
+            return 1
+
+    def agent_visible(self, agent_id: str, scope: Scope) -> bool:
+        a = m.agents.c
+        with self._read() as conn:
+            q = select(a.agent_id).where(a.agent_id == agent_id, scope.where(a.customer_id))
+            return conn.execute(q).first() is not None
+
+    def define_contract_meter(self, customer_id: str, name: str, terms: str, now: datetime) -> None:
+        with self._write() as conn:
+            if customer_id != contract.DEALER_DEFAULTS:
+                tenancy.require_customer(conn, customer_id)
+            contract.define(conn, customer_id, name, terms, utc_naive(now))
+
+    def remove_contract_meter(self, customer_id: str, name: str) -> bool:
+        with self._write() as conn:
+            return contract.remove(conn, customer_id, name)
+
+    def contract_meters(self, customer_id: str) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return contract.listing(conn, customer_id)

@@ -3,7 +3,7 @@
 Real processes: snmpsim responders on 127.3.0.x serving the project's recordings (with the
 runtime helper metersync/snmpsim.py), the harness manager under Hypercorn on loopback, and
 the agent as `python -m metersync_agent.service run` (or the same with one flaw patched in,
-conformance/broken.py). Every run goes at once (one module fixture), so the wall time is that
+conformance/broken/). Every run goes at once (one module fixture), so the wall time is that
 of the longest run: the reference agent through the full scenario, and through the hard cases
 (FRINGE: wrong credentials first, a range with an exclusion, a router, a slow printer, scripted
 answers, retention limits after re-provisioning), and through the short walk-cap run (one printer
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from metersync_conformance.agent_harness import (
+from metersync_conformance.agent.harness import (
     FRINGE,
     WALK_CAP,
     WALK_CAP_PHASES,

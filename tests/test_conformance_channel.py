@@ -2,7 +2,7 @@
 
 Real processes, as in test_conformance_agent.py: snmpsim responders, the harness manager on
 loopback, the agent as `python -m metersync_agent.service run`. Each run is the baseline phase
-(channel off: MS-CH-1) followed by the channel phase (channel_harness.py). One broken agent
+(channel off: MS-CH-1) followed by the channel phase (agent/channel_phase.py). One broken agent
 serves a POST over the channel as if it were a GET and must fail exactly MS-CH-7; another keeps
 a fresh read as the device's held snapshot and must fail exactly MS-CH-19.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 
 from test_conformance_agent import REFERENCE, broken, by_status, evidence
 
-from metersync_conformance.agent_harness import Setup, run_agent
+from metersync_conformance.agent.harness import Setup, run_agent
+from metersync_conformance.agent.truth import default_walks
 from metersync_conformance.registry import Status, Verdict
-from metersync_conformance.truth import default_walks
 
 CLASSES = ["Agent-Core", "Agent-HTTP", "Agent-Channel"]
 CHANNEL_IDS = {

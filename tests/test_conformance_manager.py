@@ -1,7 +1,7 @@
 """The conformance suite against managers: the reference passes, each broken one is caught.
 
 Real processes on loopback: `metersync manager serve` (or the same with one flaw patched in,
-conformance/broken.py) on a free port, enrollment tokens from `metersync manager token create`,
+conformance/broken/) on a free port, enrollment tokens from `metersync manager token create`,
 and the harness playing agents over HTTP.
 """
 
@@ -34,13 +34,14 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def manager(tmp: Path, flaw: str | None = None) -> Iterator[tuple[str, str]]:
-    """(url, token command) of a manager process serving an SQLite file in tmp."""
+def manager(
+    tmp: Path, flaw: str | None = None, limits: tuple[str, ...] = ("--rate-limit", "120")
+) -> Iterator[tuple[str, str]]:
+    """(url, token command) of a manager process serving an SQLite file in tmp. By default a
+    lower rate limit than the manager's default, so the rate check finds it in few requests."""
     port = _free_port()
     data = tmp / "manager"
-    # A lower rate limit than the default, so the rate check finds it in few requests.
-    serve = ["serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{port}",
-             "--rate-limit", "120"]  # fmt: skip
+    serve = ["serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{port}", *limits]
     if flaw:
         argv = [PY, "-m", "metersync_conformance.broken", "manager", flaw, "--", *serve]
     else:
@@ -114,6 +115,35 @@ def test_reference_manager_conforms_via_cli(tmp_path: Path) -> None:
     page = html.read_text()
     assert "reference-manager" in page and "Manager-Core, Manager-HTTP" in page
     assert "<script" not in page and "http://" not in page.split("<body>")[0]
+
+
+def test_reference_manager_at_the_strictest_limits_the_spec_allows(tmp_path: Path) -> None:
+    """60 requests per agent per minute (MS-LIM-5) and 3 failed enrollments per address per
+    minute (MS-LIM-6): the suite paces itself, spreads its agents over loopback addresses and
+    honours Retry-After, so a conforming manager at those limits fails nothing."""
+    strict = ("--rate-limit", "60", "--enroll-failures", "3")
+    with manager(tmp_path, limits=strict) as (url, token_cmd):
+        revoke, reenroll = operator_commands(token_cmd)
+        verdicts, _ = asyncio.run(
+            run_manager(url, token_cmd, CLASSES, openapi_examples=2,
+                        revoke_command=revoke, reenroll_command=reenroll,
+                        api_token_command=api_token_command(token_cmd))
+        )  # fmt: skip
+    bad = [(v.requirement, v.status, v.summary) for v in verdicts
+           if v.status in (Status.FAIL, Status.ERROR)]  # fmt: skip
+    assert not bad, bad
+    passed = {v.requirement for v in verdicts if v.status is Status.PASS}
+    assert {"MS-LIM-5", "MS-LIM-6", "MS-HTTP-9", "MS-SEC-8", "MS-DEV-29"} <= passed
+
+
+def test_limits_below_the_spec_are_refused(tmp_path: Path) -> None:
+    for option, value in (("--rate-limit", "59"), ("--enroll-failures", "2")):
+        done = subprocess.run(
+            [PY, "-m", "metersync.cli", "manager", "serve", "--data-dir", str(tmp_path),
+             "--bind", "127.0.0.1:0", option, value],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2 and option in done.stderr, done.stderr
 
 
 BROKEN = {

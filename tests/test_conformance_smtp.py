@@ -12,7 +12,7 @@ from test_conformance_agent import REFERENCE, broken, by_status, evidence
 from test_manager_support import Server, free_port
 from test_smtp import LoopThread
 
-from metersync_conformance.agent_harness import run_agent
+from metersync_conformance.agent.harness import run_agent
 from metersync_conformance.cli import run_manager
 from metersync_conformance.registry import Status
 from metersync_manager.smtp_ingest import start_smtp

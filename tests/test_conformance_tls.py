@@ -1,6 +1,6 @@
 """The TLS run of the conformance suite (conformance/tls_harness.py) against agents.
 
-Real processes: the reference agent (or one with a flaw, conformance/broken.py) against the
+Real processes: the reference agent (or one with a flaw, conformance/broken/) against the
 harness's HTTPS managers under Hypercorn and aiosmtpd relays with STARTTLS or implicit TLS,
 with certificates made at run time. The reference agent passes every stage; each broken one,
 run on the stages that concern it, is caught by exactly the requirement it breaks.
@@ -13,8 +13,8 @@ import asyncio
 import pytest
 from test_conformance_agent import REFERENCE, broken, by_status, evidence
 
+from metersync_conformance.agent.tls_run import run_tls
 from metersync_conformance.registry import Status, Verdict
-from metersync_conformance.tls_harness import run_tls
 
 CLASSES = ["Agent-Core", "Agent-HTTP", "Agent-Channel", "Agent-SMTP"]
 

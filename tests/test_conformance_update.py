@@ -5,7 +5,7 @@ manager's update command runs once per step. Meanwhile it starts the manager (`s
 manual and once in automatic mode, each against a feed server of its own. The update checks
 need no manager under --url, so the URL and token command are never used. The runs go at once.
 
-The broken manager carries four flaws, each breaking one rule (conformance/broken.py): its
+The broken manager carries four flaws, each breaking one rule (conformance/broken/): its
 update command accepts an expired timestamp (MS-UPD-7) and reads downloads past their bound
 (MS-UPD-9); its `serve` checks the feed in manual mode (MS-UPD-1, MS-UPD-13) and, in automatic
 mode, every third of the interval (MS-UPD-14). A third, update-only run refuses over-long

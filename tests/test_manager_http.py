@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import os
 import subprocess
@@ -249,8 +250,13 @@ def test_clock_skew(client: httpx.Client, store: Store) -> None:  # noqa: F811
     ahead = agent.report([full_device()], created_at=datetime.now(UTC) + timedelta(seconds=400))
     assert_error(post_report(client, agent, ahead), 400, 2004)
     # an old report from the outbox (after an outage) is delivered
-    old = agent.report([full_device()], created_at=datetime.now(UTC) - timedelta(days=3))
+    created = datetime.now(UTC) - timedelta(days=3)
+    dev = dataclasses.replace(full_device(), polled_at=created - timedelta(seconds=30))
+    old = agent.report([dev], created_at=created)
     assert post_report(client, agent, old).status_code == 200
+    # MS-OWN-4: a snapshot polled after its report's createdAt plus the skew window is 3001
+    late = dataclasses.replace(full_device("sn:hp:late"), polled_at=created + timedelta(hours=1))
+    assert_error(post_report(client, agent, agent.report([late], created_at=created)), 422, 3001)
 
 
 def test_document_refusals(client: httpx.Client, store: Store) -> None:  # noqa: F811
@@ -332,7 +338,10 @@ def test_meter_export_across_a_counter_reset(client: httpx.Client, store: Store)
         (1800, 40, True),
         (340, 300, False),
     ]
-    assert line["readsInPeriod"] == 6 and not line["stale"] and not line["startInPeriod"]
+    assert not line["stale"] and not line["startInPeriod"]
+    # reads every five days: the nearest read is 2 days from `from` and 1 day from `to`
+    assert (line["startGapSeconds"], line["endGapSeconds"]) == (2 * 86400, 86400)
+    assert not line["complete"]
     # two consecutive periods add up to the whole: nothing billed twice
     mid = (base + timedelta(days=17)).isoformat()
     a = client.get("/api/v1/meters", params={"from": period["from"], "to": mid}).json()["lines"][0]

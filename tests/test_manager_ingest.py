@@ -339,8 +339,7 @@ def test_store_report_is_all_or_nothing(store: Store) -> None:  # noqa: F811
 
 def test_store_ip_change_is_an_event_not_a_new_device(store: Store) -> None:  # noqa: F811
     a = enrolled(store)
-    # arrive out of order: the newest poll (ip .30) first
-    for ip, minute in [("192.0.2.30", 30), ("192.0.2.10", 0), ("192.0.2.20", 20)]:
+    for ip, minute in [("192.0.2.10", 0), ("192.0.2.20", 20), ("192.0.2.30", 30)]:
         raw = a.report([Dev("sn:hp:1", ip=ip, polled_at=t(minute))])
         store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
     (device,) = store.devices()
@@ -352,6 +351,26 @@ def test_store_ip_change_is_an_event_not_a_new_device(store: Store) -> None:  # 
         "192.0.2.30",
     ]
     assert store.count("device_ips") == 3
+    events = store.device_events("sn:hp:1")
+    assert [(e["kind"], e["detail"]["to"]) for e in events] == [
+        ("ip-change", "192.0.2.20"),
+        ("ip-change", "192.0.2.30"),
+    ]
+
+
+def test_store_keeps_but_never_applies_an_out_of_order_snapshot(store: Store) -> None:  # noqa: F811
+    """MS-OWN-4: a snapshot not newer than the owner's last applied one is stored only."""
+    a = enrolled(store)
+    for ip, minute, value in [("192.0.2.30", 30, 300), ("192.0.2.10", 0, 0)]:
+        raw = a.report(
+            [Dev("sn:hp:1", ip=ip, polled_at=t(minute), counters=[("total", value, {})])]
+        )
+        store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
+    (device,) = store.devices()
+    assert device["currentIp"] == "192.0.2.30"
+    assert store.count("readings") == 2 and store.count("counter_reads") == 1
+    assert [e["ip"] for e in store.ip_history("sn:hp:1")] == ["192.0.2.30"]
+    assert store.latest("sn:hp:1")["polledAt"].startswith("2026-11-28T08:30")
 
 
 def test_migrate_is_repeatable(store: Store) -> None:  # noqa: F811
@@ -514,7 +533,8 @@ def downgrade_tenancy(conn: Any) -> None:
     """Undo schema version 6 (tenancy) on a database of version 6."""
     from sqlalchemy import text
 
-    for table in ("device_events", "assignments", "sites", "customers"):
+    tables = ("device_events", "assignments", "sites", "customers", "counter_series")
+    for table in (*tables, "counter_reads", "counter_resets", "contract_meters"):
         conn.execute(text(f"DROP TABLE {table}"))
     for table in ("agents", "devices"):
         conn.execute(text(f"DROP INDEX ix_{table}_customer_id"))
@@ -523,6 +543,7 @@ def downgrade_tenancy(conn: Any) -> None:
         "devices": ("customer_id", "site_id", "owner_agent_id", "last_polled_at"),
         "enrollment_tokens": ("customer_id", "site_id"),
         "operator_tokens": ("role", "customers"),
+        "readings": ("disposition",),
     }
     for table, columns in drops.items():
         for column in columns:

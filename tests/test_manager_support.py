@@ -61,11 +61,13 @@ class Dev:
             '<printerStatus raw="3">idle</printerStatus></status>'
         )
         for i, (kind, value, extra) in enumerate(self.counters):
-            attrs = "".join(f' {k}="{v}"' for k, v in extra.items())
             oid = extra.get("oid") or f"1.3.6.1.2.1.43.10.2.1.4.1.{i + 1}"
-            attrs = attrs.replace(f' oid="{oid}"', "")
+            source = extra.get("source", "standard")
+            attrs = "".join(
+                f' {k}="{escape(str(v))}"' for k, v in extra.items() if k not in ("oid", "source")
+            )
             parts.append(
-                f'<counter kind="{kind}" unit="impressions" oid="{oid}" source="standard"'
+                f'<counter kind="{kind}" unit="impressions" oid="{oid}" source="{source}"'
                 f"{attrs}>{value}</counter>"
             )
         for s in self.supplies:
@@ -162,10 +164,15 @@ class TestAgent:
         return report_xml(self.agent_id, devices, **kw)
 
 
-def new_token(store: Store, expires: timedelta = timedelta(hours=1)) -> str:
+def new_token(
+    store: Store,
+    expires: timedelta = timedelta(hours=1),
+    customer: str = "default",
+    site: str | None = None,
+) -> str:
     token = ingest.new_token()
     now = ingest.utcnow()
-    store.add_token(ingest.hash_token(token), now + expires, now)
+    store.add_token(ingest.hash_token(token), now + expires, now, customer_id=customer, site=site)
     return token
 
 

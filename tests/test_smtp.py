@@ -177,7 +177,7 @@ def test_config_smtp_rules() -> None:
 def test_config_smtp_ca_bundle(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """transports/smtp/caBundle (TOML: ca_bundle or ca_bundle_file) reaches the transport; a
     bundle without a certificate is refused with 3001."""
-    from metersync_conformance.pki import Pki
+    from metersync_conformance.peers.pki import Pki
 
     mail_ca = Pki.create(tmp_path / "pki").mail
     base = (

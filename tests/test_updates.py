@@ -196,7 +196,7 @@ def test_agent_manual_mode_fetches_nothing_and_update_command(tmp_path, feed, se
     from metersync import cli
     from metersync_agent import enrollment, service, updating
     from metersync_agent.config import load_provisioning_bytes
-    from metersync_conformance.agent_harness import provisioning
+    from metersync_conformance.agent.harness import provisioning
 
     feed.add_licence(make_licence("L-7", max_devices=7))
     state = tmp_path / "state"

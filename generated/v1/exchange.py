@@ -30,8 +30,9 @@ class Capability(Enum):
 @dataclass(kw_only=True)
 class ErrorLocation:
     """
-    Where in the refused document the problem is: line and column (1-based)
-    and the path of the element.
+    Where in the refused document the problem is: line and column, both
+    1-based (a sender that does not know the column omits it: 0 is no
+    column), and the path of the element.
     """
 
     line: None | int = field(

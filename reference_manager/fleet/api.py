@@ -13,14 +13,13 @@ from quart import Blueprint, Quart, g, request
 
 from metersync_manager.fleet import alerts, evaluate, notify
 from metersync_manager.fleet.service import FleetConfig, FleetService
+from metersync_manager.params import BadParam, int_param, key_param, problem, time_param
 from metersync_manager.scope import ScopeError
 from metersync_manager.store import Store
 
 
 def register(app: Quart, store: Store, *, run: Any, clock: Any, config: FleetConfig) -> None:
     """The blueprint, and the background service while the app serves."""
-    from metersync_manager.app import BadParam, _int_param, _key_param, _time_param, problem
-
     bp = Blueprint("fleet", __name__, url_prefix="/api/v1")
     service = FleetService(store, config, clock)
     app.extensions["metersync_fleet"] = service
@@ -56,7 +55,7 @@ def register(app: Quart, store: Store, *, run: Any, clock: Any, config: FleetCon
         return int(raw)
 
     def paging() -> tuple[int, int]:
-        return _int_param("limit", 100, 1, 1000), _int_param("offset", 0, 0, 1_000_000_000)
+        return int_param("limit", 100, 1, 1000), int_param("offset", 0, 0, 1_000_000_000)
 
     async def body() -> dict[str, Any]:
         data = await request.get_json(silent=True)
@@ -73,7 +72,7 @@ def register(app: Quart, store: Store, *, run: Any, clock: Any, config: FleetCon
             "severity": choice("severity", alerts.SEVERITIES),
             "subject": request.args.get("subject"),
             "customer": request.args.get("customerId"),
-            "since": _time_param("since"),
+            "since": time_param("since"),
             "limit": limit,
             "offset": offset,
         }
@@ -112,7 +111,7 @@ def register(app: Quart, store: Store, *, run: Any, clock: Any, config: FleetCon
     @bp.get("/forecasts")
     async def forecasts() -> Any:
         limit, offset = paging()
-        key = _key_param("deviceKey")
+        key = key_param("deviceKey")
         raw = request.args.get("withinDays")
         within = None
         if raw is not None:
@@ -128,7 +127,7 @@ def register(app: Quart, store: Store, *, run: Any, clock: Any, config: FleetCon
     @bp.get("/orders")
     async def orders() -> Any:
         limit, offset = paging()
-        key = _key_param("deviceKey")
+        key = key_param("deviceKey")
         return {"items": await run(evaluate.orders, store, g.scope, key, limit, offset)}
 
     @bp.get("/notify-targets")

@@ -1,0 +1,1 @@
+"""Deliberately broken implementations (`python -m metersync_conformance.broken`, __main__.py)."""

@@ -1,0 +1,1 @@
+"""The results of a run: terminal summary, JUnit XML and the HTML report (templates/)."""
