@@ -18,6 +18,7 @@ from test_manager_support import Dev, TestAgent, new_token, report_xml, store  #
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError, retry_later
 from metersync_manager import channel, ingest, meters, staleness
+from metersync_manager import models as m
 from metersync_manager.ingest import AgentRecord, Decision, TokenRecord
 from metersync_manager.models import SCHEMA_VERSION
 from metersync_manager.store import Store
@@ -529,10 +530,20 @@ def test_channel_error_relayed_by_its_meaning(
     assert retry_later(code, status) is (retry_after is not None)
 
 
-def downgrade_tenancy(conn: Any) -> None:
-    """Undo schema version 6 (tenancy) on a database of version 6."""
+def downgrade_fleet(conn: Any) -> None:
+    """Undo schema version 7 (fleet intelligence) on a database of version 7."""
     from sqlalchemy import text
 
+    for table in reversed(m.FLEET_TABLES):
+        conn.execute(text(f"DROP TABLE {table.name}"))
+    conn.execute(text("UPDATE schema_version SET version = 6 WHERE version = 7"))
+
+
+def downgrade_tenancy(conn: Any) -> None:
+    """Undo schema versions 7 and 6 (tenancy) on a database of version 7."""
+    from sqlalchemy import text
+
+    downgrade_fleet(conn)
     tables = ("device_events", "assignments", "sites", "customers", "counter_series")
     for table in (*tables, "counter_reads", "counter_resets", "contract_meters"):
         conn.execute(text(f"DROP TABLE {table}"))
@@ -549,6 +560,21 @@ def downgrade_tenancy(conn: Any) -> None:
         for column in columns:
             conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
     conn.execute(text("UPDATE schema_version SET version = 5 WHERE version = 6"))
+
+
+def test_migration_7_starts_the_fleet_evaluator_after_stored_readings(store: Store) -> None:  # noqa: F811
+    from sqlalchemy import select
+
+    a = enrolled(store)
+    raw = a.report([Dev("sn:hp:before7", polled_at=t(0))])
+    store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
+    with store.engine.begin() as conn:
+        downgrade_fleet(conn)
+    assert store.migrate() == SCHEMA_VERSION
+    with store.engine.begin() as conn:
+        pos = conn.execute(select(m.fleet_cursor.c.position)).scalar_one()
+        newest = conn.execute(select(m.readings.c.id)).scalar_one()
+    assert pos == newest  # old readings raise no alert storm
 
 
 def test_migration_6_puts_everything_in_the_default_customer(store: Store) -> None:  # noqa: F811
