@@ -156,7 +156,13 @@ def check(
 def load_all() -> dict[str, Check]:
     """Import every module that registers checks; the registry, complete."""
     from metersync_conformance import smtp_checks  # noqa: F401
-    from metersync_conformance.agent.checks import channel, core, tls, updates  # noqa: F401
+    from metersync_conformance.agent.checks import (  # noqa: F401
+        channel,
+        core,
+        senses,  # noqa: F401
+        tls,
+        updates,
+    )
     from metersync_conformance.manager import channel as _mc  # noqa: F401
     from metersync_conformance.manager import core as _m  # noqa: F401
     from metersync_conformance.manager import updates as _mu  # noqa: F401

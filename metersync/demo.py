@@ -148,6 +148,12 @@ def run(args: argparse.Namespace) -> int:
             text=True,
             check=True,
         ).stdout.strip()
+        console_password = subprocess.run(  # a console account (dealer admin) for the browser
+            [*cli, "manager", "user", "create", "demo", "--data-dir", str(mdir)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         api = {"Authorization": f"Bearer {api_token}"}
         with (logs / "manager.log").open("wb") as log:
             manager = subprocess.Popen(
@@ -195,6 +201,10 @@ def run(args: argparse.Namespace) -> int:
         today = time.strftime("%Y-%m-%d", time.gmtime())
         print(
             f"""
+Open the console in a browser:
+  {url}/
+  user demo, password {console_password}
+
 Where to look (the read API needs the operator token, MS-HTTP-18):
   export METERSYNC_API_TOKEN={api_token}
   curl -H "Authorization: Bearer $METERSYNC_API_TOKEN" {url}/api/v1/devices

@@ -20,6 +20,7 @@ CLASSES = (
     "Agent-SMTP",
     "Agent-Channel",
     "Agent-Update",
+    "Agent-Trap",
     "Manager-Core",
     "Manager-HTTP",
     "Manager-SMTP",

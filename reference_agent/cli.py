@@ -178,10 +178,17 @@ def _add_service(sub) -> None:
     register_service_commands(sub)
 
 
+def _add_record(sub) -> None:
+    from .recorder import add_record
+
+    add_record(sub)
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_poll,
     _add_discover,
     _add_service,
+    _add_record,
 ]
 
 

@@ -93,6 +93,9 @@ class Settings:
     smtp_from: str | None = None
     smtp_to: str | None = None
     smtp_fallback_after: float = DEFAULTS["smtp_fallback_after"]
+    traps: Any = None  # traps.TrapConfig when the receiver is provisioned (chapter 19)
+    adaptive: Any = None  # scheduling.Adaptive when adaptive polling is on (section 19.3)
+    privacy: dict[str, str] = field(default_factory=dict)  # field -> drop | hash (chapter 20)
     provisioning: model.Provisioning | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -220,8 +223,28 @@ def settings_from_provisioning(
         smtp_enabled=smtp_enabled,
         update_trusted_root=p.updates.trusted_root,
         **_smtp_settings(smtp),
+        **_senses(p, creds),
         provisioning=p,
     )
+
+
+def _senses(p: model.Provisioning, creds: tuple[Credential, ...]) -> dict[str, Any]:
+    """Provisioning traps, adaptivePolling and privacy (chapters 19, 20) -> settings."""
+    from metersync_agent.privacy import modes_from_provisioning
+    from metersync_agent.scheduling import Adaptive
+    from metersync_agent.traps import TrapConfig
+
+    traps = TrapConfig.from_provisioning(p, creds)
+    if traps is not None and ipaddress.ip_address(traps.address).is_unspecified:
+        raise ConfigError(
+            f"3001 INVALID_VALUE [MS-TRAP-1]: traps/address {traps.address!r} is a wildcard; "
+            "name the LAN address of this host the printers send to"
+        )
+    return {
+        "traps": traps,
+        "adaptive": Adaptive.from_provisioning(p, float(p.schedule.poll_interval)),
+        "privacy": modes_from_provisioning(p),
+    }
 
 
 def _check_smtp(smtp: model.SmtpTransport) -> None:
@@ -315,6 +338,74 @@ def _pem(section: dict[str, Any], key: str, base: Path) -> str | None:
     return None
 
 
+def _toml_credentials(
+    entries: list[dict[str, Any]], usm: type = model.UsmCredential
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """[[credentials]] entries -> the v1, v2c and v3 lists of the model (`usm`: the v3 type)."""
+    v1: list[Any] = []
+    v2c: list[Any] = []
+    v3: list[Any] = []
+    for c in entries:
+        version = str(c.get("version", "2c")).lower().lstrip("v")
+        if version in ("1", "2c"):
+            item: Any = model.CommunityCredential(community=str(c.get("community", "public")))
+            (v1 if version == "1" else v2c).append(item)
+        elif version == "3":
+            extra = {"engine_id": bytes.fromhex(c["engine_id"])} if c.get("engine_id") else {}
+            item = usm(
+                user=str(c["user"]),
+                auth_protocol=model.AuthProtocol(c["auth_protocol"])
+                if c.get("auth_protocol")
+                else None,
+                auth_key=c.get("auth_key"),
+                priv_protocol=model.PrivProtocol(c["priv_protocol"])
+                if c.get("priv_protocol")
+                else None,
+                priv_key=c.get("priv_key"),
+                context=c.get("context"),
+                **extra,
+            )
+            v3.append(item)
+        else:
+            raise ConfigError(f"credentials: unknown SNMP version {c.get('version')!r}")
+    return v1, v2c, v3
+
+
+def _toml_senses(doc: dict[str, Any]) -> dict[str, Any]:
+    """[traps], [adaptive_polling] and [privacy] -> the Provisioning elements (chapters 19, 20)."""
+    out: dict[str, Any] = {}
+    if (t := doc.get("traps")) is not None:
+        creds = None
+        if t.get("credentials"):
+            creds = model.TrapCredentials()
+            creds.v1, creds.v2c, creds.v3 = _toml_credentials(
+                t["credentials"], model.TrapUsmCredential
+            )
+        out["traps"] = model.TrapSettings(
+            enabled=bool(t.get("enabled", True)),
+            address=str(t["address"]),
+            port=t.get("port"),
+            credentials=creds,
+            min_interval=t.get("min_interval"),
+        )
+    if (a := doc.get("adaptive_polling")) is not None:
+        out["adaptive_polling"] = model.AdaptivePolling(
+            enabled=bool(a.get("enabled", True)),
+            min_interval=a.get("min_interval"),
+            max_interval=a.get("max_interval"),
+            pdu_budget=a.get("pdu_budget"),
+        )
+    if (priv := doc.get("privacy")) is not None:
+        unknown = set(priv) - {"ip_address", "mac_address", "hostname", "contact", "location",
+                               "console_text", "alert_description"}  # fmt: skip
+        if unknown:
+            raise ConfigError(f"[privacy]: unknown field(s) {', '.join(sorted(unknown))}")
+        out["privacy"] = model.PrivacySettings(
+            **{k: model.MaskMode(str(v)) for k, v in priv.items()}
+        )
+    return out
+
+
 def provisioning_from_toml(doc: dict[str, Any], base: Path = Path(".")) -> model.Provisioning:
     """Map the TOML form onto the generated Provisioning model (validated later, at the edge).
 
@@ -325,11 +416,15 @@ def provisioning_from_toml(doc: dict[str, Any], base: Path = Path(".")) -> model
     start_delay_max; [snmp] timeout, retries, device_budget, concurrency; [channel] enabled;
     [updates] mode, feed_url, check_interval, trusted_root | trusted_root_file;
     [outbox] max_reports, max_age_days, max_bytes;
+    [traps] enabled, address, port, min_interval, [[traps.credentials]] (as [[credentials]], v3
+    with engine_id); [adaptive_polling] enabled, min_interval, max_interval, pdu_budget;
+    [privacy] ip_address, mac_address, hostname, contact, location, console_text,
+    alert_description = "keep" | "drop" | "hash";
     [smtp] enabled, host, port, security, ca_bundle | ca_bundle_file, username, password, from,
     to, fallback_after.
     """
     known = {"manager", "http", "smtp", "targets", "credentials", "schedule", "snmp", "channel"}
-    known |= {"updates", "outbox"}
+    known |= {"updates", "outbox", "traps", "adaptive_polling", "privacy"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"unknown TOML section(s): {', '.join(sorted(unknown))}")
@@ -344,31 +439,7 @@ def provisioning_from_toml(doc: dict[str, Any], base: Path = Path(".")) -> model
     try:
         creds = model.SnmpCredentials()
         entries = doc.get("credentials") or [{"version": "2c", "community": "public"}]
-        v1: list[Any] = []
-        v2c: list[Any] = []
-        v3: list[Any] = []
-        for c in entries:
-            version = str(c.get("version", "2c")).lower().lstrip("v")
-            if version in ("1", "2c"):
-                item: Any = model.CommunityCredential(community=str(c.get("community", "public")))
-                (v1 if version == "1" else v2c).append(item)
-            elif version == "3":
-                item = model.UsmCredential(
-                    user=str(c["user"]),
-                    auth_protocol=model.AuthProtocol(c["auth_protocol"])
-                    if c.get("auth_protocol")
-                    else None,
-                    auth_key=c.get("auth_key"),
-                    priv_protocol=model.PrivProtocol(c["priv_protocol"])
-                    if c.get("priv_protocol")
-                    else None,
-                    priv_key=c.get("priv_key"),
-                    context=c.get("context"),
-                )
-                v3.append(item)
-            else:
-                raise ConfigError(f"credentials: unknown SNMP version {c.get('version')!r}")
-        creds.v1, creds.v2c, creds.v3 = v1, v2c, v3
+        creds.v1, creds.v2c, creds.v3 = _toml_credentials(entries)
         return model.Provisioning(
             version=xml_edge.PROTOCOL_VERSION,
             manager=model.ManagerEndpoint(
@@ -432,6 +503,7 @@ def provisioning_from_toml(doc: dict[str, Any], base: Path = Path(".")) -> model
                 max_age_days=outbox.get("max_age_days"),
                 max_bytes=outbox.get("max_bytes"),
             ),
+            **_toml_senses(doc),
         )
     except KeyError as exc:
         raise ConfigError(f"missing TOML setting {exc.args[0]!r}") from None

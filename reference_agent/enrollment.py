@@ -53,6 +53,7 @@ CAPABILITIES = [
     model.Capability.UPDATE,
     model.Capability.CHANNEL_WEBSOCKET,  # Agent-Channel (MS-CONF-6): both transports
     model.Capability.CHANNEL_LONGPOLL,
+    model.Capability.TRAP,  # Agent-Trap: the trap receiver (chapter 19)
 ]
 
 

@@ -158,6 +158,7 @@ def status_info(
     dropped_reports: int,
     cycle: CycleResult | None,
     licence: model.LicenceState | None = None,
+    traps: model.TrapStats | None = None,
 ) -> model.AgentStatusInfo:
     """AgentStatusInfo (MS-MSG-12): in every report, and the channel's /status (MS-MSG-14)."""
     last_cycle = None
@@ -179,6 +180,7 @@ def status_info(
         licence=licence or model.LicenceState(state=model.LicenceStateName.MISSING),
         channel_enabled=settings.channel_enabled,
         update_mode=model.UpdateMode(settings.update_mode),
+        traps=traps,  # with the trap receiver on (MS-TRAP-6)
     )
 
 
@@ -190,6 +192,7 @@ def build_report(
     cycle: CycleResult | None,
     snapshots: list[model.DeviceSnapshot],
     licence: model.LicenceState | None = None,
+    traps: model.TrapStats | None = None,
 ) -> ReportBytes:
     """The signed Report for these snapshots, with counter decreases flagged (MS-DEV-13)."""
     from metersync_agent.identity import flag_decreased, series_name  # the poller's rule
@@ -225,6 +228,7 @@ def build_report(
             ctx.dropped_reports,
             cycle,
             licence,
+            traps,
         ),
         device=snapshots,
     )
@@ -279,6 +283,7 @@ class AgentService:
         self._client: Any = None
         self._profiles: Any = None
         self.channel: Any = None  # the ChannelClient while bidirectional mode is on
+        self._senses_init()
 
     # -- lifecycle --
 
@@ -310,6 +315,11 @@ class AgentService:
                 log.info("waiting %.0f s (random start delay) before starting", delay)
                 if await self._sleep(delay):
                     return 0
+            if s.traps is not None:  # off unless provisioned; faces printers only (MS-TRAP-1)
+                from metersync_agent.traps import TrapReceiver
+
+                self.traps = TrapReceiver(s.traps, self._trap_source_known, self._on_trap)
+                await self.traps.start()
             collector = asyncio.create_task(self._collector(client), name="collector")
             sender = asyncio.create_task(self._sender(reports, transport), name="sender")
             tasks = {collector, sender}
@@ -337,6 +347,8 @@ class AgentService:
                     return 1
             return 0
         finally:
+            if self.traps is not None:
+                self.traps.close()
             await transport.aclose()
             client.close()
             self.outbox.close()
@@ -443,7 +455,7 @@ class AgentService:
             wake = min([next_discovery] + [e.next_poll for e in active])
             if not active:
                 wake = min(wake, self._heartbeat_at)
-            if await self._sleep(wake - loop.time()):
+            if await self._nap(wake - loop.time()):
                 return
 
     _heartbeat_at: float = 0.0
@@ -540,8 +552,11 @@ class AgentService:
         polled: list[tuple[DeviceEntry, model.DeviceSnapshot, bool]] = []  # (…, answered)
         snapshots: list[model.DeviceSnapshot] = []
         failed = partial = 0
+        intervals: dict[int, float] = {}
         for e, snap in zip(due, results, strict=True):
-            e.next_poll = cycle_start + s.poll_interval + self._jitter()
+            read = None if isinstance(snap, BaseException) or classify(snap) == "failed" else snap
+            intervals[id(e)] = self.scheduler.polled((e.host, e.port), read, cycle_start)
+            e.next_poll = cycle_start + intervals[id(e)] + self._jitter()
             if isinstance(snap, BaseException):
                 log.error("polling %s:%d failed: %r", e.host, e.port, snap)
                 failed += 1
@@ -571,6 +586,7 @@ class AgentService:
                 if id(e) in refused:
                     continue
                 self._moved(e, snap.identity)
+            snap = self._finish(e, snap, intervals[id(e)])
             e.last_snapshot = snap
             snapshots.append(snap)
         if list(self.state.monitored) != monitored_before:
@@ -616,9 +632,10 @@ class AgentService:
 
         identity, settings, started = self.identity, self.settings, self.started_at
         licence = licence_for_report(self.state_dir, identity.agent_id)  # MS-UPD-20
+        traps = self.traps.stats() if self.traps is not None else None
 
         def build(ctx: EnqueueContext) -> ReportBytes:
-            return build_report(ctx, identity, settings, started, cycle, snapshots, licence)
+            return build_report(ctx, identity, settings, started, cycle, snapshots, licence, traps)
 
         try:
             stored = await asyncio.to_thread(self.outbox.enqueue, build)
@@ -628,6 +645,69 @@ class AgentService:
         self.state.reports_queued += 1
         log.debug("stored report %s (sequence %d)", stored.report_id, stored.sequence)
         self._wake_sender.set()
+
+    # -- senses and manners (chapters 19, 20): traps, adaptive intervals, masking --
+
+    def _senses_init(self) -> None:
+        from metersync_agent.privacy import Masking
+        from metersync_agent.scheduling import Scheduler
+
+        s = self.settings
+        self.traps: Any = None  # the TrapReceiver while provisioned (MS-TRAP-1)
+        self.pending_traps: dict[tuple[str, int], list[model.TrapEvent]] = {}
+        self._wake_collector = asyncio.Event()
+        self.masking = Masking.load(s.privacy, self.state_dir)
+        trap_interval = s.traps.min_interval if s.traps is not None else None
+        self.scheduler = Scheduler(s.poll_interval, s.adaptive, trap_interval)
+
+    async def _nap(self, seconds: float) -> bool:
+        """Sleep until stopped, woken by a notification, or `seconds`; True when stopped."""
+        waiters = {
+            asyncio.create_task(self.stop.wait()),
+            asyncio.create_task(self._wake_collector.wait()),
+        }
+        await asyncio.wait(waiters, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+        self._wake_collector.clear()
+        return self.stop.is_set()
+
+    def _entries_at(self, ip: str) -> list[DeviceEntry]:
+        """The monitored devices polled at this address (a notification's source)."""
+        return [
+            e
+            for e in self.state.devices.values()
+            if not e.unlicensed
+            and (e.host == ip or (e.last_good is not None and e.last_good.ip_address == ip))
+        ]
+
+    def _trap_source_known(self, ip: str) -> bool:
+        return bool(self._entries_at(ip))
+
+    def _on_trap(self, ip: str, event: model.TrapEvent) -> None:
+        """An accepted notification: kept for the device's next snapshot (MS-TRAP-5) and, when
+        the scheduler allows, an immediate read (MS-TRAP-4)."""
+        from metersync_agent.traps import MAX_PER_SNAPSHOT
+
+        e = self._entries_at(ip)[0]
+        key = (e.host, e.port)
+        pending = self.pending_traps.setdefault(key, [])
+        pending.append(event)
+        del pending[:-MAX_PER_SNAPSHOT]
+        now = asyncio.get_running_loop().time()
+        if self.scheduler.trigger(key, now):
+            e.next_poll = now
+            self.traps.triggered_reads += 1
+            self._wake_collector.set()
+
+    def _finish(
+        self, e: DeviceEntry, snap: model.DeviceSnapshot, interval: float
+    ) -> model.DeviceSnapshot:
+        """The snapshot as stored: its notifications, its interval, masked (MS-PRIV-1)."""
+        snap.trap = self.pending_traps.pop((e.host, e.port), [])
+        if self.settings.adaptive is not None or interval != self.settings.poll_interval:
+            snap.interval = round(interval)  # MS-TRAP-10
+        return self.masking.apply(snap)
 
     # -- the channel (chapter 10): read-only views of the state above --
 
@@ -650,6 +730,7 @@ class AgentService:
             st.dropped_reports,
             self.state.last_cycle,
             licence,
+            self.traps.stats() if self.traps is not None else None,
         )
 
     def snapshots(self) -> dict[str, model.DeviceSnapshot]:
@@ -689,7 +770,7 @@ class AgentService:
         if classify(snap) == "failed":
             codes = ", ".join(sorted({e.code.value for e in snap.collection_error}))
             raise FreshReadFailed(codes or "nothing was read")
-        return snap
+        return self.masking.apply(snap)  # nothing leaves the agent unmasked (MS-PRIV-1)
 
     async def _channel(self) -> None:
         from metersync_agent.channel import ChannelClient, ChannelResources

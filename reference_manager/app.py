@@ -25,7 +25,7 @@ import metersync_spec
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
 from metersync.xml_edge import MEDIA_TYPE
-from metersync_manager import api_tenancy, channel, ingest
+from metersync_manager import api_tenancy, channel, console, ingest
 from metersync_manager.accept import accept_report
 from metersync_manager.fleet import api as fleet_api
 from metersync_manager.fleet.service import FleetConfig
@@ -293,6 +293,8 @@ def create_app(
         websocket_enabled=channel_websocket,
         hold=channel_hold,
     )
+
+    app.register_blueprint(console.blueprint(store, run, hub, clock))  # the web pages
 
     # --- JSON read API -------------------------------------------------------------------------
 

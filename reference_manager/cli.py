@@ -6,6 +6,7 @@
     metersync manager token create [--expires 24h] [--agent AGENT_ID]
                                    [--data-dir DIR | --database URL]
     metersync manager api-token create [--name NAME] | revoke --name NAME  [--data-dir …]
+    metersync manager user create NAME [--role R] [--customer C]… | reset NAME | disable NAME
     metersync manager agent revoke AGENT_ID [--data-dir DIR | --database URL]
     metersync manager mail refusals [--limit N] [--data-dir DIR | --database URL]
     metersync manager alerts list [--state active] [--rule R] [--customer C] [--limit N]
@@ -38,6 +39,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+
+from metersync_manager import cli_tenancy
 
 DEFAULT_BIND = "127.0.0.1:8470"
 _T = TypeVar("_T")
@@ -147,6 +150,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="AGENT_ID",
         help="a re-enrollment token for this enrolled agent: key rotation (MS-SEC-8)",
     )
+    create.add_argument(
+        "--customer", default="default", help="the customer the enrolled agent belongs to"
+    )
+    create.add_argument("--site", help="the customer's site of the agent (created when new)")
     create.set_defaults(func=cmd_token_create)
 
     api_token = sub.add_parser("api-token", help="operator tokens for the /api/v1 API")
@@ -154,11 +161,40 @@ def register(parser: argparse.ArgumentParser) -> None:
     api_create = api_sub.add_parser("create", help="create an operator token (MS-HTTP-18)")
     _db_options(api_create)
     api_create.add_argument("--name", default="operator", help="who or what holds it")
+    api_create.add_argument(
+        "--role", default="dealer-admin", help="dealer-admin, dealer-staff or customer-viewer"
+    )
+    api_create.add_argument(
+        "--customer", action="append", default=[], help="a customer of the scope (repeatable)"
+    )
     api_create.set_defaults(func=cmd_api_token_create)
     api_revoke = api_sub.add_parser("revoke", help="revoke every operator token of a name")
     _db_options(api_revoke)
     api_revoke.add_argument("--name", required=True)
     api_revoke.set_defaults(func=cmd_api_token_revoke)
+
+    user = sub.add_parser("user", help="console accounts (sign-in to the web console)")
+    user_sub = user.add_subparsers(dest="user_command", metavar="COMMAND", required=True)
+    u_create = user_sub.add_parser("create", help="create a console user; prints its password")
+    _db_options(u_create)
+    u_create.add_argument("username")
+    u_create.add_argument(
+        "--role", default="dealer-admin", help="dealer-admin, dealer-staff or customer-viewer"
+    )
+    u_create.add_argument(
+        "--customer", action="append", default=[], help="a customer of the scope (repeatable)"
+    )
+    u_create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    u_create.set_defaults(func=cmd_user)
+    for name, what in (("reset", "give a user a new password"), ("disable", "disable a user")):
+        u = user_sub.add_parser(name, help=f"{what}; their sessions end")
+        _db_options(u)
+        u.add_argument("username")
+        if name == "reset":
+            u.add_argument("--password-stdin", action="store_true")
+        u.set_defaults(func=cmd_user)
 
     agent = sub.add_parser("agent", help="enrolled agents")
     agent_sub = agent.add_subparsers(dest="agent_command", metavar="COMMAND", required=True)
@@ -166,6 +202,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     _db_options(revoke)
     revoke.add_argument("agent_id")
     revoke.set_defaults(func=cmd_agent_revoke)
+    cli_tenancy.add_agent_move(agent_sub, _db_options)
+    cli_tenancy.add_parsers(sub, _db_options)
 
     mail = sub.add_parser("mail", help="the SMTP binding")
     mail_sub = mail.add_subparsers(dest="mail_command", metavar="COMMAND", required=True)
@@ -354,11 +392,21 @@ def _with_store(args: argparse.Namespace, action: Callable[[Any], _T]) -> _T:
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     from metersync_manager import ingest
+    from metersync_manager.tenancy import TenancyError
 
     token = ingest.new_token()
     now = ingest.utcnow()
     expires = now + args.expires
-    _with_store(args, lambda s: s.add_token(ingest.hash_token(token), expires, now, args.agent))
+    try:
+        _with_store(
+            args,
+            lambda s: s.add_token(
+                ingest.hash_token(token), expires, now, args.agent, args.customer, args.site
+            ),
+        )
+    except TenancyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(token)
     print(f"one-time enrollment token, valid until {expires.isoformat()}", file=sys.stderr)
     return 0
@@ -366,10 +414,18 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 def cmd_api_token_create(args: argparse.Namespace) -> int:
     from metersync_manager import ingest
+    from metersync_manager.scope import Scope, ScopeError
 
     token = ingest.new_token()
     now = ingest.utcnow()
-    _with_store(args, lambda s: s.add_operator_token(ingest.hash_token(token), args.name, now))
+    try:
+        scope = Scope(args.role, frozenset(args.customer), args.name)
+        _with_store(
+            args, lambda s: s.add_operator_token(ingest.hash_token(token), args.name, now, scope)
+        )
+    except ScopeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(token)
     print(f"operator token {args.name!r}: send it as 'Authorization: Bearer …'", file=sys.stderr)
     return 0
@@ -381,6 +437,31 @@ def cmd_api_token_revoke(args: argparse.Namespace) -> int:
     revoked = _with_store(args, lambda s: s.revoke_operator_tokens(args.name, ingest.utcnow()))
     print(f"revoked {revoked} operator token(s) named {args.name!r}", file=sys.stderr)
     return 0 if revoked else 1
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from metersync_manager import ingest
+    from metersync_manager.console.accounts import AccountError, Accounts, new_password
+    from metersync_manager.scope import Scope, ScopeError
+
+    now = ingest.utcnow()
+    given = getattr(args, "password_stdin", False)
+    password = sys.stdin.readline().rstrip("\n") if given else new_password()
+    try:
+        if args.user_command == "create":
+            scope = Scope(args.role, frozenset(args.customer), args.username)
+            _with_store(args, lambda s: Accounts(s).create(args.username, password, scope, now))
+        elif args.user_command == "reset":
+            _with_store(args, lambda s: Accounts(s).reset(args.username, password, now))
+        else:
+            _with_store(args, lambda s: Accounts(s).disable(args.username, now))
+    except (AccountError, ScopeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.user_command != "disable" and not given:
+        print(password)
+    print(f"console user {args.username!r}: {args.user_command} done", file=sys.stderr)
+    return 0
 
 
 def cmd_agent_revoke(args: argparse.Namespace) -> int:

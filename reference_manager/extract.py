@@ -392,3 +392,8 @@ def report_rows(root: etree._Element) -> ReportRows:
         problem=problem,
         cycle_started_at=cycle,
     )
+
+
+def device_rows(el: etree._Element) -> DeviceRows:
+    """The rows of one schema-valid device snapshot (a report's device, or a channel Device)."""
+    return _device(el)

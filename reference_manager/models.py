@@ -373,6 +373,75 @@ contract_meters = Table(
     Column("updated_at", DateTime, nullable=False),
 )
 
+
+# --- the console (metersync_manager.console) ------------------------------------------------
+
+# Operator accounts of the web console; a password is kept only as its argon2id hash.
+console_users = Table(
+    "console_users",
+    metadata,
+    Column("user_id", _BigId, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("role", String(32), nullable=False),  # metersync_manager.scope
+    Column("customers", Text, nullable=False, default=""),  # space-separated customer ids
+    Column("created_at", DateTime, nullable=False),
+    Column("password_at", DateTime, nullable=False),
+    Column("disabled_at", DateTime),
+)
+
+# Signed-in browsers: the cookie holds a random token, the table only its sha256.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", BigInteger, nullable=False, index=True),
+    Column("csrf", String(64), nullable=False),  # the form token of this session
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+)
+
+# Sign-in attempts, for the login rate limit (per user name and per client address).
+login_attempts = Table(
+    "login_attempts",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("at", DateTime, nullable=False),
+    Column("username", String(64), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Index("ix_login_attempts_user", "username", "at"),
+    Index("ix_login_attempts_address", "address", "at"),
+)
+
+# Each device's newest snapshot in one row (metersync_manager.device_state), kept by ingest in
+# the report's transaction, so the fleet page never reads the readings tables.
+device_state = Table(
+    "device_state",
+    metadata,
+    Column("device_key", String(255), primary_key=True),
+    Column("reading_id", BigInteger, nullable=False),
+    Column("polled_at", DateTime, nullable=False),
+    Column("device_status", String(32)),
+    Column("printer_status", String(32)),
+    Column("error_flags", String(512)),
+    Column("supplies", Text, nullable=False, default="[]"),  # JSON, device_state.summary
+    Column("low_supplies", Integer, nullable=False, default=0, index=True),
+    Column("alerts", Integer, nullable=False, default=0, index=True),
+)
+
+CONSOLE_INDEXES = (
+    Index("ix_devices_agent_complete", devices.c.last_agent_id, devices.c.last_complete_at),
+    Index("ix_devices_current_ip", devices.c.current_ip),
+    Index("ix_devices_last_seen", devices.c.last_seen),
+    Index("ix_devices_vendor", devices.c.vendor),
+    Index("ix_devices_model", devices.c.model),
+    Index("ix_devices_serial", devices.c.serial_number),
+    Index("ix_devices_site", devices.c.site_id),
+    Index("ix_device_state_status", device_state.c.device_status),
+)
+
+
 # --- fleet intelligence (metersync_manager.fleet) -------------------------------------------
 
 # Alerts with a lifecycle: open → (acknowledged) → resolved. `open_key` is set while the alert
@@ -503,7 +572,7 @@ FLEET_TABLES = (
     fleet_cursor,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def _v2_mail_refusals(conn: Connection) -> None:
@@ -588,7 +657,7 @@ def _v6_tenancy(conn: Connection) -> None:
     )
 
 
-def _v7_fleet(conn: Connection) -> None:
+def _v8_fleet(conn: Connection) -> None:
     """Fleet intelligence: alerts, rule settings, notification targets and queue, forecasts,
     orders; the evaluator starts after the readings already stored (no alert storm)."""
     for table in FLEET_TABLES:
@@ -601,6 +670,18 @@ def _v7_fleet(conn: Connection) -> None:
     )
 
 
+def _v7_console(conn: Connection) -> None:
+    """Console accounts, sessions and login attempts; each device's newest snapshot in
+    device_state, filled from the readings already stored."""
+    from metersync_manager import device_state as state
+
+    for table in (console_users, console_sessions, login_attempts, device_state):
+        table.create(conn, checkfirst=True)
+    for index in CONSOLE_INDEXES:
+        index.create(conn, checkfirst=True)
+    state.backfill(conn)
+
+
 # version → the step that turns version-1 into version.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_mail_refusals,
@@ -608,5 +689,6 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     4: _v4_operator_tokens,
     5: _v5_staleness,
     6: _v6_tenancy,
-    7: _v7_fleet,
+    7: _v7_console,
+    8: _v8_fleet,
 }

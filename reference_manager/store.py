@@ -44,7 +44,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from metersync.errors import ProtocolError
-from metersync_manager import billing, contract, ownership, staleness, tenancy
+from metersync_manager import billing, contract, device_state, ownership, staleness, tenancy
 from metersync_manager import models as m
 from metersync_manager.extract import DeviceRows, ReportRows, iso, utc_naive
 from metersync_manager.ingest import AgentRecord, Decision, TokenRecord, replayed
@@ -165,6 +165,14 @@ class Store:
     def _read(self) -> Iterator[Connection]:
         with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    def reading(self) -> contextlib.AbstractContextManager[Connection]:
+        """A read transaction, for modules with their own queries (the console)."""
+        return self._read()
+
+    def writing(self) -> contextlib.AbstractContextManager[Connection]:
+        """A write transaction (serialised on SQLite), for modules with their own tables."""
+        return self._write()
 
     def migrate(self) -> int:
         """Create or upgrade the schema; safe when several processes start at once."""
@@ -609,6 +617,7 @@ class Store:
                 ),
             },
         )
+        self._upsert_state = device_state.upsert(ins)
         self._ins_readings = m.readings.insert().returning(
             m.readings.c.id, m.readings.c.device_key, sort_by_parameter_order=True
         )
@@ -667,9 +676,14 @@ class Store:
             "alerts": [],
             "collection_errors": [],
         }
+        newest = []  # the applied snapshots make the device's state (device_state)
         for (reading_id, key), x in zip(ids, devs, strict=True):
             if key != x.device_key:
                 raise RuntimeError("readings came back out of order")
+            if verdicts[key].disposition is APPLIED:
+                newest.append(
+                    device_state.values(key, reading_id, x.reading, x.supplies, len(x.alerts))
+                )
             for name, items in (
                 ("counters", x.counters),
                 ("supplies", x.supplies),
@@ -680,6 +694,7 @@ class Store:
         for name, batch in children.items():
             if batch:
                 conn.exec_driver_sql(self._ins_children[name], batch)  # type: ignore[arg-type]
+        device_state.apply(conn, self._upsert_state, newest)
         for x in devs:
             verdict = verdicts[x.device_key]
             found: list[dict[str, Any]] = []

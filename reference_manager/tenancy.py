@@ -110,11 +110,20 @@ def first_reports(
 def hand_over(
     conn: Connection, device_key: str, old: str | None, new: str, agent: Any, at: datetime
 ) -> None:
+    """The device's owner becomes `new` (of the same customer). The bill's interval is split
+    only when the site changes; the hand-over itself is a device event."""
+    d = m.devices.c
+    site = conn.execute(select(d.site_id).where(d.device_key == device_key)).scalar()
     conn.execute(
         update(m.devices)
-        .where(m.devices.c.device_key == device_key)
+        .where(d.device_key == device_key)
         .values(owner_agent_id=new, site_id=agent.site_id)
     )
+    if site == agent.site_id:
+        conn.execute(
+            update(m.assignments).where(_open("device", device_key)).values(owner_agent_id=new)
+        )
+        return
     assign(
         conn,
         "device",

@@ -313,6 +313,15 @@ def test_demo_starts_everything_and_cleans_up(tmp_path: Path) -> None:
         assert m, text
         api = {"Authorization": f"Bearer {m.group(1)}"}
         assert len(httpx.get(url + "/api/v1/devices", headers=api).json()["items"]) == 13
+        login = re.search(r"user demo, password (\S+)", text)  # the console's demo login
+        assert login and f"{url}/\n" in text, text
+        with httpx.Client(base_url=url) as browser:
+            form = browser.get("/console/login").text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+            assert csrf, form
+            data = {"username": "demo", "password": login.group(1), "csrf": csrf.group(1)}
+            assert browser.post("/console/login", data=data).status_code == 302
+            assert browser.get("/console/").text.count("<tr data-key=") == 13
         _wait("a second report", lambda: httpx.get(url + "/api/v1/agents", headers=api).json()[
             "items"][0]["reports"] >= 2, 20)  # fmt: skip
         proc.send_signal(signal.SIGINT)

@@ -531,19 +531,33 @@ def test_channel_error_relayed_by_its_meaning(
 
 
 def downgrade_fleet(conn: Any) -> None:
-    """Undo schema version 7 (fleet intelligence) on a database of version 7."""
+    """Undo schema version 8 (fleet intelligence) on a database of version 8."""
     from sqlalchemy import text
 
     for table in reversed(m.FLEET_TABLES):
         conn.execute(text(f"DROP TABLE {table.name}"))
+    conn.execute(text("UPDATE schema_version SET version = 7 WHERE version = 8"))
+
+
+def downgrade_console(conn: Any) -> None:
+    """Undo schema version 7 (the console) on a database of version 7."""
+    from sqlalchemy import text
+
+    from metersync_manager import models
+
+    for index in models.CONSOLE_INDEXES:
+        conn.execute(text(f"DROP INDEX {index.name}"))
+    for table in ("device_state", "login_attempts", "console_sessions", "console_users"):
+        conn.execute(text(f"DROP TABLE {table}"))
     conn.execute(text("UPDATE schema_version SET version = 6 WHERE version = 7"))
 
 
 def downgrade_tenancy(conn: Any) -> None:
-    """Undo schema versions 7 and 6 (tenancy) on a database of version 7."""
+    """Undo schema versions 8, 7 and 6 (tenancy) on a database of version 8."""
     from sqlalchemy import text
 
     downgrade_fleet(conn)
+    downgrade_console(conn)
     tables = ("device_events", "assignments", "sites", "customers", "counter_series")
     for table in (*tables, "counter_reads", "counter_resets", "contract_meters"):
         conn.execute(text(f"DROP TABLE {table}"))
@@ -562,7 +576,7 @@ def downgrade_tenancy(conn: Any) -> None:
     conn.execute(text("UPDATE schema_version SET version = 5 WHERE version = 6"))
 
 
-def test_migration_7_starts_the_fleet_evaluator_after_stored_readings(store: Store) -> None:  # noqa: F811
+def test_migration_8_starts_the_fleet_evaluator_after_stored_readings(store: Store) -> None:  # noqa: F811
     from sqlalchemy import select
 
     a = enrolled(store)

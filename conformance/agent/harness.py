@@ -1065,7 +1065,13 @@ async def run_agent(
         if sniffer is not None:
             ctx.excluded_hits = _sniff(sniffer)
             sniffer.close()
-    checks = [c for c in select("agent", classes) if only in c.name and not is_tls_check(c.name)]
+    from metersync_conformance.agent.senses_run import is_senses_check
+
+    checks = [
+        c
+        for c in select("agent", classes)
+        if only in c.name and not is_tls_check(c.name) and not is_senses_check(c.name)
+    ]
     verdicts = await run_checks(checks, ctx, progress)  # type: ignore[arg-type]
     if tmp:
         tmp.cleanup()
@@ -1092,7 +1098,8 @@ async def run_all(
 ) -> tuple[list[Verdict], float]:
     """The scenarios at once, as a certification run does: the full scenario on every
     recording, the hard cases (FRINGE) on two of them, the short walk-cap (WALK_CAP) and
-    SNMPv3 (SNMPV3) runs and the TLS run (agent/tls_run.py); the verdicts of all together."""
+    SNMPv3 (SNMPV3) runs, the TLS run (agent/tls_run.py) and the senses run
+    (agent/senses_run.py); the verdicts of all together."""
     started = time.monotonic()
     names = [r.name for r in load(walks)]
     main = Setup(
@@ -1120,5 +1127,11 @@ async def run_all(
             run_agent(command, classes, setup=SNMPV3, phases=SNMPV3_PHASES, **sub("snmpv3"))
         )
     runs.append(run_tls(command, classes, **sub("tls")))
+
     results = await asyncio.gather(*runs)
+    from metersync_conformance.agent.senses_run import run_senses
+
+    # After the others: its timing rules (intervals, trap reads) are judged on a quieter machine
+    # and its load does not disturb the fringe run's tight budgets.
+    results.append(await run_senses(command, classes, **sub("senses")))
     return [v for verdicts, _ in results for v in verdicts], time.monotonic() - started

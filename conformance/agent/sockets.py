@@ -2,8 +2,9 @@
 
 A TCP socket in state LISTEN is a server. A UDP socket has no state; it is a listener when it
 is bound to a fixed port (outside the kernel's ephemeral range) with no peer. An SNMP client
-socket is bound to an ephemeral port, and the trap receiver on UDP 162 is the one exception the
-spec allows (MS-CONF-2).
+socket is bound to an ephemeral port. The trap receiver is the one UDP listener the spec allows,
+and only where it is provisioned (MS-CONF-2, MS-TRAP-1): the senses run judges it with
+`bound_udp`, every unconnected UDP socket whatever its port.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TCP_LISTEN = "0A"
-ALLOWED_UDP_PORTS = frozenset({162})
+ALLOWED_UDP_PORTS: frozenset[int] = frozenset()  # not provisioned: none (MS-TRAP-1)
 
 
 @dataclass(frozen=True)
@@ -76,27 +77,39 @@ def _addr(hex_addr: str) -> tuple[str, int]:
     return ip, int(port, 16)
 
 
-def listeners(pids: list[int]) -> list[Listener]:
-    found: list[Listener] = []
-    ephemeral = _ephemeral()
+def _rows(pids: list[int], protos: tuple[str, ...]) -> list[tuple[int, str, list[str]]]:
+    out = []
     for pid in pids:
         inodes = _socket_inodes(pid)
-        if not inodes:
-            continue
-        for proto in ("tcp", "tcp6", "udp", "udp6"):
+        for proto in protos if inodes else ():
             try:
                 lines = Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]
             except OSError:
                 continue
-            for line in lines:
-                cols = line.split()
-                if len(cols) < 10 or cols[9] not in inodes:
-                    continue
-                ip, port = _addr(cols[1])
-                _, rport = _addr(cols[2])
-                if proto.startswith("tcp"):
-                    if cols[3] == TCP_LISTEN:
-                        found.append(Listener(pid, proto, ip, port))
-                elif rport == 0 and port not in ephemeral and port not in ALLOWED_UDP_PORTS:
-                    found.append(Listener(pid, proto, ip, port))
+            rows = map(str.split, lines)
+            out += [(pid, proto, c) for c in rows if len(c) >= 10 and c[9] in inodes]
+    return out
+
+
+def bound_udp(pids: list[int]) -> list[Listener]:
+    """Every UDP socket of the processes without a peer (clients and listeners alike)."""
+    found = []
+    for pid, proto, cols in _rows(pids, ("udp", "udp6")):
+        ip, port = _addr(cols[1])
+        if _addr(cols[2])[1] == 0:
+            found.append(Listener(pid, proto, ip, port))
+    return found
+
+
+def listeners(pids: list[int]) -> list[Listener]:
+    found: list[Listener] = []
+    ephemeral = _ephemeral()
+    for pid, proto, cols in _rows(pids, ("tcp", "tcp6", "udp", "udp6")):
+        ip, port = _addr(cols[1])
+        _, rport = _addr(cols[2])
+        if proto.startswith("tcp"):
+            if cols[3] == TCP_LISTEN:
+                found.append(Listener(pid, proto, ip, port))
+        elif rport == 0 and port not in ephemeral and port not in ALLOWED_UDP_PORTS:
+            found.append(Listener(pid, proto, ip, port))
     return found

@@ -39,7 +39,7 @@ holds for the device: MS-CH-19), `tls-noverify` (checks neither the manager's ce
 chain nor its host name), `tls-old` (accepts TLS 1.0 and 1.1), `no-client-cert` (never
 presents the provisioned client certificate), `smtp-plain-auth` (goes on in plain text, login
 included, when the relay offers no STARTTLS), `smtp-noverify` (does not check the relay's
-certificate).
+certificate). The senses run's flaws (traps, adaptive polling, privacy) are in broken/senses.py.
 
 Flaws join with `+` (`expired-ok+unbounded`): each breaks its own rule, so one run of a
 deliberately broken implementation can prove several checks at once.
@@ -54,6 +54,8 @@ import threading
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
+
+from metersync_conformance.broken.senses import SENSES_FLAWS, break_agent_senses
 
 MANAGER_FLAWS = (
     "duplicates",
@@ -71,6 +73,7 @@ MANAGER_FLAWS = (
     "update-hurry",
     "manual-fetches",
 )
+
 AGENT_FLAWS = (
     "wrong-unit",
     "percent-3",
@@ -94,6 +97,7 @@ AGENT_FLAWS = (
     "no-client-cert",
     "smtp-plain-auth",
     "smtp-noverify",
+    *SENSES_FLAWS,
 )
 
 _DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*>")
@@ -468,6 +472,8 @@ def break_agent(flaw: str) -> None:
         _break_agent_tls(flaw)
     elif flaw in ("smtp-plain-auth", "smtp-noverify"):
         _break_agent_smtp(flaw)
+    elif flaw in SENSES_FLAWS:
+        break_agent_senses(flaw)
     else:
         raise SystemExit(f"unknown agent flaw {flaw!r}; known: {', '.join(AGENT_FLAWS)}")
 

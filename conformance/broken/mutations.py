@@ -34,6 +34,7 @@ EXT, LIM, ACC = (
     "metersync_manager.accept",
 )
 STORE, BILL = "metersync_manager.store", "metersync_manager.billing"
+OWN = "metersync_manager.ownership"
 
 MUTATIONS: dict[str, Mutation] = {
     # --- signatures and identity ----------------------------------------------------------
@@ -182,6 +183,25 @@ MUTATIONS: dict[str, Mutation] = {
         "    if flagged or value < series.last_value:",
         "    if flagged:",
         "MS-DEV-29",
+    ),  # fmt: skip
+    # --- ownership and series (chapter 21) ---------------------------------------------------
+    "any-agent-owns": Mutation(
+        OWN,
+        "    if state.owner_agent_id in (None, agent_id):",
+        "    if True:",
+        "MS-OWN-2",
+    ),  # fmt: skip
+    "snapshot-from-the-future": Mutation(
+        ING,
+        "    late = [d for d in rows.devices if d.polled_at > rows.created_at + skew]",
+        "    late: list = []",
+        "MS-OWN-4",
+    ),  # fmt: skip
+    "series-without-label": Mutation(
+        BILL,
+        '    parts = ("" if counter.get(k) is None else str(counter[k]) for k in IDENTITY)',
+        '    parts = ("" if counter.get(k) is None else str(counter[k]) for k in IDENTITY if k != "label")',
+        "MS-BILL-1",
     ),  # fmt: skip
     "percent-unchecked": Mutation(
         EXT,

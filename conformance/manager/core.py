@@ -878,4 +878,4 @@ async def processing_order(ctx: ManagerContext) -> list[Finding]:
 
 
 # Further checks live in their own modules; importing them registers them.
-from metersync_conformance.manager import ops, store  # noqa: E402, F401
+from metersync_conformance.manager import ops, ownership, store  # noqa: E402, F401

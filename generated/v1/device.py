@@ -548,6 +548,33 @@ class SupplyUnit(Enum):
     UNRECOGNISED = "unrecognised"
 
 
+class TrapPdu(Enum):
+    """
+    trap (unconfirmed: SNMPv1 Trap or SNMPv2 Trap PDU) or inform
+    (InformRequest, acknowledged).
+    """
+
+    TRAP = "trap"
+    INFORM = "inform"
+
+
+class TrapValueType(Enum):
+    """
+    The SNMP type of a varbind value.
+    """
+
+    INTEGER = "integer"
+    UNSIGNED = "unsigned"
+    COUNTER = "counter"
+    TIMETICKS = "timeticks"
+    OID = "oid"
+    IP_ADDRESS = "ipAddress"
+    TEXT = "text"
+    HEX = "hex"
+    MASKED = "masked"
+    OTHER = "other"
+
+
 @dataclass(kw_only=True)
 class CollectionError:
     """
@@ -829,6 +856,37 @@ class RawSupplyUnit:
     value: SupplyUnit = field()
     raw: int = field(
         metadata={
+            "type": "Attribute",
+        }
+    )
+
+
+@dataclass(kw_only=True)
+class TrapVarbind:
+    """
+    A varbind of a notification: its OID, and its value as text (numbers in
+    decimal, OIDs dotted, octet strings as UTF-8 text or, when not text,
+    hexadecimal with the type hex).
+
+    Text values are masked as alertDescription (MS-PRIV-2).
+    """
+
+    value: str = field(
+        default="",
+        metadata={
+            "max_length": 1024,
+        },
+    )
+    oid: str = field(
+        metadata={
+            "type": "Attribute",
+            "max_length": 512,
+            "pattern": r"[0-2](\.(0|[1-9][0-9]*))+",
+        }
+    )
+    type_value: TrapValueType = field(
+        metadata={
+            "name": "type",
             "type": "Attribute",
         }
     )
@@ -1187,6 +1245,49 @@ class Supply:
 
 
 @dataclass(kw_only=True)
+class TrapEvent:
+    """
+    One trap or inform accepted from the device (MS-TRAP-5): when it
+    arrived, how, its notification OID (snmpTrapOID.0; for SNMPv1 traps the
+    RFC 3584 translation) and its other varbinds.
+    """
+
+    varbind: list[TrapVarbind] = field(
+        default_factory=list,
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+            "max_occurs": 64,
+        },
+    )
+    received_at: XmlDateTime = field(
+        metadata={
+            "name": "receivedAt",
+            "type": "Attribute",
+        }
+    )
+    snmp_version: SnmpVersion = field(
+        metadata={
+            "name": "snmpVersion",
+            "type": "Attribute",
+        }
+    )
+    pdu: TrapPdu = field(
+        metadata={
+            "type": "Attribute",
+        }
+    )
+    trap_oid: str = field(
+        metadata={
+            "name": "trapOid",
+            "type": "Attribute",
+            "max_length": 512,
+            "pattern": r"[0-2](\.(0|[1-9][0-9]*))+",
+        }
+    )
+
+
+@dataclass(kw_only=True)
 class DeviceSnapshot:
     """
     Everything an agent read from one device in one poll (MS-DEV-1):
@@ -1202,12 +1303,19 @@ class DeviceSnapshot:
     :ivar input_tray:
     :ivar alert:
     :ivar collection_error:
+    :ivar trap: Traps and informs accepted from the device since its
+        previous snapshot (MS-TRAP-5), oldest first.
     :ivar extensions:
     :ivar polled_at: When the poll started, with a time zone (MS-DEV-2).
     :ivar duration_ms: How long the poll took, in milliseconds.
     :ivar snmp_version: The SNMP version the device answered.
     :ivar profiles: Space-separated names of the mapping profiles
         applied (for example "standard hp").
+    :ivar interval: Seconds until the agent's next scheduled poll of
+        this device, as scheduled when the snapshot was taken (MS-
+        TRAP-10); absent: schedule/pollInterval.
+    :ivar masked: The fields masked in this snapshot and how (MS-
+        PRIV-6), for example "ipAddress:hash contact:drop".
     """
 
     identity: DeviceIdentity = field(
@@ -1265,6 +1373,14 @@ class DeviceSnapshot:
             "max_occurs": 1000,
         },
     )
+    trap: list[TrapEvent] = field(
+        default_factory=list,
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+            "max_occurs": 100,
+        },
+    )
     extensions: None | Extensions = field(
         default=None,
         metadata={
@@ -1296,6 +1412,19 @@ class DeviceSnapshot:
         default=None,
         metadata={
             "type": "Attribute",
+        },
+    )
+    interval: None | int = field(
+        default=None,
+        metadata={
+            "type": "Attribute",
+        },
+    )
+    masked: list[str] = field(
+        default_factory=list,
+        metadata={
+            "type": "Attribute",
+            "tokens": True,
         },
     )
 

@@ -25,6 +25,7 @@ class Capability(Enum):
     CHANNEL_LONGPOLL = "channel-longpoll"
     UPDATE = "update"
     SNMPV3 = "snmpv3"
+    TRAP = "trap"
 
 
 @dataclass(kw_only=True)

@@ -10,6 +10,55 @@ from metersync_generated.v1.report import UpdateMode
 __NAMESPACE__ = "urn:metersync:v1"
 
 
+@dataclass(kw_only=True)
+class AdaptivePolling:
+    """
+    Adaptive polling (MS-TRAP-7..10): off unless enabled is true.
+
+    A device in an alert state, with a supply low or falling fast, or busy,
+    is polled more often, never more often than minInterval and within
+    pduBudget; an idle device less often, never less often than
+    maxInterval.
+
+    :ivar min_interval:
+    :ivar max_interval:
+    :ivar pdu_budget: SNMP request PDUs per minute the agent may spend,
+        over all the devices it polls (its site), on reads earlier than
+        schedule/pollInterval; default 600.
+    :ivar enabled:
+    """
+
+    min_interval: None | int = field(
+        default=None,
+        metadata={
+            "name": "minInterval",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    max_interval: None | int = field(
+        default=None,
+        metadata={
+            "name": "maxInterval",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    pdu_budget: None | int = field(
+        default=None,
+        metadata={
+            "name": "pduBudget",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    enabled: bool = field(
+        metadata={
+            "type": "Attribute",
+        }
+    )
+
+
 class AuthProtocol(Enum):
     """
     SNMPv3 authentication protocols.
@@ -131,6 +180,17 @@ class ManagerEndpoint:
             "namespace": "urn:metersync:v1",
         },
     )
+
+
+class MaskMode(Enum):
+    """
+    keep: as read; drop: left out; hash: replaced by its keyed hash
+    (MS-PRIV-3).
+    """
+
+    KEEP = "keep"
+    DROP = "drop"
+    HASH = "hash"
 
 
 @dataclass(kw_only=True)
@@ -288,6 +348,79 @@ class Targets:
             "namespace": "urn:metersync:v1",
             "max_occurs": 10000,
             "pattern": r"[A-Za-z0-9.\-:/\[\]]{1,255}",
+        },
+    )
+
+
+@dataclass(kw_only=True)
+class PrivacySettings:
+    """
+    Per-field masking (MS-PRIV-1..7), applied before a snapshot is stored
+    in the outbox: keep (as read, the default), drop (left out) or hash (a
+    keyed hash with a secret of the agent's own, so that one device stays
+    one device).
+
+    :ivar ip_address:
+    :ivar mac_address:
+    :ivar hostname: identity/hostname and identity/sysName.
+    :ivar contact:
+    :ivar location:
+    :ivar console_text:
+    :ivar alert_description: alert/description, and the text values of
+        trap varbinds.
+    """
+
+    ip_address: None | MaskMode = field(
+        default=None,
+        metadata={
+            "name": "ipAddress",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    mac_address: None | MaskMode = field(
+        default=None,
+        metadata={
+            "name": "macAddress",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    hostname: None | MaskMode = field(
+        default=None,
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    contact: None | MaskMode = field(
+        default=None,
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    location: None | MaskMode = field(
+        default=None,
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    console_text: None | MaskMode = field(
+        default=None,
+        metadata={
+            "name": "consoleText",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    alert_description: None | MaskMode = field(
+        default=None,
+        metadata={
+            "name": "alertDescription",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
         },
     )
 
@@ -537,6 +670,114 @@ class Transports:
 
 
 @dataclass(kw_only=True)
+class TrapUsmCredential(UsmCredential):
+    """
+    An SNMPv3 user for notifications.
+
+    Informs are authenticated with the receiver's own engine; a v3 trap
+    needs the sending device's snmpEngineID (engineId, hexadecimal), as RFC
+    3414 makes the sender authoritative.
+    """
+
+    engine_id: None | bytes = field(
+        default=None,
+        metadata={
+            "name": "engineId",
+            "type": "Attribute",
+            "format": "base16",
+        },
+    )
+
+
+@dataclass(kw_only=True)
+class TrapCredentials:
+    """
+    Communities (v1, v2c) and USM users (v3) a trap or inform must carry to
+    be accepted (MS-TRAP-3).
+    """
+
+    v1: list[CommunityCredential] = field(
+        default_factory=list,
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+            "max_occurs": 64,
+        },
+    )
+    v2c: list[CommunityCredential] = field(
+        default_factory=list,
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+            "max_occurs": 64,
+        },
+    )
+    v3: list[TrapUsmCredential] = field(
+        default_factory=list,
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+            "max_occurs": 64,
+        },
+    )
+
+
+@dataclass(kw_only=True)
+class TrapSettings:
+    """
+    The SNMP trap receiver (MS-TRAP-1): off unless enabled is true.
+
+    It faces the printers only: it binds UDP on address and port (default
+    162) and accepts traps and informs from the devices the agent polls,
+    with the credentials below (default: the communities and USM users of
+    Provisioning/credentials). It is never an endpoint for the manager.
+
+    :ivar address: The agent host's LAN address the receiver binds to
+        (one address, never a wildcard chosen by the agent).
+    :ivar port:
+    :ivar credentials:
+    :ivar min_interval: At most one trap-triggered read of a device per
+        this many seconds (MS-TRAP-4); default 60.
+    :ivar enabled:
+    """
+
+    address: str = field(
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+            "pattern": r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|[0-9a-fA-F:.]{2,45}",
+        }
+    )
+    port: None | int = field(
+        default=None,
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    credentials: None | TrapCredentials = field(
+        default=None,
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    min_interval: None | int = field(
+        default=None,
+        metadata={
+            "name": "minInterval",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    enabled: bool = field(
+        metadata={
+            "type": "Attribute",
+        }
+    )
+
+
+@dataclass(kw_only=True)
 class Provisioning:
     """
     Agent provisioning (MS-PRV-1): everything an agent needs to run, in one
@@ -591,6 +832,25 @@ class Provisioning:
         }
     )
     outbox: None | OutboxSettings = field(
+        default=None,
+        metadata={
+            "type": "Element",
+        },
+    )
+    traps: None | TrapSettings = field(
+        default=None,
+        metadata={
+            "type": "Element",
+        },
+    )
+    adaptive_polling: None | AdaptivePolling = field(
+        default=None,
+        metadata={
+            "name": "adaptivePolling",
+            "type": "Element",
+        },
+    )
+    privacy: None | PrivacySettings = field(
         default=None,
         metadata={
             "type": "Element",

@@ -70,6 +70,58 @@ class LicenceStateName(Enum):
     INVALID = "invalid"
 
 
+@dataclass(kw_only=True)
+class TrapStats:
+    """
+    Notifications the trap receiver handled since the agent started
+    (MS-TRAP-6): accepted (from a device the agent polls, with valid
+    credentials), unknownSource and badCredentials (counted and dropped),
+    and triggeredReads (immediate reads the accepted ones caused,
+    MS-TRAP-4).
+    """
+
+    address: str = field(
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+            "pattern": r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|[0-9a-fA-F:.]{2,45}",
+        }
+    )
+    port: int = field(
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        }
+    )
+    accepted: int = field(
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        }
+    )
+    unknown_source: int = field(
+        metadata={
+            "name": "unknownSource",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        }
+    )
+    bad_credentials: int = field(
+        metadata={
+            "name": "badCredentials",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        }
+    )
+    triggered_reads: int = field(
+        metadata={
+            "name": "triggeredReads",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        }
+    )
+
+
 class UpdateMode(Enum):
     """
     How software and licence updates are installed (MS-UPD-1): manually, on
@@ -136,6 +188,8 @@ class AgentStatusInfo:
     :ivar licence:
     :ivar channel_enabled:
     :ivar update_mode:
+    :ivar traps: With the trap receiver on (MS-TRAP-6): what it received
+        since the agent started.
     :ivar extensions:
     """
 
@@ -201,6 +255,13 @@ class AgentStatusInfo:
             "type": "Element",
             "namespace": "urn:metersync:v1",
         }
+    )
+    traps: None | TrapStats = field(
+        default=None,
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
     )
     extensions: None | Extensions = field(
         default=None,
