@@ -28,6 +28,8 @@ from metersync.errors import ProtocolError
 from metersync.xml_edge import MEDIA_TYPE
 from metersync_manager import api_tenancy, channel, console, ingest
 from metersync_manager.accept import accept_report
+from metersync_manager.fleet import api as fleet_api
+from metersync_manager.fleet.service import FleetConfig
 from metersync_manager.limits import FailureWindow, RateLimiter
 from metersync_manager.params import (
     BadParam,
@@ -160,6 +162,7 @@ def create_app(
     channel_hold: float = channel.POLL_HOLD,
     rate_limit: int = 600,
     enroll_failures: int = 10,
+    fleet: FleetConfig | None = None,
 ) -> Quart:
     """The manager as an ASGI app over an opened (migrated) store."""
     app = Quart("metersync_manager")
@@ -429,8 +432,8 @@ def create_app(
         found = await run(store.devices, device_key, 100, 0, None, g.scope)
         return found[0] if found else problem(404, "no such device")
 
-    @app.get("/api/v1/alerts")
-    async def list_alerts() -> dict[str, Any]:
+    @app.get("/api/v1/printer-alerts")
+    async def list_printer_alerts() -> dict[str, Any]:
         key = key_param("deviceKey")
         start, end = time_param("from"), time_param("to")
         limit = int_param("limit", 100, 1, 1000)
@@ -442,4 +445,5 @@ def create_app(
     app.extensions["metersync_clock"] = clock
     app.register_blueprint(api_tenancy.bp)
 
+    fleet_api.register(app, store, run=run, clock=clock, config=fleet or FleetConfig())
     return app

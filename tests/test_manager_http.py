@@ -146,7 +146,9 @@ def test_signed_report_is_stored_and_read_back(client: httpx.Client, store: Stor
         (1, {"raw": 64, "meaning": "exact"}, 64.0),
         (2, {"raw": -3, "meaning": "someRemaining"}, None),
     ]
-    alerts = client.get("/api/v1/alerts", params={"deviceKey": "sn:hp:cnb123"}).json()["items"]
+    alerts = client.get("/api/v1/printer-alerts", params={"deviceKey": "sn:hp:cnb123"}).json()[
+        "items"
+    ]
     assert [(a["index"], a["code"], a["description"]) for a in alerts] == [
         (7, "markerTonerAlmostEmpty", "Cyan cartridge low")
     ]

@@ -18,6 +18,7 @@ from test_manager_support import Dev, TestAgent, new_token, report_xml, store  #
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError, retry_later
 from metersync_manager import channel, ingest, meters, staleness
+from metersync_manager import models as m
 from metersync_manager.ingest import AgentRecord, Decision, TokenRecord
 from metersync_manager.models import SCHEMA_VERSION
 from metersync_manager.store import Store
@@ -550,12 +551,23 @@ def downgrade_counter_range(conn: Any) -> None:
     conn.execute(text("UPDATE schema_version SET version = 7 WHERE version = 8"))
 
 
+def downgrade_fleet(conn: Any) -> None:
+    """Undo schema version 9 (fleet intelligence) on a database of version 9."""
+    from sqlalchemy import text
+
+    for table in reversed(m.FLEET_TABLES):
+        conn.execute(text(f"DROP TABLE {table.name}"))
+    conn.execute(text("UPDATE schema_version SET version = 8 WHERE version = 9"))
+
+
 def downgrade_console(conn: Any) -> None:
-    """Undo schema versions 8 and 7 (the console) on a database of version 8."""
+    """Undo schema versions 9, 8 and 7 (fleet, counter range, console) on a database of
+    version 9."""
     from sqlalchemy import text
 
     from metersync_manager import models
 
+    downgrade_fleet(conn)
     downgrade_counter_range(conn)
     for index in models.CONSOLE_INDEXES:
         conn.execute(text(f"DROP INDEX {index.name}"))
@@ -565,7 +577,7 @@ def downgrade_console(conn: Any) -> None:
 
 
 def downgrade_tenancy(conn: Any) -> None:
-    """Undo schema versions 8, 7 and 6 (tenancy) on a database of version 8."""
+    """Undo schema versions 9 to 6 (down to before tenancy) on a database of version 9."""
     from sqlalchemy import text
 
     downgrade_console(conn)
@@ -619,10 +631,26 @@ def test_migration_8_offsets_the_stored_counters(store: Store) -> None:  # noqa:
     raw = a.report([Dev("sn:hp:old", polled_at=t(0), counters=[("total", 12345, {})])])
     store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
     with store.engine.begin() as conn:
+        downgrade_fleet(conn)
         downgrade_counter_range(conn)
         assert conn.execute(text("SELECT value FROM counters")).scalar() == 12345
     assert store.migrate() == SCHEMA_VERSION
     assert store.latest("sn:hp:old")["counters"][0]["value"] == 12345
+
+
+def test_migration_9_starts_the_fleet_evaluator_after_stored_readings(store: Store) -> None:  # noqa: F811
+    from sqlalchemy import select
+
+    a = enrolled(store)
+    raw = a.report([Dev("sn:hp:before7", polled_at=t(0))])
+    store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
+    with store.engine.begin() as conn:
+        downgrade_fleet(conn)
+    assert store.migrate() == SCHEMA_VERSION
+    with store.engine.begin() as conn:
+        pos = conn.execute(select(m.fleet_cursor.c.position)).scalar_one()
+        newest = conn.execute(select(m.readings.c.id)).scalar_one()
+    assert pos == newest  # old readings raise no alert storm
 
 
 def test_migration_6_puts_everything_in_the_default_customer(store: Store) -> None:  # noqa: F811
