@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, select, text, update
 
+from metersync_manager import billing
 from metersync_manager import models as m
 from metersync_manager.extract import utc_naive
 from metersync_manager.fleet import alerts, lifecycle, notify, rules
@@ -150,7 +151,7 @@ class Evaluator:
             .where(mine, R.polled_at > since, C.kind == "total")
             .order_by(C.reading_id, C.oid.desc())
         ):
-            pages[rid] = value
+            pages[rid] = billing.dec(value)  # stored offset-encoded (full unsignedLong)
         history = conn.execute(
             select(m.supplies, R.polled_at)
             .join(m.readings, R.id == S.reading_id)
