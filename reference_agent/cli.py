@@ -171,11 +171,37 @@ def _add_discover(sub) -> None:
     p.set_defaults(func=_discover)
 
 
-def _add_service(sub) -> None:
-    """`run` and `enroll`: the long-lived service, defined in service.py."""
-    from .service import register_service_commands
+# The long-lived service's commands (service.py `register_service_commands`): listed here so
+# that `agent --help` and `agent poll` never import the service; built when one is chosen.
+SERVICE_COMMANDS = {
+    "provision": "check a Provisioning document and store it in the state dir (mode 0600)",
+    "run": "run the agent: discover, poll, store, deliver",
+    "enroll": "enroll with the manager once, then exit",
+    "update": "check the update feed, or install software and licences from it",
+}
 
-    register_service_commands(sub)
+
+class _LazyServiceParser(argparse.ArgumentParser):
+    """A service command's parser that imports service.py only when it parses."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        from .service import register_service_commands
+
+        name = self.prog.rsplit(" ", 1)[-1]
+        real = argparse.ArgumentParser(prog=self.prog.rsplit(" ", 1)[0])
+        choices = real.add_subparsers()
+        register_service_commands(choices)
+        return choices.choices[name].parse_known_args(args, namespace)
+
+
+def _add_service(sub) -> None:
+    """`provision`, `run`, `enroll`, `update`: the long-lived service, defined in service.py."""
+    default, sub._parser_class = sub._parser_class, _LazyServiceParser
+    try:
+        for name, help_text in SERVICE_COMMANDS.items():
+            sub.add_parser(name, help=help_text, add_help=False)
+    finally:
+        sub._parser_class = default
 
 
 def _add_record(sub) -> None:
