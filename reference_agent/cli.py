@@ -20,7 +20,8 @@ EXIT_CODES = """exit codes:
   0  ok: everything the profiles ask for was read
   2  usage error (bad arguments, bad credentials spec)
   3  unreachable: the device did not answer
-  4  authentication failure (SNMPv3 user, keys or protocols rejected)
+  4  authentication or authorisation failure (SNMPv3 user, keys or protocols rejected,
+     or the device refused access: authorizationError, noAccess)
   5  partial read: a snapshot was printed, but it carries collection errors"""
 
 
@@ -106,6 +107,15 @@ def _poll(args: argparse.Namespace) -> int:
             return 1
     codes = {e.code.value for e in snap.collection_error}
     read_anything = bool(snap.counter or snap.supply or snap.identity.sys_descr)
+    for e in snap.collection_error:
+        if e.code.value in ("auth-failure", "unreachable") and not read_anything:
+            print(f"metersync agent poll: {e.code.value}: {e.message}", file=sys.stderr)
+    if read_anything and not (snap.counter or snap.supply or snap.input_tray or snap.alert):
+        print(
+            f"metersync agent poll: {args.target} answers SNMP but shows no Printer-MIB data "
+            "(no counters, supplies, trays or alerts): it is probably not a printer",
+            file=sys.stderr,
+        )
     if "auth-failure" in codes and not read_anything:
         return EXIT_AUTH
     if codes & {"unreachable", "timeout"} and not read_anything:

@@ -168,7 +168,21 @@ class _Budget(Exception):
 
 
 _GEN_ERR, _NO_SUCH_NAME, _TOO_BIG = 5, 2, 1
-_ERROR_STATUS = {1: "tooBig", 2: "noSuchName", 3: "badValue", 4: "readOnly", 5: "genErr"}
+_AUTHORIZATION_ERROR, _NO_ACCESS = 16, 6
+# RFC 3416 error-status names (1-5 are SNMPv1's too)
+_ERROR_STATUS = dict(enumerate((
+    "noError", "tooBig", "noSuchName", "badValue", "readOnly", "genErr", "noAccess",
+    "wrongType", "wrongLength", "wrongEncoding", "wrongValue", "noCreation",
+    "inconsistentValue", "resourceUnavailable", "commitFailed", "undoFailed",
+    "authorizationError", "notWritable", "inconsistentName",
+)))  # fmt: skip
+
+
+def status_name(status: int) -> str:
+    """An error-status as 'name (n)', e.g. 'authorizationError (16)'."""
+    return f"{_ERROR_STATUS.get(status, 'unknown error-status')} ({status})"
+
+
 _PLAIN = frozenset((int, bytes, str))
 _END = codec.END_OF_MIB_VIEW
 _NO_SUCH = (codec.NO_SUCH_OBJECT, codec.NO_SUCH_INSTANCE)
@@ -470,11 +484,15 @@ class SnmpSession:
                 if status == 0 or (self._version == "1" and status == _NO_SUCH_NAME):
                     self.client._remember(key, cred)
                     return
-                silent.append(f"{cred.describe()}: {_ERROR_STATUS.get(status, status)}")
+                said = f"{cred.describe()}: {status_name(status)}"
+                if status in (_AUTHORIZATION_ERROR, _NO_ACCESS):
+                    auth_failures.append(f"{said} (access refused: security level or view)")
+                else:
+                    silent.append(said)
             elif ind[0] == "auth-failure":
                 auth_failures.append(f"{cred.describe()}: {ind[1]}")
             else:
-                silent.append(f"{cred.describe()}: {ind[1]}")
+                silent.append(f"{cred.describe()}: {ind[1]}{_silence_hint(cred, ind[0])}")
         self.client._remember(key, None)
         where = f"{self.host}:{self.port}"
         if auth_failures:
@@ -569,9 +587,9 @@ class SnmpSession:
             if 1 <= index <= len(batch):
                 bad = batch.pop(index - 1)
                 if status != _NO_SUCH_NAME:
-                    into.problem(bad, _status_code(status), f"GET: {_ERROR_STATUS.get(status)}")
+                    into.problem(bad, _status_code(status), f"GET: {status_name(status)}")
                 continue
-            into.problem(batch[0], _status_code(status), f"GET: {_ERROR_STATUS.get(status)}")
+            into.problem(batch[0], _status_code(status), f"GET: {status_name(status)}")
             return
 
     def _store(self, vbs: list[tuple[Oid, codec.Value]], into: WalkResult) -> None:
@@ -648,7 +666,7 @@ class SnmpSession:
                     ended = True  # SNMPv1 end of MIB view
                 else:
                     if skips is None:
-                        msg = f"walk of {name}: {_ERROR_STATUS.get(status)} after {oid_str(last)}"
+                        msg = f"walk of {name}: {status_name(status)} after {oid_str(last)}"
                         into.problem(last, _status_code(status), msg)
                     return
             elif not vbs:
@@ -728,4 +746,16 @@ def _step_past(read: Oid, n: int) -> list[Oid]:
 
 
 def _status_code(status: int) -> str:
-    return {_GEN_ERR: "gen-err", _NO_SUCH_NAME: "no-such-object"}.get(status, "other")
+    codes = {_GEN_ERR: "gen-err", _NO_SUCH_NAME: "no-such-object"}
+    codes[_AUTHORIZATION_ERROR] = codes[_NO_ACCESS] = "auth-failure"
+    return codes.get(status, "other")
+
+
+def _silence_hint(cred: Credential, code: str) -> str:
+    """Why an SNMPv3 authPriv request may get no answer at all."""
+    if code == "timeout" and cred.version == "3" and cred.priv_key:
+        return (
+            " (a wrong privacy key or privacy protocol is a likely cause: a device drops"
+            " what it cannot decrypt)"
+        )
+    return ""
