@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable
 
 __all__ = ["EXIT_AUTH", "EXIT_OK", "EXIT_PARTIAL", "EXIT_UNREACHABLE", "EXIT_USAGE", "register"]
@@ -124,7 +125,7 @@ def _poll(args: argparse.Namespace) -> int:
 
 
 def _discover(args: argparse.Namespace) -> int:
-    from .discovery import describe, discover
+    from .discovery import DiscoveryProgress, describe, discover
     from .snmp import SnmpClient, SnmpError
     from .targets import TargetError, TargetSet
 
@@ -135,17 +136,36 @@ def _discover(args: argparse.Namespace) -> int:
         print(f"metersync agent discover: {exc}", file=sys.stderr)
         return EXIT_USAGE
     problems: list[tuple[str, int, SnmpError]] = []
+    progress = DiscoveryProgress()
+    total = f"{'≤' if args.exclude else ''}{targets.upper_bound()}"
+    t0 = time.monotonic()
+
+    def report(final: bool = False) -> None:
+        label = "done" if final else "progress"
+        line = progress.line(total, time.monotonic() - t0)
+        print(f"metersync agent discover: {label}: {line}", file=sys.stderr, flush=True)
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(args.progress_every)
+            report()
 
     async def run():
         client = SnmpClient(timeout=args.timeout, retries=args.retries)
+        tick = asyncio.create_task(ticker()) if args.progress_every > 0 else None
         try:
-            return await discover(client, targets, creds, budget=args.budget, problems=problems)
+            return await discover(
+                client, targets, creds, budget=args.budget, problems=problems, progress=progress
+            )
         finally:
+            if tick is not None:
+                tick.cancel()
             client.close()
 
     found = asyncio.run(run())
     for dev in found:
         print(describe(dev))
+    report(final=True)
     for host, port, exc in problems:
         print(f"{host}:{port} {exc.code}: {exc.message}", file=sys.stderr)
     if not found and problems and all(e.code == "auth-failure" for _, _, e in problems):
@@ -177,6 +197,13 @@ def _add_discover(sub) -> None:
     p.add_argument("ranges", nargs="+", metavar="RANGE", help="10.0.0.7, 10.0.0.1-50, 10.0.0.0/24")
     p.add_argument("--exclude", action="append", metavar="RANGE")
     p.add_argument("--port", type=int, default=161, help="default port (default 161)")
+    p.add_argument(
+        "--progress-every",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="progress line on stderr this often (default 2; 0: only the summary)",
+    )
     _credential_args(p)
     p.set_defaults(func=_discover)
 

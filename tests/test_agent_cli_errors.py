@@ -73,3 +73,19 @@ def test_every_v2_error_status_has_its_name():
     assert status_name(5) == "genErr (5)"
     assert status_name(18) == "inconsistentName (18)"
     assert "unknown" in status_name(99)
+
+
+def test_discover_prints_progress_and_a_summary(sim, capsys):
+    host, port = sim.address
+    quiet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    quiet.bind(("127.0.0.1", 0))
+    try:
+        targets = [f"{host}:{port}", f"127.0.0.1:{quiet.getsockname()[1]}"]
+        args = ["--community", "server", "--timeout", "0.6", "--retries", "0"]
+        rc = main(["agent", "discover", *targets, *args, "--progress-every", "0.2"])
+    finally:
+        quiet.close()
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert "progress: 1/2 addresses probed, 1 answered, 0 printers" in err
+    assert "done: 2/2 addresses probed, 1 answered, 0 printers, 0 refused" in err
