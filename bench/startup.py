@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import dataclasses
-import io
-import pstats
 import resource
 import statistics
 import subprocess
@@ -40,7 +37,9 @@ def cpu_of(cmd: list[str], rounds: int) -> float:
     for _ in range(rounds):
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         before = ru.ru_utime + ru.ru_stime
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        if rc not in (0, 5):  # 5: read, with collection errors (the recordings have some)
+            raise SystemExit(f"{' '.join(cmd)} failed with exit code {rc}")
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         runs.append(ru.ru_utime + ru.ru_stime - before)
     return statistics.median(runs)
@@ -64,6 +63,8 @@ def xml_cpu(addr: tuple[str, int], name: str, rounds: int) -> tuple[float, float
             client.close()
 
     snap = asyncio.run(read())
+    if not (snap.counter or snap.supply):
+        raise SystemExit(f"{name}: the in-process read found no counters or supplies")
     config = SerializerConfig(indent="  ", xml_declaration=True, encoding="UTF-8")
 
     def fresh() -> bytes:
@@ -85,6 +86,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
+    if not LIBRENMS.is_dir():
+        raise SystemExit(f"{LIBRENMS} not found: set METERSYNC_WALKS")
     with SnmpSimulator(LIBRENMS) as sim:  # served in place, never copied
         host, port = sim.address
         base = cpu_of([sys.executable, "-c", "pass"], args.rounds)
@@ -100,18 +103,11 @@ def main() -> None:
                 f"{name:18} {poll_cpu:18.3f}  {per_call:16.2f}  {cached:6.2f}  "
                 f"{cached / per_call:5.2f}"
             )
-        if args.profile:
-            from metersync.cli import main as cli_main
-
-            prof = cProfile.Profile()
-            prof.enable()
-            try:
-                cli_main(["agent", "poll", f"{host}:{port}", "--community", REAL[0]])
-            finally:
-                prof.disable()
-            s = io.StringIO()
-            pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(25)
-            print(s.getvalue(), file=sys.stderr)
+        if args.profile:  # a fresh process, so that imports are in the profile
+            cmd = [sys.executable, "-m", "cProfile", "-s", "cumulative", METERSYNC, "agent"]
+            cmd += ["poll", f"{host}:{port}", "--community", REAL[0]]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+            print(out[out.index("function calls") :][:4000], file=sys.stderr)
 
 
 if __name__ == "__main__":
