@@ -1,6 +1,7 @@
 """`metersync manager …`: serve the manager, create enrollment and operator tokens, revoke agents.
 
     metersync manager serve [--data-dir DIR] [--database URL] [--bind 127.0.0.1:8470]
+                            [--log-level LEVEL] [--log-format text|json] [--no-access-log]
                             [--certfile CERT --keyfile KEY] [--smtp-bind 127.0.0.1:8025]
                             [--no-channel-websocket] [--rate-limit 600] [--enroll-failures 10]
     metersync manager token create [--expires 24h] [--agent AGENT_ID]
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import signal
@@ -33,6 +35,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from metersync import logs
 from metersync_manager import cli_tenancy
 
 DEFAULT_BIND = "127.0.0.1:8470"
@@ -112,6 +115,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=30.0,
         help="seconds a channel long-poll is held when no request waits (at most 30)",
+    )
+    logs.add_options(serve)
+    serve.add_argument(
+        "--no-access-log", action="store_true", help="no access log line per HTTP request"
     )
     serve.set_defaults(func=cmd_serve)
 
@@ -445,8 +452,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config.bind = [args.bind]
     config.certfile = args.certfile
     config.keyfile = args.keyfile
-    config.accesslog = None
-    config.errorlog = "-"
+    logs.setup(args.log_level, args.log_format)
+    config.accesslog = logs.access_logger(not args.no_access_log)
+    config.access_log_format = logs.ACCESS_FORMAT
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 10
 
     async def main() -> None:
