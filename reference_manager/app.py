@@ -323,8 +323,10 @@ def create_app(
     def _device_key_from_raw_path(_endpoint: str | None, values: dict[str, Any] | None) -> None:
         """A device key may hold "/" (sent as %2F, MS-HTTP): route by the raw path, so that a
         key ending in "/latest" is never taken for the /latest of a shorter key."""
+        if not values or "device_key" not in values:
+            return  # also every WebSocket route: no `request` there
         raw = (request.scope.get("raw_path") or b"").decode("latin-1").partition("?")[0]
-        if not values or "device_key" not in values or not raw.startswith(DEVICES):
+        if not raw.startswith(DEVICES):
             return
         key_raw, slash, sub = raw[len(DEVICES) :].partition("/")
         key = unquote(key_raw)
