@@ -59,6 +59,16 @@ def xml_response(
     return Response(data, status=status, content_type=MEDIA_TYPE, headers=headers or {})
 
 
+_SERVERS = re.compile(r"^servers:\n(?:[ \t].*\n)*", re.MULTILINE)
+
+
+def with_server(spec_text: str, url: str) -> str:
+    """The OpenAPI text with `url` as its only server."""
+    url = url.rstrip("/").replace('"', "%22")
+    block = f'servers:\n  - url: "{url}"\n    description: this manager\n'
+    return _SERVERS.sub(lambda _: block, spec_text, count=1)
+
+
 def _client_key() -> tuple[str, str]:
     """(rate-limit key, client address). The limit comes first in the processing order (8.3),
     so the agent named in the signature header is not verified yet: the key pairs it with the
@@ -151,6 +161,7 @@ def create_app(
     channel_hold: float = channel.POLL_HOLD,
     rate_limit: int = 600,
     enroll_failures: int = 10,
+    public_url: str | None = None,
 ) -> Quart:
     """The manager as an ASGI app over an opened (migrated) store."""
     app = Quart("metersync_manager")
@@ -317,10 +328,13 @@ def create_app(
         body, status = problem(401, "operator token required", detail)
         return body, status, {"WWW-Authenticate": 'Bearer realm="metersync"'}
 
+    spec_text = (metersync_spec.OPENAPI_DIR / "manager.yaml").read_text(encoding="utf-8")
+
     @app.get("/openapi.yaml")
     async def openapi() -> Response:
-        text = (metersync_spec.OPENAPI_DIR / "manager.yaml").read_bytes()
-        return Response(text, content_type="application/yaml")
+        """The OpenAPI with this manager's base URL as its server (MS-OPS-3)."""
+        url = public_url or f"{request.scheme}://{request.host}{request.root_path}"
+        return Response(with_server(spec_text, url), content_type="application/yaml")
 
     @app.get("/healthz")
     async def healthz() -> tuple[dict[str, Any], int]:

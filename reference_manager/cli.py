@@ -3,6 +3,7 @@
     metersync manager serve [--data-dir DIR] [--database URL] [--bind 127.0.0.1:8470]
                             [--certfile CERT --keyfile KEY] [--smtp-bind 127.0.0.1:8025]
                             [--no-channel-websocket] [--rate-limit 600] [--enroll-failures 10]
+                            [--trusted-proxy CIDR…] [--public-url URL] [--root-path /PREFIX]
     metersync manager token create [--expires 24h] [--agent AGENT_ID]
                                    [--data-dir DIR | --database URL]
     metersync manager api-token create [--name NAME] | revoke --name NAME  [--data-dir …]
@@ -91,6 +92,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="failed enrollments per client address per minute before 429 (at least 3; default 10)",
     )
     serve.add_argument("--bench-noop", action="store_true", help=argparse.SUPPRESS)
+    _proxy_options(serve)
     _feed_options(serve)
     serve.add_argument(
         "--update-mode",
@@ -203,6 +205,46 @@ def register(parser: argparse.ArgumentParser) -> None:
     _db_options(refusals)
     refusals.add_argument("--limit", type=int, default=50)
     refusals.set_defaults(func=cmd_mail_refusals)
+
+
+def _proxy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trusted-proxy",
+        nargs="+",
+        default=[],
+        metavar="CIDR",
+        help="reverse proxies whose X-Forwarded-For / Forwarded headers name the client "
+        "(MS-OPS-1); other peers' headers are ignored",
+    )
+    p.add_argument(
+        "--public-url",
+        help="the base URL agents and operators use, e.g. https://dealer.example/metersync "
+        "(OpenAPI server; its path is the default --root-path)",
+    )
+    p.add_argument(
+        "--root-path",
+        help="the path prefix the proxy serves the manager under, e.g. /metersync (MS-OPS-2)",
+    )
+
+
+def _proxy_settings(args: argparse.Namespace) -> tuple[list[Any], str]:
+    """(trusted networks, root path) from the serve options; ValueError when malformed."""
+    from urllib.parse import urlsplit
+
+    from metersync_manager.proxy import parse_networks
+
+    networks = parse_networks(args.trusted_proxy)
+    if args.public_url:
+        url = urlsplit(args.public_url)
+        if url.scheme not in ("http", "https") or not url.netloc or url.query:
+            raise ValueError(f"--public-url {args.public_url!r} is not an http(s) base URL")
+    root = args.root_path
+    if root is None:
+        root = urlsplit(args.public_url).path if args.public_url else ""
+    root = root.rstrip("/")
+    if root and (not root.startswith("/") or "?" in root or "#" in root):
+        raise ValueError(f"--root-path {root!r} must be a path like /metersync")
+    return networks, root
 
 
 def _feed_options(p: argparse.ArgumentParser) -> None:
@@ -432,15 +474,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 < args.channel_hold <= 30:
         print("--channel-hold is more than 0 and at most 30 s (MS-CH-4)", file=sys.stderr)
         return 2
+    try:
+        networks, root_path = _proxy_settings(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     store = _open_store(args)
-    app = create_app(
+    app: Any = create_app(
         store,
         bench_noop=args.bench_noop,
         channel_websocket=not args.no_channel_websocket,
         channel_hold=args.channel_hold,
         rate_limit=args.rate_limit,
         enroll_failures=args.enroll_failures,
+        public_url=args.public_url,
     )
+    from metersync_manager.proxy import RootPath, TrustedProxies
+
+    if root_path:
+        app = RootPath(app, root_path)
+    if networks:
+        app = TrustedProxies(app, networks)
     config = Config()
     config.bind = [args.bind]
     config.certfile = args.certfile
