@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,8 @@ from metersync.xml_edge import MEDIA_TYPE
 from metersync_manager import api_tenancy, channel, console, ingest
 from metersync_manager.accept import accept_report
 from metersync_manager.limits import FailureWindow, RateLimiter
+from metersync_manager.metrics import CONTENT_TYPE as metrics_content_type
+from metersync_manager.metrics import Metrics
 from metersync_manager.params import (
     BadParam,
     check_key,
@@ -86,7 +89,9 @@ def error_response(exc: ProtocolError) -> Response:
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
-    return xml_response(xml_edge.error_message(exc), exc.http_status, headers)
+    resp = xml_response(xml_edge.error_message(exc), exc.http_status, headers)
+    resp.metersync_code = exc.code  # type: ignore[attr-defined]  # read by the metrics
+    return resp
 
 
 async def read_body(max_bytes: int) -> bytes:
@@ -186,6 +191,15 @@ def create_app(
             executor = None
 
     async def guarded(handler: Callable[[], Any], enrolling: bool = False) -> Response:
+        """`limited_call`, counted and timed in the metrics."""
+        started = time.perf_counter()
+        resp = await limited_call(handler, enrolling)
+        code = getattr(resp, "metersync_code", None)
+        endpoint = "enroll" if enrolling else "reports"
+        metrics.answered(endpoint, resp.status_code, code, time.perf_counter() - started)
+        return resp
+
+    async def limited_call(handler: Callable[[], Any], enrolling: bool) -> Response:
         """Limits, then the handler; ProtocolError → its Error, database trouble → 503."""
         nonlocal in_flight
         key, addr = _client_key()
@@ -218,6 +232,7 @@ def create_app(
             return error_response(exc)
         except (OperationalError, DBAPIError) as exc:
             log.warning("database unavailable: %s", exc)
+            metrics.database_errors.inc()
             return error_response(
                 ProtocolError(
                     "SERVICE_UNAVAILABLE",
@@ -289,6 +304,7 @@ def create_app(
         return await run(store.agent, agent_id)
 
     hub = channel.ChannelHub()
+    metrics = Metrics(lambda: len(hub.connected()), lambda: in_flight)
     app.extensions["metersync_channel"] = hub
     channel.register(
         app,
@@ -312,8 +328,8 @@ def create_app(
 
     @app.before_request
     async def _operator_only() -> Any:
-        """MS-HTTP-18: every /api/ operation needs a live operator token."""
-        if not request.path.startswith("/api/"):
+        """MS-HTTP-18: every /api/ operation (and /metrics) needs a live operator token."""
+        if not request.path.startswith("/api/") and request.path != "/metrics":
             return None
         scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
         token = token.strip()
@@ -335,6 +351,10 @@ def create_app(
         """The OpenAPI with this manager's base URL as its server (MS-OPS-3)."""
         url = public_url or f"{request.scheme}://{request.host}{request.root_path}"
         return Response(with_server(spec_text, url), content_type="application/yaml")
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), content_type=metrics_content_type)
 
     @app.get("/healthz")
     async def healthz() -> tuple[dict[str, Any], int]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import signal
@@ -34,6 +35,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from metersync import logs
 from metersync_manager import cli_tenancy
 
 DEFAULT_BIND = "127.0.0.1:8470"
@@ -93,6 +95,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     serve.add_argument("--bench-noop", action="store_true", help=argparse.SUPPRESS)
     _proxy_options(serve)
+    logs.add_options(serve, access=True)
     _feed_options(serve)
     serve.add_argument(
         "--update-mode",
@@ -252,6 +255,10 @@ def _feed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trusted-root", help="the feed's root.json, obtained out of band (MS-UPD-4)")
 
 
+def _log() -> logging.Logger:
+    return logging.getLogger("metersync.manager")
+
+
 def _update_client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     import metersync
     from metersync import updates
@@ -303,12 +310,12 @@ async def _update_schedule(args: argparse.Namespace, stop: asyncio.Event) -> Non
         try:
             out = await asyncio.to_thread(_update_client(args).run, install=True)
         except updates.UpdateError as exc:
-            print(f"update check failed: {exc}", file=sys.stderr, flush=True)
+            _log().warning("update check failed: %s", exc)
         else:
             if out.error:
-                print(f"update refused: {out.error}", file=sys.stderr, flush=True)
+                _log().warning("update refused: %s", out.error)
             for path in out.installed:
-                print(f"update installed {path}", file=sys.stderr, flush=True)
+                _log().info("update installed %s", path)
         delay = args.update_interval * (1 + rng.uniform(0, 0.1))
 
 
@@ -474,6 +481,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 < args.channel_hold <= 30:
         print("--channel-hold is more than 0 and at most 30 s (MS-CH-4)", file=sys.stderr)
         return 2
+    logs.from_args(args)
     try:
         networks, root_path = _proxy_settings(args)
     except ValueError as exc:
@@ -499,8 +507,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config.bind = [args.bind]
     config.certfile = args.certfile
     config.keyfile = args.keyfile
-    config.accesslog = None
-    config.errorlog = "-"
+    config.accesslog = logging.getLogger(logs.ACCESS) if args.access_log else None
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 10
 
     async def main() -> None:
@@ -509,11 +517,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         scheme = "https" if args.certfile else "http"
-        print(
-            f"metersync manager on {scheme}://{args.bind} ({store.dialect})",
-            file=sys.stderr,
-            flush=True,
-        )
+        _log().info("metersync manager on %s://%s (%s)", scheme, args.bind, store.dialect)
         updater = None
         if args.update_mode == "automatic":  # manual mode fetches nothing (MS-UPD-13)
             updater = asyncio.create_task(_update_schedule(args, stop))
@@ -522,7 +526,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from metersync_manager.smtp_ingest import start_smtp
 
             smtp = await start_smtp(store, *smtp_bind)
-            print(f"metersync manager SMTP on {args.smtp_bind}", file=sys.stderr, flush=True)
+            _log().info("metersync manager SMTP on %s", args.smtp_bind)
         try:
             await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
         finally:
