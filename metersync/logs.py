@@ -59,9 +59,11 @@ def setup(level: str = "info", fmt: str = "text") -> None:
     """Configure the root logger: one handler on stderr, our formatter, the given level."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.set_name("metersync")
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
+    for old in list(root.handlers):  # ours from an earlier call; others' (pytest's) stay
+        if old.get_name() == "metersync" or type(old) is logging.StreamHandler:
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
 

@@ -873,12 +873,10 @@ class AgentService:
 # --- command line ---------------------------------------------------------------------------
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from metersync import logs  # ISO-8601 UTC times; JSON lines with --log-format json
+
+    logs.setup(level if level in logs.LEVELS else "info", fmt)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
 
 
@@ -926,7 +924,7 @@ def _provision(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     settings = _load(args)
     if settings is None:
         return 2
@@ -945,7 +943,7 @@ def _run(args: argparse.Namespace) -> int:
 def _enroll(args: argparse.Namespace) -> int:
     from metersync_agent.transport_http import HttpTransport
 
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     settings = _load(args)
     if settings is None:
         return 2
@@ -980,6 +978,9 @@ def register_service_commands(sub: Any) -> None:
         "default: the document `provision` stored in the state dir",
     )
     common.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    common.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="json: JSON lines"
+    )
     provision = sub.add_parser(
         "provision",
         parents=[state],

@@ -63,7 +63,8 @@ def test_text_format_has_iso_utc_times(capsys: object) -> None:
         logging.getLogger("metersync.test").info("hidden")
         logging.getLogger("metersync.test").warning("shown %d", 7)
     finally:
-        logging.getLogger().handlers.clear()
+        root = logging.getLogger()
+        root.handlers[:] = [h for h in root.handlers if h.get_name() != "metersync"]
     err = capsys.readouterr().err  # type: ignore[attr-defined]
     assert "hidden" not in err
     assert re.fullmatch(
