@@ -30,6 +30,7 @@ from metersync_manager import models as m
 from metersync_manager.store import Store, sqlite_url
 
 START = datetime(2026, 10, 1)
+KINDS = ("total", "mono")
 
 
 def fill(store: Store, devices: int, days: int, series: int) -> int:
@@ -66,16 +67,22 @@ def fill(store: Store, devices: int, days: int, series: int) -> int:
             for k in keys:
                 for s in range(series):
                     rows.append(
-                        {"device_key": k, "series_key": f"{s:040d}", "kind": ("total", "mono")[s % 2],
+                        {"device_key": k, "series_key": f"{s:040d}", "kind": KINDS[s % 2],
                          "unit": "impressions", "oid": f"1.3.6.1.2.1.43.10.2.1.4.1.{s + 1}",
                          "source": "standard", "first_polled_at": START,
                          "last_polled_at": START + timedelta(hours=hours - 1),
                          "last_value": billing.enc(hours * 10), "billed": billing.enc(hours * 10)}
                     )  # fmt: skip
             conn.execute(m.counter_series.insert(), rows)
-            ids = conn.execute(
-                select(m.counter_series.c.series_id).where(m.counter_series.c.device_key.in_(keys))
-            ).scalars().all()
+            ids = (
+                conn.execute(
+                    select(m.counter_series.c.series_id).where(
+                        m.counter_series.c.device_key.in_(keys)
+                    )
+                )
+                .scalars()
+                .all()
+            )
             batch = []
             for sid in ids:
                 for h in range(hours):
@@ -137,9 +144,14 @@ def measure(label: str, url: str, args: argparse.Namespace) -> None:
     print(f"{label}: {n} devices, {r['series']} series, {reads:,} reads (filled in {fill_s:.0f} s)")
     print(f"  export {r['export']:.1f} s ({r['export'] / n * 1e3:.2f} ms per device), "
           f"{r['lines']} lines, peak RSS {r['peak_mb']:.0f} MB")  # fmt: skip
-    print(f"  baseline scan of every series {r['scan']:.2f} s: export = {r['export'] / r['scan']:.1f}x")
-    print(f"  billed {r['usage']:,} pages; expected {want:,}: "
-          + ("equal" if r["usage"] == want else "MISMATCH"))
+    print(
+        f"  baseline scan of every series {r['scan']:.2f} s: "
+        f"export = {r['export'] / r['scan']:.1f}x"
+    )
+    print(
+        f"  billed {r['usage']:,} pages; expected {want:,}: "
+        + ("equal" if r["usage"] == want else "MISMATCH")
+    )
 
 
 def main() -> None:

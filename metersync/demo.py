@@ -211,7 +211,7 @@ Where to look (the read API needs the operator token, MS-HTTP-18):
   devices     {url}/api/v1/devices
   agents      {url}/api/v1/agents          (queue depth, dropped reports, last seen)
   one device  {url}/api/v1/devices/<deviceKey>/latest   (/counters, /supplies, /ips)
-  alerts      {url}/api/v1/alerts
+  alerts      {url}/api/v1/alerts          (open alerts: ?state=active; printers': /printer-alerts)
   meters      {url}/api/v1/meters?from={today}T00:00:00Z&to={today}T23:59:59Z
 Files:
   manager     {mdir}  (SQLite)

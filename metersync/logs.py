@@ -1,9 +1,9 @@
-"""Logging for the long-lived commands (`manager serve`, `agent run`): one place for the level,
-ISO-8601 UTC timestamps, plain text or JSON lines, and the access log (MS-OPS operations).
+"""One logging set-up for every MeterSync command (agent and manager).
 
-    --log-level debug|info|warning|error   (default info)
-    --log-format text|json                 (json: an object per line: time, level, logger, message)
-    --access-log                           (manager: a line per HTTP request, metersync.access)
+`add_options(parser)` adds `--log-level` and `--log-format text|json`; `setup(level, fmt)` sends
+every record to stderr with an ISO-8601 UTC timestamp (text) or as one JSON object per line
+(json, for log shippers). `access_logger()` is the logger the manager hands Hypercorn for its
+access log, so access lines take the same format and destination.
 """
 
 from __future__ import annotations
@@ -13,60 +13,73 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO
 
-LEVELS = ("debug", "info", "warning", "error")
-ACCESS = "metersync.access"
-
-
-def add_options(p: argparse.ArgumentParser, access: bool = False) -> None:
-    p.add_argument("--log-level", choices=LEVELS, default="info", help="default info")
-    p.add_argument(
-        "--log-format", choices=("text", "json"), default="text", help="json: JSON lines"
-    )
-    if access:
-        p.add_argument(
-            "--access-log", action="store_true", help="log every HTTP request (metersync.access)"
-        )
+LEVELS = ("debug", "info", "warning", "error", "critical")
+FORMATS = ("text", "json")
+ACCESS_LOGGER = "metersync.access"
+# Hypercorn's access-log fields: client, request line, status, bytes, duration (microseconds).
+ACCESS_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'
+# LogRecord attributes that are not caller-supplied `extra=` fields.
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
-def _time(record: logging.LogRecord) -> str:
-    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+def timestamp(record: logging.LogRecord) -> str:
+    """ISO-8601 in UTC with milliseconds, e.g. 2026-12-07T04:50:01.123Z."""
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_time(record)} {record.levelname} {record.name}: {record.getMessage()}"
+        line = f"{timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, any `extra=` fields, exception."""
+
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": _time(record),
-            "level": record.levelname.lower(),
+        entry: dict[str, object] = {
+            "time": timestamp(record),
+            "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value if isinstance(value, int | float | bool | None) else str(value)
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
 
 
-def setup(level: str = "info", fmt: str = "text") -> None:
-    """Configure the root logger: one handler on stderr, our formatter, the given level."""
-    handler = logging.StreamHandler(sys.stderr)
+def add_options(parser: argparse.ArgumentParser, default_level: str = "info") -> None:
+    parser.add_argument(
+        "--log-level", default=default_level, choices=LEVELS, help=f"(default {default_level})"
+    )
+    parser.add_argument(
+        "--log-format", default="text", choices=FORMATS,
+        help="text: ISO-8601 timestamped lines; json: one JSON object per line",
+    )  # fmt: skip
+
+
+def setup(level: str = "info", fmt: str = "text", stream: IO[str] | None = None) -> None:
+    """Replace the root logger's handlers with one stderr handler in the chosen format."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler.set_name("metersync")
     root = logging.getLogger()
-    for old in list(root.handlers):  # ours from an earlier call; others' (pytest's) stay
-        if old.get_name() == "metersync" or type(old) is logging.StreamHandler:
-            root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
+    root.handlers = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
 
 
-def from_args(args: argparse.Namespace) -> None:
-    setup(getattr(args, "log_level", "info"), getattr(args, "log_format", "text"))
+def access_logger(enabled: bool = True) -> logging.Logger | None:
+    """The access log's logger (propagates to the root handler), or None when disabled."""
+    if not enabled:
+        return None
+    logger = logging.getLogger(ACCESS_LOGGER)
+    logger.setLevel(logging.INFO)
+    return logger

@@ -61,8 +61,9 @@ def sign(key: Ed25519PrivateKey, data: bytes, agent_id: str) -> str:
 
 
 def parse(header: str | None) -> Signature:
-    """Parse a signature header value; refuse a missing or unparseable one with 2001 and an
-    algorithm other than ed25519 with 2003 (MS-SEC-10, MS-SEC-12)."""
+    """Parse a signature header value; refuse a missing or unparseable one, or one repeating
+    a parameter, with 2001 and an algorithm other than ed25519 with 2003 (MS-SEC-10, MS-SEC-12,
+    MS-SEC-19)."""
     if not header or not header.strip():
         raise ProtocolError("SIGNATURE_MISSING", f"the {HEADER} header is missing or empty")
     params: dict[str, str] = {}
@@ -74,6 +75,8 @@ def parse(header: str | None) -> Signature:
             raise ProtocolError(
                 "SIGNATURE_MISSING", f"cannot parse {HEADER} near {text[pos : pos + 20]!r}"
             )
+        if m.group(1) in params:  # MS-SEC-19: one reading of the header, for every reader
+            raise ProtocolError("SIGNATURE_MISSING", f"{HEADER} repeats {m.group(1)}")
         params[m.group(1)] = m.group(2)
         pos = m.end()
     missing = [p for p in ("agent", "alg", "sig") if p not in params]

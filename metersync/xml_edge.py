@@ -81,7 +81,9 @@ def _parser() -> etree.XMLParser:
         no_network=True,
         load_dtd=False,
         dtd_validation=False,
-        huge_tree=False,
+        # libxml2's own caps (10 MB text nodes) would refuse documents under our size limit
+        # (MS-LIM-1); size and depth are bounded by check_bytes and _too_deep instead.
+        huge_tree=True,
         remove_comments=True,
         remove_pis=False,
         collect_ids=False,

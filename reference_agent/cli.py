@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable
 
 __all__ = ["EXIT_AUTH", "EXIT_OK", "EXIT_PARTIAL", "EXIT_UNREACHABLE", "EXIT_USAGE", "register"]
@@ -20,7 +21,8 @@ EXIT_CODES = """exit codes:
   0  ok: everything the profiles ask for was read
   2  usage error (bad arguments, bad credentials spec)
   3  unreachable: the device did not answer
-  4  authentication failure (SNMPv3 user, keys or protocols rejected)
+  4  authentication or authorisation failure (SNMPv3 user, keys or protocols rejected,
+     or the device refused access: authorizationError, noAccess)
   5  partial read: a snapshot was printed, but it carries collection errors"""
 
 
@@ -106,6 +108,15 @@ def _poll(args: argparse.Namespace) -> int:
             return 1
     codes = {e.code.value for e in snap.collection_error}
     read_anything = bool(snap.counter or snap.supply or snap.identity.sys_descr)
+    for e in snap.collection_error:
+        if e.code.value in ("auth-failure", "unreachable") and not read_anything:
+            print(f"metersync agent poll: {e.code.value}: {e.message}", file=sys.stderr)
+    if read_anything and not (snap.counter or snap.supply or snap.input_tray or snap.alert):
+        print(
+            f"metersync agent poll: {args.target} answers SNMP but shows no Printer-MIB data "
+            "(no counters, supplies, trays or alerts): it is probably not a printer",
+            file=sys.stderr,
+        )
     if "auth-failure" in codes and not read_anything:
         return EXIT_AUTH
     if codes & {"unreachable", "timeout"} and not read_anything:
@@ -114,7 +125,7 @@ def _poll(args: argparse.Namespace) -> int:
 
 
 def _discover(args: argparse.Namespace) -> int:
-    from .discovery import describe, discover
+    from .discovery import DiscoveryProgress, describe, discover
     from .snmp import SnmpClient, SnmpError
     from .targets import TargetError, TargetSet
 
@@ -125,17 +136,36 @@ def _discover(args: argparse.Namespace) -> int:
         print(f"metersync agent discover: {exc}", file=sys.stderr)
         return EXIT_USAGE
     problems: list[tuple[str, int, SnmpError]] = []
+    progress = DiscoveryProgress()
+    total = f"{'≤' if args.exclude else ''}{targets.upper_bound()}"
+    t0 = time.monotonic()
+
+    def report(final: bool = False) -> None:
+        label = "done" if final else "progress"
+        line = progress.line(total, time.monotonic() - t0)
+        print(f"metersync agent discover: {label}: {line}", file=sys.stderr, flush=True)
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(args.progress_every)
+            report()
 
     async def run():
         client = SnmpClient(timeout=args.timeout, retries=args.retries)
+        tick = asyncio.create_task(ticker()) if args.progress_every > 0 else None
         try:
-            return await discover(client, targets, creds, budget=args.budget, problems=problems)
+            return await discover(
+                client, targets, creds, budget=args.budget, problems=problems, progress=progress
+            )
         finally:
+            if tick is not None:
+                tick.cancel()
             client.close()
 
     found = asyncio.run(run())
     for dev in found:
         print(describe(dev))
+    report(final=True)
     for host, port, exc in problems:
         print(f"{host}:{port} {exc.code}: {exc.message}", file=sys.stderr)
     if not found and problems and all(e.code == "auth-failure" for _, _, e in problems):
@@ -167,15 +197,48 @@ def _add_discover(sub) -> None:
     p.add_argument("ranges", nargs="+", metavar="RANGE", help="10.0.0.7, 10.0.0.1-50, 10.0.0.0/24")
     p.add_argument("--exclude", action="append", metavar="RANGE")
     p.add_argument("--port", type=int, default=161, help="default port (default 161)")
+    p.add_argument(
+        "--progress-every",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="progress line on stderr this often (default 2; 0: only the summary)",
+    )
     _credential_args(p)
     p.set_defaults(func=_discover)
 
 
-def _add_service(sub) -> None:
-    """`run` and `enroll`: the long-lived service, defined in service.py."""
-    from .service import register_service_commands
+# The long-lived service's commands (service.py `register_service_commands`): listed here so
+# that `agent --help` and `agent poll` never import the service; built when one is chosen.
+SERVICE_COMMANDS = {
+    "provision": "check a Provisioning document and store it in the state dir (mode 0600)",
+    "run": "run the agent: discover, poll, store, deliver",
+    "enroll": "enroll with the manager once, then exit",
+    "update": "check the update feed, or install software and licences from it",
+}
 
-    register_service_commands(sub)
+
+class _LazyServiceParser(argparse.ArgumentParser):
+    """A service command's parser that imports service.py only when it parses."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        from .service import register_service_commands
+
+        name = self.prog.rsplit(" ", 1)[-1]
+        real = argparse.ArgumentParser(prog=self.prog.rsplit(" ", 1)[0])
+        choices = real.add_subparsers()
+        register_service_commands(choices)
+        return choices.choices[name].parse_known_args(args, namespace)
+
+
+def _add_service(sub) -> None:
+    """`provision`, `run`, `enroll`, `update`: the long-lived service, defined in service.py."""
+    default, sub._parser_class = sub._parser_class, _LazyServiceParser
+    try:
+        for name, help_text in SERVICE_COMMANDS.items():
+            sub.add_parser(name, help=help_text, add_help=False)
+    finally:
+        sub._parser_class = default
 
 
 def _add_record(sub) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .snmp import Credential, Oid, SnmpClient, SnmpError, SnmpSession, WalkResult
 
-__all__ = ["DiscoveredDevice", "describe", "discover", "probe"]
+__all__ = ["DiscoveredDevice", "DiscoveryProgress", "describe", "discover", "probe"]
 
 SYS_DESCR: Oid = (1, 3, 6, 1, 2, 1, 1, 1, 0)
 SYS_OBJECT_ID: Oid = (1, 3, 6, 1, 2, 1, 1, 2, 0)
@@ -35,6 +35,22 @@ class DiscoveredDevice:
     sys_object_id: str
     sys_descr: str
     sys_name: str
+
+
+@dataclass
+class DiscoveryProgress:
+    """Counts a running `discover` keeps up to date (for progress lines and the summary)."""
+
+    probed: int = 0  # addresses whose probe ended
+    answered: int = 0  # of those, ones that answered SNMP (printers or not)
+    found: int = 0  # printers
+    refused: int = 0  # rejected our credentials
+
+    def line(self, total: str, elapsed: float) -> str:
+        return (
+            f"{self.probed}/{total} addresses probed, {self.answered} answered, "
+            f"{self.found} printers, {self.refused} refused our credentials, {elapsed:.1f} s"
+        )
 
 
 def _text(v: object) -> str:
@@ -87,13 +103,16 @@ async def discover(
     concurrency: int = 256,
     budget: float = 10.0,
     problems: list[tuple[str, int, SnmpError]] | None = None,
+    progress: DiscoveryProgress | None = None,
 ) -> list[DiscoveredDevice]:
     """Printers among targets ((host, port) pairs, e.g. a TargetSet), in target order.
 
     Addresses that stay silent are skipped quietly; ones that reject our credentials
     (auth-failure) are appended to `problems` when given, so a user can fix the credentials.
+    `progress`, when given, is kept up to date as probes end.
     """
     found: dict[int, DiscoveredDevice] = {}
+    counts = progress if progress is not None else DiscoveryProgress()
     queue: asyncio.Queue[tuple[int, str, int] | None] = asyncio.Queue(maxsize=concurrency * 2)
 
     async def worker() -> None:
@@ -102,10 +121,16 @@ async def discover(
             try:
                 dev = await probe(client, host, port, credentials, budget, use_slot=False)
             except SnmpError as exc:
-                if problems is not None and exc.code != "unreachable":
-                    problems.append((host, port, exc))
+                counts.probed += 1
+                if exc.code != "unreachable":
+                    counts.refused += 1
+                    if problems is not None:
+                        problems.append((host, port, exc))
                 continue
+            counts.probed += 1
+            counts.answered += 1
             if dev is not None:
+                counts.found += 1
                 found[i] = dev
 
     workers = [asyncio.create_task(worker()) for _ in range(concurrency)]

@@ -49,11 +49,11 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS last_counter (
+CREATE TABLE IF NOT EXISTS baseline (
     device_key TEXT NOT NULL,
     kind       TEXT NOT NULL,
     oid        TEXT NOT NULL,
-    value      INTEGER NOT NULL,
+    value      TEXT NOT NULL,
     PRIMARY KEY (device_key, kind, oid)
 );
 CREATE TABLE IF NOT EXISTS mailed (
@@ -163,6 +163,7 @@ class Outbox:
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():
                     self._db.execute(stmt)
+            self._migrate_baselines()
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -185,6 +186,17 @@ class Outbox:
                     raise
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
+
+    def _migrate_baselines(self) -> None:
+        """Older outboxes kept baselines as SQLite INTEGER, which cannot hold a Counter64
+        above 2^63-1; values are now decimal text (the full xs:unsignedLong range)."""
+        old = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'last_counter'"
+        if self._db.execute(old).fetchone():
+            self._db.execute(
+                "INSERT OR IGNORE INTO baseline SELECT device_key, kind, oid, CAST(value AS TEXT)"
+                " FROM last_counter"
+            )
+            self._db.execute("DROP TABLE last_counter")
 
     def _tx(self) -> Outbox._Tx:
         return Outbox._Tx(self._db)
@@ -224,9 +236,9 @@ class Outbox:
                         "SELECT COUNT(*), MIN(created_at) FROM report WHERE state = 'queued'"
                     ).fetchone()
                     previous = {
-                        (k, kind, oid): v
+                        (k, kind, oid): int(v)
                         for k, kind, oid, v in db.execute(
-                            "SELECT device_key, kind, oid, value FROM last_counter"
+                            "SELECT device_key, kind, oid, value FROM baseline"
                         )
                     }
                     ctx = EnqueueContext(
@@ -240,9 +252,9 @@ class Outbox:
                         (seq, built.report_id, now, built.body, built.signature, len(built.body)),
                     )
                     db.executemany(
-                        "INSERT INTO last_counter (device_key, kind, oid, value)"
+                        "INSERT INTO baseline (device_key, kind, oid, value)"
                         " VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET value = excluded.value",
-                        list(built.counters),
+                        [(k, kind, oid, str(v)) for k, kind, oid, v in built.counters],
                     )
                     db.execute("UPDATE meta SET value = ? WHERE key = 'next_sequence'", (seq + 1,))
                     self._apply_retention(now, keep=seq)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lxml import etree
+from xsdata.formats.dataclass.context import XmlContext
 from xsdata.formats.dataclass.serializers import XmlSerializer
 from xsdata.formats.dataclass.serializers.config import SerializerConfig
 from xsdata.models.datatype import XmlDateTime
@@ -107,8 +108,14 @@ async def poll_device(
 def snapshot_xml(snapshot: DeviceSnapshot) -> bytes:
     """The snapshot as a <Device> document (device.xsd's element for a snapshot of its own)."""
     doc = Device(**{f.name: getattr(snapshot, f.name) for f in dataclasses.fields(snapshot)})
+    return _serializer().render(doc, ns_map={None: NS}).encode("utf-8")
+
+
+@cache
+def _serializer() -> XmlSerializer:
+    """One serializer and context: xsdata builds each class's metadata once, not per call."""
     config = SerializerConfig(indent="  ", xml_declaration=True, encoding="UTF-8")
-    return XmlSerializer(config=config).render(doc, ns_map={None: NS}).encode("utf-8")
+    return XmlSerializer(context=XmlContext(), config=config)
 
 
 @cache

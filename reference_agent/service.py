@@ -23,37 +23,54 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
-import json
 import logging
 import os
 import random
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import metersync_generated.v1 as model
-from metersync import xml_edge
-from metersync_agent import enrollment
-from metersync_agent.backoff import CAP_SECONDS, Delivered, Refused, RetryLater, next_delay
+from metersync import updates
+from metersync_agent import enrollment, updating
+from metersync_agent.channel import ChannelClient, ChannelResources, FreshReadFailed
 from metersync_agent.config import ConfigError, Settings, load_config, provisioning_bytes
-from metersync_agent.enrollment import AgentIdentity, now_xml
+from metersync_agent.discovery import discover
+from metersync_agent.enrollment import AgentIdentity
 from metersync_agent.outbox import EnqueueContext, Outbox, OutboxError, ReportBytes
-from metersync_agent.snmp import Credential
+from metersync_agent.poller import poll_device
+from metersync_agent.privacy import Masking
+from metersync_agent.profiles import load_profiles
+from metersync_agent.report import (
+    CycleResult,
+    admit,
+    build_report,
+    classify,
+    load_monitored,
+    one_snapshot_per_key,
+    save_monitored,
+    status_info,
+)
+from metersync_agent.scheduling import Scheduler
+from metersync_agent.sender import run_sender
+from metersync_agent.smtp_fallback import run_fallback
+from metersync_agent.snmp import Credential, SnmpClient
+from metersync_agent.targets import TargetSet
+from metersync_agent.transport_http import HttpTransport, ssl_context
+from metersync_agent.transport_smtp import SmtpTransport
+from metersync_agent.traps import MAX_PER_SNAPSHOT, TrapReceiver
+from metersync_agent.updating import licence_for_report
 
 log = logging.getLogger("metersync.agent")
 
 MAX_DEVICES_PER_REPORT = 500
 BATCH_WINDOW = 2.0  # devices due within this many seconds are polled in the same cycle
 BATCH_SHARE = 0.05  # ... but never more than this share of the poll interval early (MS-PRV-4)
-FAILED_CODES = {"unreachable", "auth-failure"}
 OUTBOX_FILE = "outbox.sqlite3"
-MONITORED_FILE = "monitored.json"  # device keys in the order first monitored (MS-UPD-22)
 
 PollFn = Callable[..., Awaitable[model.DeviceSnapshot]]
 
@@ -61,179 +78,6 @@ PollFn = Callable[..., Awaitable[model.DeviceSnapshot]]
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "metersync-agent"
-
-
-def _xml_time(ts: float) -> Any:
-    from xsdata.models.datatype import XmlDateTime
-
-    when = dt.datetime.fromtimestamp(ts, dt.UTC).replace(microsecond=0)
-    return XmlDateTime.from_datetime(when)
-
-
-# --- building a report (pure: snapshots + outbox context in, signed bytes out) --------------
-
-
-@dataclass
-class CycleResult:
-    started: float
-    finished: float
-    snapshots: list[model.DeviceSnapshot]
-    failed: int = 0
-    partial: int = 0
-
-
-def classify(snap: model.DeviceSnapshot) -> str:
-    """'failed' (nothing read), 'partial' (read, with collection errors) or 'ok'."""
-    codes = {e.code.value for e in snap.collection_error}
-    if codes & FAILED_CODES and not snap.counter and not snap.supply and snap.status is None:
-        return "failed"
-    return "partial" if codes else "ok"
-
-
-def one_snapshot_per_key(
-    snapshots: list[model.DeviceSnapshot],
-) -> tuple[list[model.DeviceSnapshot], int]:
-    """One snapshot per device key in a cycle (MS-MSG-10, MS-ID-6, MS-ID-8): a device that
-    answered at its new address drops the silent snapshot of its old one, and a device seen
-    at two addresses is reported once. Returns the snapshots and how many silent ones went."""
-    answered = {s.identity.device_key for s in snapshots if classify(s) != "failed"}
-    kept: list[model.DeviceSnapshot] = []
-    seen: set[str] = set()
-    dropped_silent = 0
-    for snap in snapshots:
-        key = snap.identity.device_key
-        silent = classify(snap) == "failed"
-        if key in seen or (silent and key in answered):
-            dropped_silent += silent
-            continue
-        seen.add(key)
-        kept.append(snap)
-    return kept, dropped_silent
-
-
-def admit(
-    monitored: dict[str, None], previous: dict[str, int], keys: list[str], limit: int | None
-) -> set[str]:
-    """Add a cycle's answering device keys to `monitored` (MS-UPD-22) while there is room:
-    those monitored already, then those monitored before a restart (by their rank), then new
-    ones in the cycle's order. Returns the keys refused."""
-    order = {k: i for i, k in enumerate(monitored)}
-
-    def rank(key: str) -> tuple[int, int]:
-        if key in order:
-            return 0, order[key]
-        return (1, previous[key]) if key in previous else (2, 0)
-
-    refused: set[str] = set()
-    for key in sorted(dict.fromkeys(keys), key=rank):
-        if key in monitored:
-            continue
-        if limit is not None and len(monitored) >= limit:
-            refused.add(key)
-        else:
-            monitored[key] = None
-    return refused
-
-
-def load_monitored(state_dir: Path) -> dict[str, int]:
-    """The device keys monitored before, with their rank (MS-UPD-22: they come first)."""
-    try:
-        keys = json.loads((state_dir / MONITORED_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return {str(k): i for i, k in enumerate(keys)} if isinstance(keys, list) else {}
-
-
-def save_monitored(state_dir: Path, keys: list[str]) -> None:
-    tmp = state_dir / f".{MONITORED_FILE}.tmp"
-    tmp.write_text(json.dumps(keys))
-    os.replace(tmp, state_dir / MONITORED_FILE)
-
-
-def status_info(
-    settings: Settings,
-    started_at: float,
-    queue_depth: int,
-    oldest_queued_at: float | None,
-    dropped_reports: int,
-    cycle: CycleResult | None,
-    licence: model.LicenceState | None = None,
-    traps: model.TrapStats | None = None,
-) -> model.AgentStatusInfo:
-    """AgentStatusInfo (MS-MSG-12): in every report, and the channel's /status (MS-MSG-14)."""
-    last_cycle = None
-    if cycle is not None:
-        last_cycle = model.CycleStats(
-            started_at=_xml_time(cycle.started),
-            finished_at=_xml_time(cycle.finished),
-            devices_polled=len(cycle.snapshots),
-            devices_failed=cycle.failed,
-            devices_partial=cycle.partial,
-        )
-    return model.AgentStatusInfo(
-        software=enrollment.SOFTWARE,
-        started_at=_xml_time(started_at),
-        queue_depth=queue_depth,
-        oldest_queued_at=None if oldest_queued_at is None else _xml_time(oldest_queued_at),
-        dropped_reports=dropped_reports,
-        last_cycle=last_cycle,
-        licence=licence or model.LicenceState(state=model.LicenceStateName.MISSING),
-        channel_enabled=settings.channel_enabled,
-        update_mode=model.UpdateMode(settings.update_mode),
-        traps=traps,  # with the trap receiver on (MS-TRAP-6)
-    )
-
-
-def build_report(
-    ctx: EnqueueContext,
-    identity: AgentIdentity,
-    settings: Settings,
-    started_at: float,
-    cycle: CycleResult | None,
-    snapshots: list[model.DeviceSnapshot],
-    licence: model.LicenceState | None = None,
-    traps: model.TrapStats | None = None,
-) -> ReportBytes:
-    """The signed Report for these snapshots, with counter decreases flagged (MS-DEV-13)."""
-    from metersync_agent.identity import flag_decreased, series_name  # the poller's rule
-
-    keep: list[tuple[str, str, str, int]] = []
-    for snap in snapshots:
-        key = snap.identity.device_key
-        previous = {
-            (kind, oid): v for (k, kind, oid), v in ctx.previous_counters.items() if k == key
-        }
-        for c in flag_decreased(snap.counter, previous):
-            log.warning(
-                "counter decreased on %s: %s %s %d → %d (flagged, not billed as usage)",
-                key,
-                c.kind.value,
-                c.oid,
-                c.previous,
-                c.value,
-            )
-        keep += [(key, series_name(c), c.oid, c.value) for c in snap.counter]
-    report_id = str(uuid.uuid4())
-    report = model.Report(
-        version=xml_edge.PROTOCOL_VERSION,
-        report_id=report_id,
-        agent_id=identity.agent_id,
-        sequence=ctx.sequence,
-        created_at=now_xml(),
-        agent_status=status_info(
-            settings,
-            started_at,
-            ctx.queue_depth,
-            ctx.oldest_queued_at,
-            ctx.dropped_reports,
-            cycle,
-            licence,
-            traps,
-        ),
-        device=snapshots,
-    )
-    body = xml_edge.to_bytes(report)  # validated against the XSD before it is stored
-    return ReportBytes(report_id, body, identity.sign(body), keep)
 
 
 # --- the collector --------------------------------------------------------------------------
@@ -288,9 +132,6 @@ class AgentService:
     # -- lifecycle --
 
     async def run(self) -> int:
-        from metersync_agent.snmp import SnmpClient
-        from metersync_agent.transport_http import HttpTransport
-
         s = self.settings
         self.identity = enrollment.load_or_create_identity(self.state_dir)
         self._previous = load_monitored(self.state_dir)
@@ -316,16 +157,12 @@ class AgentService:
                 if await self._sleep(delay):
                     return 0
             if s.traps is not None:  # off unless provisioned; faces printers only (MS-TRAP-1)
-                from metersync_agent.traps import TrapReceiver
-
                 self.traps = TrapReceiver(s.traps, self._trap_source_known, self._on_trap)
                 await self.traps.start()
             collector = asyncio.create_task(self._collector(client), name="collector")
             sender = asyncio.create_task(self._sender(reports, transport), name="sender")
             tasks = {collector, sender}
             if s.update_mode == "automatic":  # manual mode fetches nothing (MS-UPD-13)
-                from metersync_agent import updating
-
                 tasks.add(
                     asyncio.create_task(
                         updating.schedule(
@@ -363,14 +200,10 @@ class AgentService:
         s = self.settings
         if not s.smtp_enabled:
             return http, None
-        from metersync_agent.transport_smtp import SmtpTransport
-
         assert self.identity is not None and self.outbox is not None
         smtp = SmtpTransport.from_settings(s, self.identity.agent_id)
         if not s.http_enabled:
             return smtp, None
-        from metersync_agent.smtp_fallback import run_fallback
-
         loop = run_fallback(
             self.outbox,
             smtp,
@@ -404,16 +237,10 @@ class AgentService:
 
     def _poll_fn(self) -> PollFn:
         if self._poll is None:
-            from metersync_agent.poller import poll_device
-
             self._poll = poll_device
         return self._poll
 
     async def _collector(self, client: Any) -> None:
-        from metersync_agent.discovery import discover
-        from metersync_agent.profiles import load_profiles
-        from metersync_agent.targets import TargetSet
-
         s = self.settings
         loop = asyncio.get_running_loop()
         profiles = self._profiles = load_profiles()
@@ -470,8 +297,6 @@ class AgentService:
 
     def _licensed_devices(self) -> int | None:
         """maxDevices of the licence the agent runs under, when it is in force (MS-UPD-22)."""
-        from metersync import updates
-
         assert self.identity is not None
         info = updates.licence_state(self.state_dir, "agent", self.identity.agent_id)
         return info.max_devices if info.state in ("valid", "expiring") else None
@@ -628,8 +453,6 @@ class AgentService:
 
     async def _store(self, cycle: CycleResult, snapshots: list[model.DeviceSnapshot]) -> None:
         assert self.outbox is not None and self.identity is not None
-        from metersync_agent.updating import licence_for_report
-
         identity, settings, started = self.identity, self.settings, self.started_at
         licence = licence_for_report(self.state_dir, identity.agent_id)  # MS-UPD-20
         traps = self.traps.stats() if self.traps is not None else None
@@ -649,9 +472,6 @@ class AgentService:
     # -- senses and manners (chapters 19, 20): traps, adaptive intervals, masking --
 
     def _senses_init(self) -> None:
-        from metersync_agent.privacy import Masking
-        from metersync_agent.scheduling import Scheduler
-
         s = self.settings
         self.traps: Any = None  # the TrapReceiver while provisioned (MS-TRAP-1)
         self.pending_traps: dict[tuple[str, int], list[model.TrapEvent]] = {}
@@ -687,8 +507,6 @@ class AgentService:
     def _on_trap(self, ip: str, event: model.TrapEvent) -> None:
         """An accepted notification: kept for the device's next snapshot (MS-TRAP-5) and, when
         the scheduler allows, an immediate read (MS-TRAP-4)."""
-        from metersync_agent.traps import MAX_PER_SNAPSHOT
-
         e = self._entries_at(ip)[0]
         key = (e.host, e.port)
         pending = self.pending_traps.setdefault(key, [])
@@ -718,8 +536,6 @@ class AgentService:
 
     async def status_info(self) -> model.AgentStatusInfo:
         assert self.outbox is not None
-        from metersync_agent.updating import licence_for_report
-
         st = await asyncio.to_thread(self.outbox.status)
         licence = await asyncio.to_thread(licence_for_report, self.state_dir, self.agent_id)
         return status_info(
@@ -742,8 +558,6 @@ class AgentService:
 
     async def fresh(self, device_key: str) -> model.DeviceSnapshot:
         """A new poll of the device for the channel; changes nothing it holds (MS-CH-19)."""
-        from metersync_agent.channel import FreshReadFailed
-
         s = self.settings
         entry = next(
             (
@@ -773,9 +587,6 @@ class AgentService:
         return self.masking.apply(snap)  # nothing leaves the agent unmasked (MS-PRIV-1)
 
     async def _channel(self) -> None:
-        from metersync_agent.channel import ChannelClient, ChannelResources
-        from metersync_agent.transport_http import ssl_context
-
         assert self.identity is not None
         s, identity = self.settings, self.identity
         self.channel = ChannelClient(
@@ -792,91 +603,21 @@ class AgentService:
         )
         await self.channel.run()
 
-    # -- delivery --
+    # -- delivery: the send stage (sender.py) --
 
     async def _sender(self, transport: Any, enroll_transport: Any = None) -> None:
-        assert self.outbox is not None and self.identity is not None
-        s = self.settings
-        enroll_transport = enroll_transport or transport
-        while not self.stop.is_set():
-            if not enrollment.is_enrolled(self.state_dir, s.manager_url, s.enrollment_token):
-                result = await enrollment.enroll(
-                    s, self.identity, enroll_transport, self.state_dir, stop=self.stop, rng=self.rng
-                )
-                if self.stop.is_set():
-                    return
-                if not result.ok:
-                    log.error("%s; trying again in %.0f s", result.message, CAP_SECONDS)
-                    if await self._sleep(CAP_SECONDS):
-                        return
-                    continue
-            item = await asyncio.to_thread(self.outbox.oldest)
-            if item is None:
-                self._wake_sender.clear()
-                waiters = {
-                    asyncio.create_task(self._wake_sender.wait()),
-                    asyncio.create_task(self.stop.wait()),
-                }
-                await asyncio.wait(waiters, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
-                for w in waiters:
-                    w.cancel()
-                continue
-            wait = item.next_attempt_at - time.time()
-            if wait > 0:
-                if await self._sleep(min(wait, 60.0)):
-                    return
-                continue
-            stopped, outcome = await self._until_stopped(
-                transport.post_report(item.body, item.signature, item.report_id)
-            )
-            if stopped:
-                return  # the report stays queued; it is sent again, byte for byte, next time
-            if isinstance(outcome, RetryLater):
-                self.http_failing_since = self.http_failing_since or time.time()
-            else:
-                self.http_failing_since = None
-            if isinstance(outcome, Delivered):
-                await asyncio.to_thread(self.outbox.mark_delivered, item.sequence)
-                log.debug(
-                    "delivered report %s%s", item.report_id, " (duplicate)" * outcome.duplicate
-                )
-            elif isinstance(outcome, RetryLater):
-                delay = next_delay(item.attempts, outcome.retry_after, self.rng)
-                await asyncio.to_thread(
-                    self.outbox.mark_retry, item.sequence, delay, outcome.reason
-                )
-                if outcome.alert:
-                    log.error(
-                        "operator action needed (%s): %s; reports stay queued, next try in %.1f s",
-                        outcome.reason,
-                        outcome.action,
-                        delay,
-                    )
-                else:
-                    log.warning(
-                        "report %s not delivered (%s); next try in %.1f s",
-                        item.report_id,
-                        outcome.reason,
-                        delay,
-                    )
-            else:
-                assert isinstance(outcome, Refused)
-                text = f"{outcome.code} {outcome.name}: {outcome.message}"
-                await asyncio.to_thread(self.outbox.mark_refused, item.sequence, text)
-                log.error(
-                    "report %s refused (%s); kept in the outbox's rejected area, not retried",
-                    item.report_id,
-                    text,
-                )
+        await run_sender(self, transport, enroll_transport)
 
 
 # --- command line ---------------------------------------------------------------------------
 
 
-def _setup_logging(level: str, fmt: str = "text") -> None:
-    from metersync import logs  # ISO-8601 UTC times; JSON lines with --log-format json
-
-    logs.setup(level if level in logs.LEVELS else "info", fmt)
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
 
 
@@ -924,7 +665,7 @@ def _provision(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level, args.log_format)
+    _setup_logging(args.log_level)
     settings = _load(args)
     if settings is None:
         return 2
@@ -941,9 +682,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    from metersync_agent.transport_http import HttpTransport
-
-    _setup_logging(args.log_level, args.log_format)
+    _setup_logging(args.log_level)
     settings = _load(args)
     if settings is None:
         return 2
@@ -978,9 +717,6 @@ def register_service_commands(sub: Any) -> None:
         "default: the document `provision` stored in the state dir",
     )
     common.add_argument("--log-level", default="info", help="debug, info, warning, error")
-    common.add_argument(
-        "--log-format", choices=("text", "json"), default="text", help="json: JSON lines"
-    )
     provision = sub.add_parser(
         "provision",
         parents=[state],
@@ -1002,8 +738,6 @@ def register_service_commands(sub: Any) -> None:
         help="give up after this many seconds of retries (default 300)",
     )
     enroll.set_defaults(func=_enroll)
-    from metersync_agent import updating
-
     updating.register(sub, [common])
 
 

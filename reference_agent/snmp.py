@@ -42,21 +42,12 @@ import socket
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from pyasn1.type import univ
-from pysnmp.entity.rfc3413 import cmdgen
-from pysnmp.hlapi.v3arch.asyncio import (
-    CommunityData,
-    SnmpEngine,
-    UdpTransportTarget,
-    UsmUserData,
-)
-from pysnmp.hlapi.v3arch.asyncio import auth as _auth
-from pysnmp.hlapi.v3arch.asyncio.lcd import CommandGeneratorLcdConfigurator
-from pysnmp.proto import errind, rfc1902, rfc1905
+from typing import TYPE_CHECKING, Any
 
 from . import snmp_codec as codec
+
+if TYPE_CHECKING:
+    from .snmp_v3 import V3Engine
 
 __all__ = [
     "CollectionProblem",
@@ -118,26 +109,11 @@ class WalkResult:
         self.problems.append(CollectionProblem(text, code, message))
 
 
-_AUTH = {
-    "MD5": _auth.USM_AUTH_HMAC96_MD5,
-    "SHA": _auth.USM_AUTH_HMAC96_SHA,
-    "SHA1": _auth.USM_AUTH_HMAC96_SHA,
-    "SHA224": _auth.USM_AUTH_HMAC128_SHA224,
-    "SHA256": _auth.USM_AUTH_HMAC192_SHA256,
-    "SHA384": _auth.USM_AUTH_HMAC256_SHA384,
-    "SHA512": _auth.USM_AUTH_HMAC384_SHA512,
-}
-_PRIV = {
-    "DES": _auth.USM_PRIV_CBC56_DES,
-    "3DES": _auth.USM_PRIV_CBC168_3DES,
-    "AES": _auth.USM_PRIV_CFB128_AES,
-    "AES128": _auth.USM_PRIV_CFB128_AES,
-    # AES-192/256 per draft-blumenthal (net-snmp's AES192/AES256); the "C" forms are Cisco/Reeder.
-    "AES192": _auth.USM_PRIV_CFB192_AES_BLUMENTHAL,
-    "AES256": _auth.USM_PRIV_CFB256_AES_BLUMENTHAL,
-    "AES192C": _auth.USM_PRIV_CFB192_AES,
-    "AES256C": _auth.USM_PRIV_CFB256_AES,
-}
+# Protocol names (see `snmp_v3` for what they map to); pysnmp is imported only for SNMPv3.
+AUTH_PROTOCOLS = frozenset(("MD5", "SHA", "SHA1", "SHA224", "SHA256", "SHA384", "SHA512"))
+PRIV_PROTOCOLS = frozenset(
+    ("DES", "3DES", "AES", "AES128", "AES192", "AES256", "AES192C", "AES256C")
+)
 
 
 def _proto_key(name: str) -> str:
@@ -166,9 +142,9 @@ class Credential:
         if self.version == "3":
             if not self.user:
                 raise ValueError("SNMPv3 credential needs a user")
-            if self.auth_protocol and _proto_key(self.auth_protocol) not in _AUTH:
+            if self.auth_protocol and _proto_key(self.auth_protocol) not in AUTH_PROTOCOLS:
                 raise ValueError(f"unknown auth protocol {self.auth_protocol!r}")
-            if self.priv_protocol and _proto_key(self.priv_protocol) not in _PRIV:
+            if self.priv_protocol and _proto_key(self.priv_protocol) not in PRIV_PROTOCOLS:
                 raise ValueError(f"unknown privacy protocol {self.priv_protocol!r}")
             if self.priv_key and not self.auth_key:
                 raise ValueError("SNMPv3 privacy needs authentication too")
@@ -180,84 +156,11 @@ class Credential:
         level = "authPriv" if self.priv_key else "authNoPriv" if self.auth_key else "noAuthNoPriv"
         return f"v3 user {self.user!r} {level}"
 
-    def auth_data(self) -> CommunityData | UsmUserData:
-        if self.version != "3":
-            return CommunityData(self.community, mpModel=0 if self.version == "1" else 1)
-        auth = priv = None
-        if self.auth_key:
-            auth = _AUTH[_proto_key(self.auth_protocol or "MD5")]
-        if self.priv_key:
-            priv = _PRIV[_proto_key(self.priv_protocol or "DES")]
-        return UsmUserData(
-            self.user, authKey=self.auth_key, privKey=self.priv_key,
-            authProtocol=auth, privProtocol=priv,
-        )  # fmt: skip
+    def auth_data(self) -> Any:
+        """pysnmp's CommunityData / UsmUserData for this credential (imports pysnmp)."""
+        from . import snmp_v3
 
-
-# --- pysnmp (SNMPv3) values into the codec's convention --------------------------------------
-
-
-def _ip(v: Any) -> str:
-    return socket.inet_ntoa(v.asOctets()) if len(v) == 4 else v.asOctets().hex()
-
-
-_CONVERT: dict[type, Callable[[Any], SnmpValue]] = {}
-for _cls in (
-    univ.Integer, rfc1902.Integer32, rfc1902.Integer, rfc1902.Counter32, rfc1902.Gauge32,
-    rfc1902.Unsigned32, rfc1902.TimeTicks, rfc1902.Counter64,
-):  # fmt: skip
-    _CONVERT[_cls] = int
-for _cls in (univ.OctetString, rfc1902.OctetString, rfc1902.Opaque, rfc1902.Bits):
-    _CONVERT[_cls] = univ.OctetString.asOctets
-_CONVERT[univ.ObjectIdentifier] = _CONVERT[rfc1902.ObjectIdentifier] = lambda v: oid_str(
-    v.asTuple()
-)
-_CONVERT[rfc1902.IpAddress] = _ip
-
-_SPECIAL: dict[type, codec.Special] = {
-    rfc1905.EndOfMibView: codec.END_OF_MIB_VIEW,
-    rfc1905.NoSuchObject: codec.NO_SUCH_OBJECT,
-    rfc1905.NoSuchInstance: codec.NO_SUCH_INSTANCE,
-    univ.Null: codec.NULL,
-}
-_PYSNMP_NULL = univ.Null("")
-
-
-def _from_pysnmp(value: Any) -> codec.Value:
-    """A pysnmp value as the codec would have decoded it (BadValue if it cannot be read)."""
-    special = _SPECIAL.get(value.__class__)
-    if special is not None:
-        return special
-    conv = _CONVERT.get(value.__class__)
-    if conv is None:
-        for cls, c in _CONVERT.items():  # subclasses (rare): find once, then cached
-            if isinstance(value, cls):
-                _CONVERT[value.__class__] = conv = c
-                break
-        else:
-            for cls, sp in _SPECIAL.items():
-                if isinstance(value, cls):
-                    return sp
-            return codec.BadValue(0, f"unexpected type {type(value).__name__}")
-    try:
-        return conv(value)
-    except Exception as exc:  # pyasn1 may only fail when the value is used
-        return codec.BadValue(0, f"{type(value).__name__}: {exc}")
-
-
-_AUTH_ERRORS = (
-    errind.WrongDigest, errind.UnknownUserName, errind.UnknownSecurityName,
-    errind.AuthenticationFailure, errind.AuthenticationError, errind.DecryptionError,
-    errind.UnsupportedSecurityLevel, errind.UnknownCommunityName,
-)  # fmt: skip
-
-
-def _indication_code(ind: Any) -> str:
-    if isinstance(ind, errind.RequestTimedOut):
-        return "timeout"
-    if isinstance(ind, _AUTH_ERRORS):
-        return "auth-failure"
-    return "other"
+        return snmp_v3.auth_data(self)
 
 
 class _Budget(Exception):
@@ -265,7 +168,21 @@ class _Budget(Exception):
 
 
 _GEN_ERR, _NO_SUCH_NAME, _TOO_BIG = 5, 2, 1
-_ERROR_STATUS = {1: "tooBig", 2: "noSuchName", 3: "badValue", 4: "readOnly", 5: "genErr"}
+_AUTHORIZATION_ERROR, _NO_ACCESS = 16, 6
+# RFC 3416 error-status names (1-5 are SNMPv1's too)
+_ERROR_STATUS = dict(enumerate((
+    "noError", "tooBig", "noSuchName", "badValue", "readOnly", "genErr", "noAccess",
+    "wrongType", "wrongLength", "wrongEncoding", "wrongValue", "noCreation",
+    "inconsistentValue", "resourceUnavailable", "commitFailed", "undoFailed",
+    "authorizationError", "notWritable", "inconsistentName",
+)))  # fmt: skip
+
+
+def status_name(status: int) -> str:
+    """An error-status as 'name (n)', e.g. 'authorizationError (16)'."""
+    return f"{_ERROR_STATUS.get(status, 'unknown error-status')} ({status})"
+
+
 _PLAIN = frozenset((int, bytes, str))
 _END = codec.END_OF_MIB_VIEW
 _NO_SUCH = (codec.NO_SUCH_OBJECT, codec.NO_SUCH_INSTANCE)
@@ -364,34 +281,47 @@ class SnmpClient:
         self.retries = retries
         self.max_repetitions = max_repetitions
         self.concurrency = concurrency
-        self._engine: SnmpEngine | None = None
-        self._lcd = CommandGeneratorLcdConfigurator()
-        self._get = cmdgen.GetCommandGenerator()
-        self._next = cmdgen.NextCommandGeneratorSingleRun()
-        self._bulk = cmdgen.BulkCommandGeneratorSingleRun()
+        self._v3: V3Engine | None = None
         self._udp: _Udp | None = None
+        self._opening: asyncio.Future[_Udp] | None = None  # the socket being made
         self._slots: asyncio.Semaphore | None = None
         self._known: OrderedDict[tuple[str, int], Credential] = OrderedDict()
         self.known_limit = 100_000
 
     @property
-    def engine(self) -> SnmpEngine:
-        if self._engine is None:
-            self._engine = SnmpEngine()
-        return self._engine
+    def v3(self) -> V3Engine:
+        """The SNMPv3 engine, made (and pysnmp imported) on first use."""
+        if self._v3 is None:
+            from .snmp_v3 import V3Engine
+
+            self._v3 = V3Engine()
+        return self._v3
 
     async def _socket(self) -> _Udp:
+        """The client's one v1/v2c socket; concurrent first callers share the one being made."""
         loop = asyncio.get_running_loop()
         udp = self._udp
         if udp is not None and udp.transport is not None and udp.loop is loop:
             return udp
+        opening = self._opening
+        if opening is not None and opening.get_loop() is loop:
+            return await asyncio.shield(opening)
         if udp is not None and udp.transport is not None:
             udp.transport.close()
+        self._opening = opening = loop.create_future()
         udp = _Udp(loop)
-        await loop.create_datagram_endpoint(
-            lambda: udp, local_addr=("0.0.0.0", 0), family=socket.AF_INET
-        )
+        try:
+            await loop.create_datagram_endpoint(
+                lambda: udp, local_addr=("0.0.0.0", 0), family=socket.AF_INET
+            )
+        except BaseException as exc:
+            opening.set_exception(exc)
+            opening.exception()  # retrieved: callers waiting on it see it raised
+            raise
+        finally:
+            self._opening = None
         self._udp = udp
+        opening.set_result(udp)
         return udp
 
     def known_credential(self, host: str, port: int = 161) -> Credential | None:
@@ -445,10 +375,9 @@ class SnmpClient:
         udp, self._udp = self._udp, None
         if udp is not None and udp.transport is not None:
             udp.transport.close()
-        if self._engine is not None:
-            self._engine.close_dispatcher()
-            self._engine = None
-            self._lcd = CommandGeneratorLcdConfigurator()
+        v3, self._v3 = self._v3, None
+        if v3 is not None:
+            v3.close()
 
 
 class SnmpSession:
@@ -518,11 +447,8 @@ class SnmpSession:
     async def _use(self, cred: Credential) -> None:
         client = self.client
         if cred.version == "3":
-            target = await UdpTransportTarget.create(
-                (self.host, self.port), timeout=client.timeout, retries=client.retries
-            )
-            self._addr_name, _ = client._lcd.configure(
-                client.engine, cred.auth_data(), target, cred.context.encode()
+            self._addr_name = await client.v3.configure(
+                self.host, self.port, cred, client.timeout, client.retries
             )
             self._context = cred.context.encode()
         else:
@@ -558,11 +484,15 @@ class SnmpSession:
                 if status == 0 or (self._version == "1" and status == _NO_SUCH_NAME):
                     self.client._remember(key, cred)
                     return
-                silent.append(f"{cred.describe()}: {_ERROR_STATUS.get(status, status)}")
+                said = f"{cred.describe()}: {status_name(status)}"
+                if status in (_AUTHORIZATION_ERROR, _NO_ACCESS):
+                    auth_failures.append(f"{said} (access refused: security level or view)")
+                else:
+                    silent.append(said)
             elif ind[0] == "auth-failure":
                 auth_failures.append(f"{cred.describe()}: {ind[1]}")
             else:
-                silent.append(f"{cred.describe()}: {ind[1]}")
+                silent.append(f"{cred.describe()}: {ind[1]}{_silence_hint(cred, ind[0])}")
         self.client._remember(key, None)
         where = f"{self.host}:{self.port}"
         if auth_failures:
@@ -619,30 +549,12 @@ class SnmpSession:
         return ("timeout", f"no answer within {client.timeout:g} s"), 0, 0, []
 
     async def _request_v3(self, pdu_type: int, oids: list[Oid], max_rep: int) -> _Reply:
-        client = self.client
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-
-        def done(engine: Any, handle: Any, ind: Any, status: Any, index: Any, vbs: Any, ctx: Any):
-            if not fut.done():
-                fut.set_result((ind, int(status), int(index), vbs))
-
-        vbs = [(rfc1902.ObjectName(o), _PYSNMP_NULL) for o in oids]
-        if pdu_type == codec.GET_BULK:
-            client._bulk.send_varbinds(
-                client.engine, self._addr_name, None, self._context, 0, max_rep, vbs, done
-            )
-        else:
-            gen = client._get if pdu_type == codec.GET else client._next
-            gen.send_varbinds(client.engine, self._addr_name, None, self._context, vbs, done)
         try:
-            async with asyncio.timeout_at(self.deadline):
-                ind, status, index, answer = await fut
+            return await self.client.v3.request(
+                self._addr_name, self._context, pdu_type, oids, max_rep, self.deadline
+            )
         except TimeoutError:
             raise _Budget from None
-        if ind is not None:
-            return (_indication_code(ind), str(ind)), status, index, []
-        return None, status, index, [(n.asTuple(), _from_pysnmp(v)) for n, v in answer]
 
     # -- public operations --
 
@@ -675,9 +587,9 @@ class SnmpSession:
             if 1 <= index <= len(batch):
                 bad = batch.pop(index - 1)
                 if status != _NO_SUCH_NAME:
-                    into.problem(bad, _status_code(status), f"GET: {_ERROR_STATUS.get(status)}")
+                    into.problem(bad, _status_code(status), f"GET: {status_name(status)}")
                 continue
-            into.problem(batch[0], _status_code(status), f"GET: {_ERROR_STATUS.get(status)}")
+            into.problem(batch[0], _status_code(status), f"GET: {status_name(status)}")
             return
 
     def _store(self, vbs: list[tuple[Oid, codec.Value]], into: WalkResult) -> None:
@@ -754,7 +666,7 @@ class SnmpSession:
                     ended = True  # SNMPv1 end of MIB view
                 else:
                     if skips is None:
-                        msg = f"walk of {name}: {_ERROR_STATUS.get(status)} after {oid_str(last)}"
+                        msg = f"walk of {name}: {status_name(status)} after {oid_str(last)}"
                         into.problem(last, _status_code(status), msg)
                     return
             elif not vbs:
@@ -834,4 +746,16 @@ def _step_past(read: Oid, n: int) -> list[Oid]:
 
 
 def _status_code(status: int) -> str:
-    return {_GEN_ERR: "gen-err", _NO_SUCH_NAME: "no-such-object"}.get(status, "other")
+    codes = {_GEN_ERR: "gen-err", _NO_SUCH_NAME: "no-such-object"}
+    codes[_AUTHORIZATION_ERROR] = codes[_NO_ACCESS] = "auth-failure"
+    return codes.get(status, "other")
+
+
+def _silence_hint(cred: Credential, code: str) -> str:
+    """Why an SNMPv3 authPriv request may get no answer at all."""
+    if code == "timeout" and cred.version == "3" and cred.priv_key:
+        return (
+            " (a wrong privacy key or privacy protocol is a likely cause: a device drops"
+            " what it cannot decrypt)"
+        )
+    return ""

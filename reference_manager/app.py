@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 from quart import Quart, Response, g, request
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -28,6 +29,8 @@ from metersync.errors import ProtocolError
 from metersync.xml_edge import MEDIA_TYPE
 from metersync_manager import api_tenancy, channel, console, ingest
 from metersync_manager.accept import accept_report
+from metersync_manager.fleet import api as fleet_api
+from metersync_manager.fleet.service import FleetConfig
 from metersync_manager.limits import FailureWindow, RateLimiter
 from metersync_manager.metrics import CONTENT_TYPE as metrics_content_type
 from metersync_manager.metrics import Metrics
@@ -52,7 +55,6 @@ RETRY_AFTER_BUSY = 2
 _T = TypeVar("_T")
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_SIG_AGENT = re.compile(r'agent\s*=\s*"([^"]{1,64})"')
 
 
 def xml_response(
@@ -74,11 +76,20 @@ def with_server(spec_text: str, url: str) -> str:
 
 def _client_key() -> tuple[str, str]:
     """(rate-limit key, client address). The limit comes first in the processing order (8.3),
-    so the agent named in the signature header is not verified yet: the key pairs it with the
-    address, so that a client naming another agent cannot spend that agent's budget."""
+    so the agent is not verified yet; the key is the agent the signature check will verify,
+    read by the same parser (MS-LIM-7), paired with the address so that a client naming
+    another agent cannot spend that agent's budget. An unparseable header: the address."""
     addr = request.remote_addr or "?"
-    m = _SIG_AGENT.search(request.headers.get(signing.HEADER) or "")
-    return (f"agent:{m.group(1)}@{addr}" if m else f"addr:{addr}"), addr
+    try:
+        agent = signing.parse(request.headers.get(signing.HEADER)).agent_id[:64]
+    except ProtocolError:
+        return f"addr:{addr}", addr
+    return f"agent:{agent}@{addr}", addr
+
+
+DEVICES = "/api/v1/devices/"
+ADDRESS_SHARE = 4  # one client address holds at most 1/4 of the requests in progress (64 of
+# 256 by default: above the burst of 60 a single agent may send in a minute, MS-LIM-5)
 
 
 def _rate_limited(what: str, seconds: int) -> ProtocolError:
@@ -123,17 +134,17 @@ async def read_body(max_bytes: int) -> bytes:
             continue
         data = chunk
         try:
-            while data and not inflater.eof:
+            while data:
+                if inflater.eof:  # RFC 1952: a gzip stream may hold several members
+                    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 out = inflater.decompress(data, max_bytes - produced + 1)
                 produced += len(out)
                 if produced > max_bytes:
                     raise _too_large("the gzip body inflates beyond the limit", max_bytes)
                 parts.append(out)
-                data = inflater.unconsumed_tail
+                data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
         except zlib.error as exc:
             raise ProtocolError("UNSUPPORTED_CONTENT_ENCODING", f"broken gzip: {exc}") from None
-        if data or inflater.unused_data:
-            raise ProtocolError("UNSUPPORTED_CONTENT_ENCODING", "data after the gzip stream")
     if inflater is not None and not inflater.eof:
         raise ProtocolError("UNSUPPORTED_CONTENT_ENCODING", "the gzip stream is truncated")
     return b"".join(parts)
@@ -166,6 +177,7 @@ def create_app(
     channel_hold: float = channel.POLL_HOLD,
     rate_limit: int = 600,
     enroll_failures: int = 10,
+    fleet: FleetConfig | None = None,
     public_url: str | None = None,
 ) -> Quart:
     """The manager as an ASGI app over an opened (migrated) store."""
@@ -174,6 +186,8 @@ def create_app(
     app.config["BODY_TIMEOUT"] = 120
     executor: ThreadPoolExecutor | None = None  # one per serving (lifespan) period
     in_flight = 0
+    per_address: dict[str, int] = {}  # requests in progress per client address (MS-LIM-8)
+    address_cap = max(1, max_in_flight // ADDRESS_SHARE)
     rate = RateLimiter(rate_limit)  # MS-LIM-5: requests per agent per minute
     enroll_fails = FailureWindow(enroll_failures)  # MS-LIM-6: per client address
 
@@ -213,15 +227,17 @@ def create_app(
             return error_response(
                 _rate_limited(f"more than {rate_limit} requests per minute", wait)
             )
+        busy = None
         if in_flight >= max_in_flight:
+            busy = f"{in_flight} messages are being processed"
+        elif per_address.get(addr, 0) >= address_cap:  # one address never takes every slot
+            busy = f"{address_cap} messages from {addr} are being processed"
+        if busy:
             return error_response(
-                ProtocolError(
-                    "RATE_LIMITED",
-                    f"{in_flight} messages are being processed; retry later",
-                    retry_after=RETRY_AFTER_BUSY,
-                )
+                ProtocolError("RATE_LIMITED", f"{busy}; retry later", retry_after=RETRY_AFTER_BUSY)
             )
         in_flight += 1
+        per_address[addr] = per_address.get(addr, 0) + 1
         try:
             return await handler()
         except ProtocolError as exc:
@@ -247,6 +263,10 @@ def create_app(
             )
         finally:
             in_flight -= 1
+            if per_address[addr] <= 1:
+                del per_address[addr]
+            else:
+                per_address[addr] -= 1
 
     @app.post("/v1/enroll")
     async def enroll() -> Response:
@@ -325,6 +345,26 @@ def create_app(
     @app.errorhandler(BadParam)
     async def _bad_param(exc: BadParam) -> tuple[dict[str, Any], int]:
         return problem(400, "invalid parameter", str(exc))
+
+    @app.before_request  # not a url_value_preprocessor: Quart 0.22 runs those for WebSockets
+    async def _device_key_from_raw_path() -> None:  # with `request`, failing every upgrade
+        """A device key may hold "/" (sent as %2F, MS-HTTP): route by the raw path, so that a
+        key ending in "/latest" is never taken for the /latest of a shorter key."""
+        values = request.view_args
+        raw = (request.scope.get("raw_path") or b"").decode("latin-1").partition("?")[0]
+        raw = raw.removeprefix(request.root_path)  # behind --root-path (MS-OPS-2)
+        if not values or "device_key" not in values or not raw.startswith(DEVICES):
+            return
+        key_raw, slash, sub = raw[len(DEVICES) :].partition("/")
+        key = unquote(key_raw)
+        if values["device_key"] == key:
+            return
+        rule, args = app.url_map.bind("").match(
+            DEVICES + "k" + slash + sub, method=request.method, return_rule=True
+        )
+        request.url_rule = rule
+        values.clear()
+        values.update(args, device_key=key)
 
     @app.before_request
     async def _operator_only() -> Any:
@@ -428,8 +468,8 @@ def create_app(
         found = await run(store.devices, device_key, 100, 0, None, g.scope)
         return found[0] if found else problem(404, "no such device")
 
-    @app.get("/api/v1/alerts")
-    async def list_alerts() -> dict[str, Any]:
+    @app.get("/api/v1/printer-alerts")
+    async def list_printer_alerts() -> dict[str, Any]:
         key = key_param("deviceKey")
         start, end = time_param("from"), time_param("to")
         limit = int_param("limit", 100, 1, 1000)
@@ -441,4 +481,5 @@ def create_app(
     app.extensions["metersync_clock"] = clock
     app.register_blueprint(api_tenancy.bp)
 
+    fleet_api.register(app, store, run=run, clock=clock, config=fleet or FleetConfig())
     return app

@@ -1,6 +1,7 @@
 """`metersync manager …`: serve the manager, create enrollment and operator tokens, revoke agents.
 
     metersync manager serve [--data-dir DIR] [--database URL] [--bind 127.0.0.1:8470]
+                            [--log-level LEVEL] [--log-format text|json] [--no-access-log]
                             [--certfile CERT --keyfile KEY] [--smtp-bind 127.0.0.1:8025]
                             [--no-channel-websocket] [--rate-limit 600] [--enroll-failures 10]
                             [--trusted-proxy CIDR…] [--public-url URL] [--root-path /PREFIX]
@@ -10,8 +11,15 @@
     metersync manager user create NAME [--role R] [--customer C]… | reset NAME | disable NAME
     metersync manager agent revoke AGENT_ID [--data-dir DIR | --database URL]
     metersync manager mail refusals [--limit N] [--data-dir DIR | --database URL]
+    metersync manager alerts list [--state active] [--rule R] [--customer C] [--limit N]
+    metersync manager alerts ack|resolve ALERT_ID [--by NAME]  [--data-dir …]
     metersync manager update [--check | --install] --feed-url URL --trusted-root ROOT.json
                              [--data-dir DIR] [--version V --allow-downgrade]
+
+Fleet intelligence (README "Alerts, notifications and forecasts"): `serve` evaluates alert
+rules and delivers notifications in the background; e-mail needs `--smtp-relay HOST:PORT`
+[--smtp-from ADDR] [--smtp-tls starttls|tls|none] [--smtp-user U --smtp-password-file F];
+`--fleet-tick 60` is the period of the time-based rules; `--no-fleet` turns it all off.
 
 Updates (chapter 16): `update` is manual mode; `serve --update-mode automatic --feed-url URL
 --trusted-root ROOT.json [--update-interval 86400]` checks on a schedule instead. Update state
@@ -95,7 +103,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     serve.add_argument("--bench-noop", action="store_true", help=argparse.SUPPRESS)
     _proxy_options(serve)
-    logs.add_options(serve, access=True)
     _feed_options(serve)
     serve.add_argument(
         "--update-mode",
@@ -118,6 +125,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="seconds a channel long-poll is held when no request waits (at most 30)",
     )
+    logs.add_options(serve)
+    serve.add_argument(
+        "--no-access-log", action="store_true", help="no access log line per HTTP request"
+    )
+    _fleet_options(serve)
     serve.set_defaults(func=cmd_serve)
 
     update = sub.add_parser("update", help="check the update feed, or install from it")
@@ -208,6 +220,101 @@ def register(parser: argparse.ArgumentParser) -> None:
     _db_options(refusals)
     refusals.add_argument("--limit", type=int, default=50)
     refusals.set_defaults(func=cmd_mail_refusals)
+
+    _register_alerts(sub)
+
+
+def _fleet_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--smtp-relay", metavar="HOST:PORT", help="the relay alert e-mail goes through")
+    p.add_argument("--smtp-from", default="metersync@localhost", help="the sender of alert e-mail")
+    p.add_argument(
+        "--smtp-tls",
+        choices=["starttls", "tls", "none"],
+        default="starttls",
+        help="starttls (default: required), tls (implicit, port 465) or none (loopback relays)",
+    )
+    p.add_argument("--smtp-user", help="SMTP AUTH user")
+    p.add_argument("--smtp-password-file", help="a file holding the SMTP AUTH password")
+    p.add_argument("--fleet-tick", type=float, default=60.0, help="seconds between time rules")
+    p.add_argument("--no-fleet", action="store_true", help="no alert evaluation, no notifications")
+
+
+def _fleet_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from metersync_manager.fleet.notify import NotifyConfig, SmtpRelay
+    from metersync_manager.fleet.service import FleetConfig
+    from metersync_manager.smtp_ingest import parse_bind
+
+    relay = None
+    if args.smtp_relay:
+        host, port = parse_bind(args.smtp_relay)
+        password = None
+        if args.smtp_password_file:
+            password = Path(args.smtp_password_file).read_text().strip()
+        relay = SmtpRelay(host, port, args.smtp_from, args.smtp_tls, args.smtp_user, password)
+    return FleetConfig(enabled=not args.no_fleet, tick=args.fleet_tick, notify=NotifyConfig(relay))
+
+
+def _register_alerts(sub: Any) -> None:
+    alerts = sub.add_parser("alerts", help="fleet alerts: list, acknowledge, resolve")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", metavar="COMMAND", required=True)
+    ls = alerts_sub.add_parser("list", help="alerts, newest first")
+    _db_options(ls)
+    ls.add_argument("--state", choices=["open", "acknowledged", "resolved", "active"])
+    ls.add_argument("--rule")
+    ls.add_argument("--customer")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    ls.set_defaults(func=cmd_alerts_list)
+    for name, what in (("ack", "acknowledge"), ("resolve", "resolve")):
+        p = alerts_sub.add_parser(name, help=f"{what} an alert")
+        _db_options(p)
+        p.add_argument("alert_id", type=int)
+        p.add_argument("--by", default=os.environ.get("USER", "operator"), help="who acted")
+        p.set_defaults(func=cmd_alerts_act, action=what)
+
+
+def cmd_alerts_list(args: argparse.Namespace) -> int:
+    import json
+
+    from metersync_manager.fleet import alerts
+    from metersync_manager.scope import ADMIN
+
+    rows = _with_store(
+        args,
+        lambda s: alerts.list_alerts(
+            s, ADMIN, state=args.state, rule=args.rule, customer=args.customer, limit=args.limit
+        ),
+    )
+    for a in rows:
+        if args.json:
+            print(json.dumps(a, sort_keys=True))
+            continue
+        print(
+            f"{a['alertId']:>6}  {a['state']:<12} {a['severity']:<8} {a['rule']:<18} "
+            f"{a['subject']['kind']} {a['subject']['id']}  {a['title']}  (opened {a['openedAt']})"
+        )
+    if not rows:
+        print("no alerts", file=sys.stderr)
+    return 0
+
+
+def cmd_alerts_act(args: argparse.Namespace) -> int:
+    from metersync_manager import ingest
+    from metersync_manager.fleet import alerts
+    from metersync_manager.scope import DEALER_ADMIN, Scope
+
+    scope = Scope(DEALER_ADMIN, operator=args.by)
+    act = alerts.acknowledge if args.action == "acknowledge" else alerts.resolve
+    try:
+        found = _with_store(args, lambda s: act(s, scope, args.alert_id, ingest.utcnow()))
+    except alerts.AlertError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if found is None:
+        print(f"no alert {args.alert_id}", file=sys.stderr)
+        return 1
+    print(f"alert {args.alert_id}: {found['state']}", file=sys.stderr)
+    return 0
 
 
 def _proxy_options(p: argparse.ArgumentParser) -> None:
@@ -481,15 +588,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 < args.channel_hold <= 30:
         print("--channel-hold is more than 0 and at most 30 s (MS-CH-4)", file=sys.stderr)
         return 2
-    logs.from_args(args)
     try:
         networks, root_path = _proxy_settings(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        fleet = _fleet_config(args)
+    except (ValueError, OSError) as exc:
+        print(f"--smtp-relay / --smtp-password-file: {exc}", file=sys.stderr)
+        return 2
     store = _open_store(args)
     app: Any = create_app(
         store,
+        fleet=fleet,
         bench_noop=args.bench_noop,
         channel_websocket=not args.no_channel_websocket,
         channel_hold=args.channel_hold,
@@ -507,7 +619,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config.bind = [args.bind]
     config.certfile = args.certfile
     config.keyfile = args.keyfile
-    config.accesslog = logging.getLogger(logs.ACCESS) if args.access_log else None
+    logs.setup(args.log_level, args.log_format)
+    config.accesslog = logs.access_logger(not args.no_access_log)
+    config.access_log_format = logs.ACCESS_FORMAT
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 10
 

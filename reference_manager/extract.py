@@ -21,7 +21,8 @@ from metersync.errors import ProtocolError
 from metersync_spec import NAMESPACE
 
 _NS = "{" + NAMESPACE + "}"
-MAX_STORED_INT = 2**63 - 1  # a signed 64-bit column: the largest counter this manager stores
+MAX_SEQUENCE = 2**63 - 1  # a signed 64-bit column: the largest sequence this manager stores
+MAX_COUNTER = 2**64 - 1  # xs:unsignedLong: counters are stored offset-encoded (billing.enc)
 SERIES_IDENTITY = ("kind", "unit", "oid", "source", "label", "marker")  # MS-BILL-1
 
 _DATETIME = re.compile(
@@ -126,12 +127,10 @@ def _int(value: str | None) -> int | None:
     return None if value is None else int(value)
 
 
-def _stored_int(value: str | None, what: str) -> int | None:
+def _stored_int(value: str | None, what: str, most: int = MAX_COUNTER) -> int | None:
     n = _int(value)
-    if n is not None and n > MAX_STORED_INT:
-        raise ProtocolError(
-            "INVALID_VALUE", f"{what} {n} exceeds 2^63-1, the largest value this manager stores"
-        )
+    if n is not None and not 0 <= n <= most:
+        raise ProtocolError("INVALID_VALUE", f"{what} {n} is outside 0..{most}")
     return n
 
 
@@ -360,7 +359,7 @@ def report_rows(root: etree._Element) -> ReportRows:
         if last_cycle is not None:
             started = _children(last_cycle)["startedAt"].text or ""
             cycle = parse_datetime(started, "agentStatus/lastCycle/startedAt")
-        sequence = _stored_int(head["sequence"].text, "sequence") or 0
+        sequence = _stored_int(head["sequence"].text, "sequence", MAX_SEQUENCE) or 0
         devices = [_device(d) for d in root.iterchildren(T_DEVICE)]
         seen: set[str] = set()
         for d in devices:

@@ -196,7 +196,8 @@ def check_report(
     key_superseded_at: datetime | None = None,
 ) -> None:
     """Steps 5-6: the document's agentId is the signer's; createdAt is not in the future; a
-    report signed with a superseded key was created before the rotation."""
+    report signed with a superseded key was created, and its devices polled, before the
+    rotation."""
     if key_superseded_at is not None and rows.created_at >= key_superseded_at:
         raise ProtocolError(
             "BAD_SIGNATURE",
@@ -204,6 +205,15 @@ def check_report(
             "sign with the current key",
             message_id=rows.report_id,
         )
+    if key_superseded_at is not None:  # MS-SEC-20: a stolen old key cannot inject new readings
+        late = [d.device_key for d in rows.devices if d.polled_at >= key_superseded_at]
+        if late:
+            raise ProtocolError(
+                "BAD_SIGNATURE",
+                f"the report is signed with a key the agent replaced, but device {late[0]} was "
+                "polled after the rotation; sign with the current key",
+                message_id=rows.report_id,
+            )
     if rows.agent_id != signer_id:
         raise ProtocolError(
             "AGENT_MISMATCH",

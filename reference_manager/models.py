@@ -1,7 +1,8 @@
 """The manager's tables (SQLAlchemy Core) and their migrations.
 
 Times are stored as UTC without a time zone, the same in SQLite and PostgreSQL. Counter values
-are signed 64-bit integers (a value above 2^63-1 is refused at ingest with 3001).
+(xs:unsignedLong) are stored offset-encoded in signed 64-bit columns: stored = value - 2^63
+(`billing.enc`/`billing.dec`), in `counters` as in `counter_reads`.
 
 Migrations: `schema_version` holds the applied version. A fresh database gets the tables of
 this module and is stamped `SCHEMA_VERSION`; an older one runs the steps of `MIGRATIONS` above
@@ -441,7 +442,138 @@ CONSOLE_INDEXES = (
     Index("ix_device_state_status", device_state.c.device_status),
 )
 
-SCHEMA_VERSION = 7
+
+# --- fleet intelligence (metersync_manager.fleet) -------------------------------------------
+
+# Alerts with a lifecycle: open → (acknowledged) → resolved. `open_key` is set while the alert
+# is not resolved and unique: one open alert per rule and subject (deduplication).
+fleet_alerts = Table(
+    "fleet_alerts",
+    metadata,
+    Column("alert_id", _BigId, primary_key=True, autoincrement=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("rule", String(32), nullable=False),
+    Column("subject_kind", String(8), nullable=False),  # device | agent | webhook
+    Column("subject_id", String(255), nullable=False),
+    Column("key", String(255), nullable=False, default=""),  # supply index, error flag, code
+    Column("open_key", String(600), unique=True),
+    Column("state", String(16), nullable=False),  # open | acknowledged | resolved
+    Column("severity", String(16), nullable=False),  # critical | warning | info
+    Column("title", Text, nullable=False),
+    Column("evidence", Text, nullable=False, default="{}"),  # JSON
+    Column("opened_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("last_true_at", DateTime, nullable=False),
+    Column("clear_count", Integer, nullable=False, default=0),  # evaluations seen clear
+    Column("flaps", Integer, nullable=False, default=0),  # cleared, then back before resolving
+    Column("acknowledged_at", DateTime),
+    Column("acknowledged_by", String(255)),
+    Column("resolved_at", DateTime),
+    Column("resolved_by", String(255)),  # NULL: resolved automatically
+    Index("ix_fleet_alerts_customer", "customer_id", "state", "opened_at"),
+    Index("ix_fleet_alerts_subject", "subject_kind", "subject_id"),
+)
+
+# Rule settings: customer_id "*" holds the dealer's defaults; a customer's row overrides them.
+alert_settings = Table(
+    "alert_settings",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("rule", String(32), primary_key=True),
+    Column("settings", Text, nullable=False),  # JSON object
+)
+
+# Where notifications go: webhooks and e-mail recipients, per customer ("*": every customer).
+notify_targets = Table(
+    "notify_targets",
+    metadata,
+    Column("target_id", _BigId, primary_key=True, autoincrement=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("kind", String(8), nullable=False),  # webhook | email
+    Column("address", Text, nullable=False),  # URL or e-mail address
+    Column("secret", String(128)),  # webhooks: the HMAC key
+    Column("mode", String(16), nullable=False, default="immediate"),  # e-mail: or digest
+    Column("digest_minutes", Integer, nullable=False, default=60),  # digest: one mail per this
+    Column("events", String(255), nullable=False, default=""),  # space separated; "" = all
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("failures", Integer, nullable=False, default=0),  # consecutive
+    Column("disabled_at", DateTime),
+    Column("created_at", DateTime, nullable=False),
+)
+
+# The durable notification queue: written in the transaction that changed the alert, sent
+# at least once; (target, event) is the receiver's idempotency key.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("target_id", BigInteger, nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("customer_id", String(64), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON: the exact webhook body
+    Column("state", String(8), nullable=False),  # pending | sent | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_at", DateTime, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("sent_at", DateTime),
+    Column("last_error", Text),
+    UniqueConstraint("target_id", "event_id", name="uq_notifications_target_event"),
+    Index("ix_notifications_due", "state", "next_at"),
+)
+
+# The newest forecast of each supply (the evaluator writes it; the API and console read it).
+supply_forecasts = Table(
+    "supply_forecasts",
+    metadata,
+    Column("device_key", String(255), primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("computed_at", DateTime, nullable=False),
+    Column("description", Text),
+    Column("colour", String(255)),
+    Column("part_number", String(255)),
+    Column("level", Integer),  # the last level read, percent (None: -2/-3)
+    Column("forecast", Text, nullable=False),  # JSON: fleet.forecast.Forecast.as_dict
+    Column("lives", Text, nullable=False),  # JSON: the cartridge lives seen
+    Column("life_started_at", DateTime),
+)
+
+# Supply orders: one per cartridge life (the unique constraint is the guarantee).
+supply_orders = Table(
+    "supply_orders",
+    metadata,
+    Column("order_id", _BigId, primary_key=True, autoincrement=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("device_key", String(255), nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("life_started_at", DateTime, nullable=False),
+    Column("ordered_at", DateTime, nullable=False),
+    Column("part_number", String(255)),
+    Column("detail", Text, nullable=False),  # JSON: level, forecast, supply description
+    UniqueConstraint("device_key", "idx", "life_started_at", name="uq_supply_orders_life"),
+)
+
+# The evaluator's durable position: the newest readings.id it has evaluated.
+fleet_cursor = Table(
+    "fleet_cursor",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+FLEET_TABLES = (
+    fleet_alerts,
+    alert_settings,
+    notify_targets,
+    notifications,
+    supply_forecasts,
+    supply_orders,
+    fleet_cursor,
+)
+
+SCHEMA_VERSION = 9
 
 
 def _v2_mail_refusals(conn: Connection) -> None:
@@ -526,6 +658,19 @@ def _v6_tenancy(conn: Connection) -> None:
     )
 
 
+def _v9_fleet(conn: Connection) -> None:
+    """Fleet intelligence: alerts, rule settings, notification targets and queue, forecasts,
+    orders; the evaluator starts after the readings already stored (no alert storm)."""
+    for table in FLEET_TABLES:
+        table.create(conn, checkfirst=True)
+    conn.execute(
+        text(
+            "INSERT INTO fleet_cursor (name, position, updated_at) SELECT 'readings', "
+            "coalesce(max(id), 0), CURRENT_TIMESTAMP FROM readings"
+        )
+    )
+
+
 def _v7_console(conn: Connection) -> None:
     """Console accounts, sessions and login attempts; each device's newest snapshot in
     device_state, filled from the readings already stored."""
@@ -538,6 +683,13 @@ def _v7_console(conn: Connection) -> None:
     state.backfill(conn)
 
 
+def _v8_counter_range(conn: Connection) -> None:
+    """Raw counters offset-encoded like counter_reads (the full xs:unsignedLong range);
+    written as two steps so that no literal leaves the signed 64-bit range."""
+    for col in ("value", "previous"):
+        conn.execute(text(f"UPDATE counters SET {col} = ({col} - 9223372036854775807) - 1"))
+
+
 # version → the step that turns version-1 into version.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_mail_refusals,
@@ -546,4 +698,6 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     5: _v5_staleness,
     6: _v6_tenancy,
     7: _v7_console,
+    8: _v8_counter_range,
+    9: _v9_fleet,
 }

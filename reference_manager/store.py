@@ -76,6 +76,9 @@ def _aware(dt: datetime) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
+LOCK_TIMEOUT_MS = 5000  # PostgreSQL: the longest wait for a lock held elsewhere
+
+
 @dataclass(frozen=True)
 class Stored:
     duplicate: bool
@@ -134,6 +137,7 @@ class Store:
             self.engine = create_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
+            self._bound_waits()
             self._write_lock = contextlib.nullcontext()
             self._insert = postgresql.insert
         else:
@@ -145,6 +149,17 @@ class Store:
         self._build_statements()
 
     # --- set-up --------------------------------------------------------------------------------
+
+    def _bound_waits(self) -> None:
+        """A lock held elsewhere fails a statement after LOCK_TIMEOUT_MS instead of holding
+        the request: ingest then answers 4002 with Retry-After and /healthz 503."""
+
+        @event.listens_for(self.engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+            cur.close()
+            dbapi_conn.commit()  # (a rolled-back SET would be undone)
 
     def _setup_sqlite(self) -> None:
         @event.listens_for(self.engine, "connect")
@@ -699,6 +714,10 @@ class Store:
                 ("collection_errors", x.errors),
             ):
                 children[name].extend({"reading_id": reading_id, **item} for item in items)
+        for c in children["counters"]:  # unsignedLong in a BIGINT column (billing.enc)
+            c["value"] = billing.enc(c["value"])
+            if c["previous"] is not None:
+                c["previous"] = billing.enc(c["previous"])
         for name, batch in children.items():
             if batch:
                 conn.exec_driver_sql(self._ins_children[name], batch)  # type: ignore[arg-type]
@@ -1025,9 +1044,9 @@ class Store:
             "source": c.source,
             "label": c.label,
             "marker": c.marker,
-            "value": c.value,
+            "value": billing.dec(c.value),
             "anomaly": c.anomaly,
-            "previous": c.previous,
+            "previous": None if c.previous is None else billing.dec(c.previous),
         }
 
     @staticmethod

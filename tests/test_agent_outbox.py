@@ -160,6 +160,33 @@ def test_counters_kept_in_the_same_transaction(tmp_path: Path) -> None:
     assert seen == [{}, {("sn:x:1", "total", "1.3.6"): 101}]
 
 
+def test_a_counter64_of_2_64_minus_1_is_kept_and_old_baselines_migrate(tmp_path: Path) -> None:
+    """Issue 9, case 1: SQLite INTEGER stops at 2^63-1; a valid Counter64 must never stop the
+    outbox. Baselines of an older outbox (an INTEGER table) are carried over."""
+    path = tmp_path / "o.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE last_counter (device_key TEXT NOT NULL, kind TEXT NOT NULL,"
+        " oid TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (device_key, kind, oid));"
+        "INSERT INTO last_counter VALUES ('sn:old', 'total', '1.3.6', 42);"
+    )
+    db.close()
+    top = 2**64 - 1
+    seen: list[dict] = []
+
+    def build(ctx: EnqueueContext) -> ReportBytes:
+        seen.append(dict(ctx.previous_counters))
+        rb = _build(ctx)
+        return ReportBytes(rb.report_id, rb.body, rb.signature, [("sn:x", "total", "1.3.6", top)])
+
+    with Outbox(path) as ob:
+        ob.enqueue(build)
+    with Outbox(path) as ob:
+        ob.enqueue(build)
+    assert seen[0] == {("sn:old", "total", "1.3.6"): 42}
+    assert seen[1][("sn:x", "total", "1.3.6")] == top
+
+
 # --- retention ----------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from test_manager_support import (  # noqa: F401
     free_port,
     new_token,
     parse_xml,
+    pg_schema,
     store,
 )
 
@@ -145,7 +146,9 @@ def test_signed_report_is_stored_and_read_back(client: httpx.Client, store: Stor
         (1, {"raw": 64, "meaning": "exact"}, 64.0),
         (2, {"raw": -3, "meaning": "someRemaining"}, None),
     ]
-    alerts = client.get("/api/v1/alerts", params={"deviceKey": "sn:hp:cnb123"}).json()["items"]
+    alerts = client.get("/api/v1/printer-alerts", params={"deviceKey": "sn:hp:cnb123"}).json()[
+        "items"
+    ]
     assert [(a["index"], a["code"], a["description"]) for a in alerts] == [
         (7, "markerTonerAlmostEmpty", "Cyan cartridge low")
     ]
@@ -170,6 +173,23 @@ def test_gzip_report_is_accepted(client: httpx.Client, store: Store) -> None:  #
     )
     assert r.status_code == 200, r.text
     assert store.count("readings") == 1
+
+
+def test_multi_member_gzip_and_a_big_text_node(client: httpx.Client, store: Store) -> None:  # noqa: F811
+    """Issue 9, case 9: several gzip members (RFC 1952) are one body; a text node over 10 MB
+    in a document under the size limit is judged by the schema, not refused as malformed."""
+    agent = enroll(client, store)
+    raw = agent.report([full_device()])
+    half = len(raw) // 2
+    body = gzip.compress(raw[:half]) + gzip.compress(raw[half:])
+    headers = {**agent.headers(raw), "Content-Encoding": "gzip"}
+    r = client.post("/v1/reports", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert store.count("readings") == 1
+    bad = gzip.compress(raw) + b"not gzip"
+    assert_error(client.post("/v1/reports", content=bad, headers=headers), 415, 1010)
+    big = raw.replace(b"</Report>", b"<x>" + b"a" * (11 * 1024 * 1024) + b"</x></Report>")
+    assert_error(post_report(client, agent, big), 400, 1008)
 
 
 def test_duplicate_report_stores_nothing_twice(client: httpx.Client, store: Store) -> None:  # noqa: F811
@@ -402,6 +422,88 @@ def test_rate_limit_is_per_agent_and_address(store: Store) -> None:  # noqa: F81
             assert int(r.headers["Retry-After"]) >= 1
 
 
+def test_rate_limit_cannot_be_dodged_by_rotating_names(store: Store) -> None:  # noqa: F811
+    """Issue 9, case 6: a header naming an agent twice is 2001 (MS-SEC-19), and names the
+    agent does not verify as do not open fresh buckets: the limit keys on the verified agent."""
+    with Server(store, rate_limit=60) as server, httpx.Client(base_url=server.url) as client:
+        agent = enroll(client, store)
+        raw = agent.report([])
+        own = agent.headers(raw)
+        dup = {**own, signing.HEADER: f'agent="{uuid.uuid4()}", ' + own[signing.HEADER]}
+        assert_error(client.post("/v1/reports", content=raw, headers=dup), 401, 2001)
+        codes = []
+        for _ in range(100):
+            rotated = f'agent="{uuid.uuid4()}", ' + own[signing.HEADER]
+            r = client.post("/v1/reports", content=raw, headers={**own, signing.HEADER: rotated})
+            codes.append(r.status_code)
+        honest = [post_report(client, agent, raw).status_code for _ in range(70)]
+        assert 401 in codes and 200 not in codes  # never accepted
+        assert 429 in honest  # its own budget was not escaped
+
+
+def test_slow_bodies_from_one_address_leave_room_for_others(store: Store) -> None:  # noqa: F811
+    """Issue 9, case 4 (MS-LIM-8): never-ending bodies from one address fill at most its share
+    of the requests in progress; an agent at another address is still served."""
+    import socket
+
+    with Server(store, max_in_flight=16) as server:
+        host, port = server.url.split("//")[1].rsplit(":", 1)
+        held = []
+        try:
+            for _ in range(5):  # 16 // 4 = 4 slots for this address; the rest is refused
+                s = socket.create_connection((host, int(port)), timeout=10)
+                s.sendall(
+                    b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/"
+                    b"vnd.metersync+xml\r\nContent-Length: 100000\r\n\r\n<"
+                )
+                held.append(s)
+            time.sleep(0.5)
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                r = client.post(
+                    "/v1/reports", content=b"<x/>", headers={"Content-Type": "text/xml"}
+                )
+                assert_error(r, 429, 4001)  # this address is at its share
+            elsewhere = httpx.HTTPTransport(local_address="127.0.0.2")
+            with httpx.Client(base_url=server.url, timeout=30, transport=elsewhere) as other:
+                agent = enroll(other, store)
+                assert post_report(other, agent, agent.report([])).status_code == 200
+        finally:
+            for s in held:
+                s.close()
+
+
+def test_a_locked_database_answers_4002_within_seconds() -> None:
+    """Issue 9, case 8: PostgreSQL locked from a second connection; ingest answers 4002 with
+    Retry-After within the lock timeout (not after the lock is gone), and everything works
+    again once the lock is released."""
+    import psycopg
+
+    from metersync_manager import store as store_module
+
+    with pg_schema() as url:
+        s = Store(url)
+        s.migrate()
+        schema = url.rsplit("%3D", 1)[1]
+        try:
+            with Server(s) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+                agent = enroll(client, s)
+                raw = agent.report([Dev("sn:hp:locked", polled_at=NOW)])
+                conninfo = url.split("?")[0].replace("postgresql+psycopg://", "postgresql://")
+                with psycopg.connect(conninfo) as locker:
+                    locker.execute(f'LOCK TABLE "{schema}".reports IN ACCESS EXCLUSIVE MODE')
+                    t0 = time.monotonic()
+                    r = post_report(client, agent, raw)
+                    waited = time.monotonic() - t0
+                    assert_error(r, 503, 4002)
+                    assert int(r.headers["Retry-After"]) >= 1
+                    assert waited < store_module.LOCK_TIMEOUT_MS / 1000 * 3
+                    locker.rollback()
+                assert post_report(client, agent, raw).status_code == 200
+                assert client.get("/healthz").status_code == 200
+        finally:
+            s.close()
+
+
 def test_device_key_with_a_slash(client: httpx.Client, store: Store) -> None:  # noqa: F811
     agent = enroll(client, store)
     key = "sys:1.3.6.1.4.1.11/ab?c#d%20"
@@ -409,6 +511,11 @@ def test_device_key_with_a_slash(client: httpx.Client, store: Store) -> None:  #
     assert client.get(key_url(key)).json()["deviceKey"] == key
     assert client.get(key_url(key, "/latest")).json()["deviceKey"] == key
     assert [e["ip"] for e in client.get(key_url(key, "/ips")).json()["items"]] == ["192.0.2.10"]
+    trap = "sn:hp:x/latest"  # issue 9, case 9: the key, not the /latest of "sn:hp:x"
+    assert post_report(client, agent, agent.report([Dev(trap, polled_at=NOW)])).status_code == 200
+    assert client.get(key_url(trap)).json()["deviceKey"] == trap
+    assert client.get(key_url(trap, "/latest")).json()["deviceKey"] == trap
+    assert client.get(key_url("sn:hp:x", "/latest")).status_code == 404
 
 
 # --- the command line -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from test_manager_support import Dev, TestAgent, new_token, report_xml, store  #
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError, retry_later
 from metersync_manager import channel, ingest, meters, staleness
+from metersync_manager import models as m
 from metersync_manager.ingest import AgentRecord, Decision, TokenRecord
 from metersync_manager.models import SCHEMA_VERSION
 from metersync_manager.store import Store
@@ -153,10 +154,7 @@ def test_read_report_prose_rules_are_kept_for_after_dedupe() -> None:
     no_tz = ingest.read_report(
         report_xml(agent_id, [Dev("sn:hp:1")]).replace(b"Z</createdAt>", b"</createdAt>")
     )
-    huge = ingest.read_report(
-        report_xml(agent_id, [Dev("sn:hp:1", counters=[("total", 2**63, {})])])
-    )
-    for rows in (twice, no_tz, huge):
+    for rows in (twice, no_tz):
         assert rows.problem is not None and rows.problem.code == 3001
         assert rows.devices == [] or rows is no_tz
     assert no_tz.created_at.tzinfo is not None  # read as UTC for the skew check
@@ -182,6 +180,21 @@ def test_check_report_signer_and_skew() -> None:
     with pytest.raises(ProtocolError) as exc:  # beyond the 400-day replay horizon
         ingest.check_report(rows, a.agent_id, NOW + timedelta(days=401))
     assert code(exc) == 2004
+
+
+def test_old_key_reports_carry_only_readings_before_the_rotation() -> None:
+    """Issue 9, case 7 (MS-SEC-20): a stolen superseded key, createdAt before the rotation but
+    polledAt after it, cannot inject current readings; a late report of older readings can."""
+    a = TestAgent()
+    rotated = NOW + timedelta(hours=1)
+    stolen = ingest.read_report(
+        a.report([Dev("sn:hp:1", polled_at=rotated + timedelta(seconds=5))], created_at=NOW)
+    )
+    with pytest.raises(ProtocolError) as exc:
+        ingest.check_report(stolen, a.agent_id, rotated, key_superseded_at=rotated)
+    assert code(exc) == 2003
+    late = ingest.read_report(a.report([Dev("sn:hp:1", polled_at=NOW)], created_at=NOW))
+    ingest.check_report(late, a.agent_id, rotated, key_superseded_at=rotated)
 
 
 def test_receipt_is_a_valid_document() -> None:
@@ -529,12 +542,33 @@ def test_channel_error_relayed_by_its_meaning(
     assert retry_later(code, status) is (retry_after is not None)
 
 
+def downgrade_counter_range(conn: Any) -> None:
+    """Undo schema version 8 (offset-encoded counters) on a database of version 8."""
+    from sqlalchemy import text
+
+    for col in ("value", "previous"):
+        conn.execute(text(f"UPDATE counters SET {col} = ({col} + 9223372036854775807) + 1"))
+    conn.execute(text("UPDATE schema_version SET version = 7 WHERE version = 8"))
+
+
+def downgrade_fleet(conn: Any) -> None:
+    """Undo schema version 9 (fleet intelligence) on a database of version 9."""
+    from sqlalchemy import text
+
+    for table in reversed(m.FLEET_TABLES):
+        conn.execute(text(f"DROP TABLE {table.name}"))
+    conn.execute(text("UPDATE schema_version SET version = 8 WHERE version = 9"))
+
+
 def downgrade_console(conn: Any) -> None:
-    """Undo schema version 7 (the console) on a database of version 7."""
+    """Undo schema versions 9, 8 and 7 (fleet, counter range, console) on a database of
+    version 9."""
     from sqlalchemy import text
 
     from metersync_manager import models
 
+    downgrade_fleet(conn)
+    downgrade_counter_range(conn)
     for index in models.CONSOLE_INDEXES:
         conn.execute(text(f"DROP INDEX {index.name}"))
     for table in ("device_state", "login_attempts", "console_sessions", "console_users"):
@@ -543,7 +577,7 @@ def downgrade_console(conn: Any) -> None:
 
 
 def downgrade_tenancy(conn: Any) -> None:
-    """Undo schema versions 7 and 6 (tenancy) on a database of version 7."""
+    """Undo schema versions 9 to 6 (down to before tenancy) on a database of version 9."""
     from sqlalchemy import text
 
     downgrade_console(conn)
@@ -563,6 +597,60 @@ def downgrade_tenancy(conn: Any) -> None:
         for column in columns:
             conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
     conn.execute(text("UPDATE schema_version SET version = 5 WHERE version = 6"))
+
+
+def test_counters_keep_the_whole_unsigned_long_range(store: Store) -> None:  # noqa: F811
+    """Issue 9, case 1: a Counter64 of 2^64-1 next to good devices is stored, read back and
+    billed; nothing in the report is refused."""
+    a = enrolled(store)
+    top = 2**64 - 1
+    devs = [
+        Dev("sn:hp:max", polled_at=t(0), counters=[("total", top, {})]),
+        Dev("sn:hp:mid", polled_at=t(0), counters=[("total", 2**63, {})]),
+        Dev("sn:hp:ok", polled_at=t(0), counters=[("total", 7, {})]),
+    ]
+    raw = a.report(devs)
+    rows = ingest.read_report(raw)
+    assert rows.problem is None
+    store.store_report(rows, ingest.digest(raw), len(raw), NOW)
+    got = {
+        k: store.latest(k)["counters"][0]["value"] for k in ("sn:hp:max", "sn:hp:mid", "sn:hp:ok")
+    }
+    assert got == {"sn:hp:max": top, "sn:hp:mid": 2**63, "sn:hp:ok": 7}
+    (h,) = store.counter_history("sn:hp:max", None, None, None, 10, 0)
+    assert h["value"] == top
+    with pytest.raises(ProtocolError) as exc:  # beyond xs:unsignedLong: the schema refuses
+        ingest.read_report(a.report([Dev("sn:hp:x", counters=[("total", 2**64, {})])]))
+    assert code(exc) == 1008
+
+
+def test_migration_8_offsets_the_stored_counters(store: Store) -> None:  # noqa: F811
+    from sqlalchemy import text
+
+    a = enrolled(store)
+    raw = a.report([Dev("sn:hp:old", polled_at=t(0), counters=[("total", 12345, {})])])
+    store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
+    with store.engine.begin() as conn:
+        downgrade_fleet(conn)
+        downgrade_counter_range(conn)
+        assert conn.execute(text("SELECT value FROM counters")).scalar() == 12345
+    assert store.migrate() == SCHEMA_VERSION
+    assert store.latest("sn:hp:old")["counters"][0]["value"] == 12345
+
+
+def test_migration_9_starts_the_fleet_evaluator_after_stored_readings(store: Store) -> None:  # noqa: F811
+    from sqlalchemy import select
+
+    a = enrolled(store)
+    raw = a.report([Dev("sn:hp:before7", polled_at=t(0))])
+    store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
+    with store.engine.begin() as conn:
+        downgrade_fleet(conn)
+    assert store.migrate() == SCHEMA_VERSION
+    with store.engine.begin() as conn:
+        pos = conn.execute(select(m.fleet_cursor.c.position)).scalar_one()
+        newest = conn.execute(select(m.readings.c.id)).scalar_one()
+    assert pos == newest  # old readings raise no alert storm
 
 
 def test_migration_6_puts_everything_in_the_default_customer(store: Store) -> None:  # noqa: F811

@@ -175,3 +175,16 @@ def test_unreachable_device_still_gives_a_valid_snapshot():
     snap = poll("127.0.0.1", 9, "public", budget=1.0)
     assert [e.code.value for e in snap.collection_error] == ["unreachable"]
     assert validate_snapshot_xml(snapshot_xml(snap)) == []
+
+
+def test_cached_serializer_gives_the_bytes_of_a_fresh_one(snapshots):
+    from xsdata.formats.dataclass.serializers import XmlSerializer
+    from xsdata.formats.dataclass.serializers.config import SerializerConfig
+
+    from metersync_agent.poller import NS, Device
+
+    config = SerializerConfig(indent="  ", xml_declaration=True, encoding="UTF-8")
+    for name, snap in snapshots.items():
+        doc = Device(**{f: getattr(snap, f) for f in snap.__dataclass_fields__})
+        fresh = XmlSerializer(config=config).render(doc, ns_map={None: NS}).encode("utf-8")
+        assert snapshot_xml(snap) == fresh, name

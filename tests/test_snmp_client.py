@@ -420,3 +420,29 @@ def test_a_lost_request_is_retried_and_a_broken_answer_is_a_decode_error():
     assert [p.code for p in r.problems] == ["decode-error"]
     assert "undecodable answer" in r.problems[0].message
     assert r.pdus == 1  # the walk's one request (the GET went to a probe result)
+
+
+def test_concurrent_first_callers_share_one_socket(sim):
+    async def go():
+        loop = asyncio.get_running_loop()
+        made = []
+        real = loop.create_datagram_endpoint
+
+        async def counting(*a, **kw):
+            made.append(1)
+            await asyncio.sleep(0.05)  # let every first caller arrive while it is being made
+            return await real(*a, **kw)
+
+        loop.create_datagram_endpoint = counting  # type: ignore[method-assign]
+        client = SnmpClient(timeout=2.0)
+        try:
+            results = await asyncio.gather(
+                *(read(sim, [Credential("2c")], [SYS], client=client) for _ in range(8))
+            )
+        finally:
+            client.close()
+        return made, results
+
+    made, results = run(go())
+    assert len(made) == 1
+    assert all(r.values and not r.problems for _, r in results)

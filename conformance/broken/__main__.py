@@ -339,14 +339,14 @@ def break_agent(flaw: str) -> None:
 
         _mutate_reports(percent)
     elif flaw == "no-backoff":
-        from metersync_agent import service
+        from metersync_agent import sender  # the send stage of the pipeline
 
         def next_delay(
             attempt: int, retry_after: float | None, rng: Any = None, **kw: Any
         ) -> float:
             return float(retry_after) if retry_after else 0.3
 
-        service.next_delay = next_delay  # type: ignore[assignment]
+        sender.next_delay = next_delay  # type: ignore[assignment]
     elif flaw == "listen":
         srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         srv.bind(("127.0.0.1", 0))

@@ -848,6 +848,25 @@ async def time_without_zone_refused(ctx: ManagerContext) -> list[Finding]:
     return [expect_code("MS-MSG-3", "createdAt without a time zone", body, ans, 3001)]
 
 
+@check("MS-MSG-17", classes=CORE, role="manager")
+async def counter_at_the_top_of_unsigned_long(ctx: ManagerContext) -> list[Finding]:
+    """A counter of 2^64-1 (a valid Counter64) is accepted like any other value."""
+    agent = await ctx.main_agent()
+    rid, body = agent.report(total=2**64 - 1)
+    ans = await ctx.send(agent, body, what="a counter of 2^64-1")
+    return [expect_receipt("MS-MSG-17", "a counter of 2^64-1", body, ans, "accepted", rid)]
+
+
+@check("MS-SEC-19", classes=CORE, role="manager")
+async def repeated_signature_parameter_refused(ctx: ManagerContext) -> list[Finding]:
+    """A signature header naming two agents (the second one right) is refused with 2001."""
+    agent = await ctx.main_agent()
+    _, body = agent.report()
+    sig = f'agent="{uuid.uuid4()}", ' + agent.sign(body)
+    ans = await ctx.send(agent, body, signature=sig, what="agent named twice")
+    return [expect_code("MS-SEC-19", "a signature header naming two agents", body, ans, 2001)]
+
+
 @check("MS-SEC-5", classes=CORE, role="manager")
 async def enrollment_proof_of_possession(ctx: ManagerContext) -> list[Finding]:
     """An Enrollment signed by a key other than the enclosed one is refused with 2003."""

@@ -33,7 +33,15 @@ from metersync_conformance.manager.core import (
     expect_receipt,
 )
 from metersync_conformance.registry import Finding, check, fail, not_tested, ok
-from metersync_conformance.wire import EXAMPLE_AGENT_ID, REPORTS_PATH, Answer, SimAgent, now, post
+from metersync_conformance.wire import (
+    EXAMPLE_AGENT_ID,
+    REPORTS_PATH,
+    Answer,
+    SimAgent,
+    now,
+    post,
+    xml_time,
+)
 
 NS = "{" + metersync_spec.NAMESPACE + "}"
 PER_MINUTE = 60  # MS-LIM-5: requests per agent per minute a manager accepts at least
@@ -89,7 +97,7 @@ async def revoked_agent_refused(ctx: ManagerContext) -> list[Finding]:
     return out
 
 
-@check("MS-SEC-8", classes=CORE, role="manager")
+@check("MS-SEC-8", "MS-SEC-20", classes=CORE, role="manager")
 async def key_rotation(ctx: ManagerContext) -> list[Finding]:
     """Re-enrollment with a bound token: new key works, old key only for older reports."""
     if not ctx.reenroll_command:
@@ -121,6 +129,15 @@ async def key_rotation(ctx: ManagerContext) -> list[Finding]:
     out.append(
         expect_code("MS-SEC-8", "old key, report created after the rotation", later, ans3, 2003)
     )
+
+    def poll_now(rep: model.Report) -> None:  # created before the rotation, polled after it
+        for dev in rep.device:
+            dev.polled_at = xml_time(now() + timedelta(seconds=1))
+
+    _, stale = old.report(created_at=now() - timedelta(seconds=20), mutate=poll_now)
+    ans5 = await ctx.send(old, stale, what="old key, polled after the rotation")
+    what = "old key, createdAt before the rotation but polledAt after it"
+    out.append(expect_code("MS-SEC-20", what, stale, ans5, 2003))
     # A re-enrollment token is bound to its agent: another agent cannot enroll with it.
     bound = await ctx.token(_cmd(ctx.reenroll_command, old.agent_id))
     stranger = SimAgent()

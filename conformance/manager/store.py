@@ -202,7 +202,10 @@ async def absent_alert_cleared(ctx: ManagerContext) -> list[Finding]:
             return [bad]
     latest = await read(ctx, dev_path(key, "/latest"))
     current = await read(
-        ctx, "/api/v1/alerts", deviceKey=key, **{"from": (t - timedelta(seconds=90)).isoformat()}
+        ctx,
+        "/api/v1/printer-alerts",
+        deviceKey=key,
+        **{"from": (t - timedelta(seconds=90)).isoformat()},
     )
     if latest.get("alerts") == [] and current.get("items") == []:
         return [ok("the alert absent from the later complete snapshot is not current")]

@@ -1,0 +1,1 @@
+"""Fleet intelligence: alerts with a lifecycle, notifications, supply forecasts and orders."""
