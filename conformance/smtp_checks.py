@@ -70,11 +70,13 @@ def mail(
     return msg.as_bytes(policy=policy.SMTP)
 
 
-def smtp_send(host: str, port: int, data: bytes) -> tuple[int, str]:
+def smtp_send(
+    host: str, port: int, data: bytes, sender: str = "agent@conformance.invalid"
+) -> tuple[int, str]:
     """Blocking: one mail; the reply to the end of the data (or to the command refusing it)."""
     with smtplib.SMTP(host, port, timeout=120) as c:
         c.ehlo()
-        code, text = c.mail("agent@conformance.invalid")
+        code, text = c.mail(sender)
         if code == 250:
             code, text = c.rcpt("reports@conformance.invalid")
         if code in (250, 251):
@@ -92,10 +94,23 @@ def _target(ctx: Any) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
-async def _send(ctx: Any, data: bytes) -> tuple[int, str]:
+async def _send(ctx: Any, data: bytes, sender: str | None = None) -> tuple[int, str]:
     target = _target(ctx)
     assert target is not None
-    return await asyncio.to_thread(smtp_send, *target, data)
+    if sender is None:
+        return await asyncio.to_thread(smtp_send, *target, data)
+    return await asyncio.to_thread(smtp_send, *target, data, sender)
+
+
+def wrapped(inner: bytes, kind: str) -> bytes:
+    """`inner` as the message/rfc822 part of a forward (mixed) or a bounce (report)."""
+    head = (
+        f"Subject: {'Undelivered Mail' if kind == 'report' else 'Fwd: a report'}\r\n"
+        f'MIME-Version: 1.0\r\nContent-Type: multipart/{kind}; boundary="w"\r\n\r\n'
+        "--w\r\nContent-Type: text/plain\r\n\r\nsee below\r\n"
+        "--w\r\nContent-Type: message/rfc822\r\n\r\n"
+    )
+    return head.encode() + inner + b"\r\n--w--\r\n"
 
 
 def _no_smtp() -> list[Finding]:
@@ -208,6 +223,25 @@ async def smtp_parts_counted(ctx: Any) -> list[Finding]:
     out.append(_stored("MS-SMTP-7", "a valid mail with extra HTML and image parts", code, text))
     got = await _http_status(ctx, agent, body)
     out.append(_judge_http("MS-SMTP-7", "that report posted afterwards", got, "duplicate"))
+    return out
+
+
+@check("MS-SMTP-14", classes=MANAGER, role="manager")
+async def smtp_only_top_level_reports(ctx: Any) -> list[Finding]:
+    """A report inside a forward or a bounce, and a report mail from <>: 1007, none stored."""
+    if _target(ctx) is None:
+        return _no_smtp()
+    agent = await ctx.main_agent()
+    rid, body = agent.report()
+    inner = mail(body, agent.sign(body), rid)
+    out = []
+    for kind, what in (("mixed", "a forwarded mail"), ("report", "a bounce")):
+        code, text = await _send(ctx, wrapped(inner, kind))
+        out.append(_refused("MS-SMTP-14", f"{what} holding a report mail", code, text, 1007))
+    code, text = await _send(ctx, inner, sender="<>")
+    out.append(_refused("MS-SMTP-14", "a report mail from the null sender", code, text, 1007))
+    got = await _http_status(ctx, agent, body)
+    out.append(_judge_http("MS-SMTP-14", "that report posted afterwards", got, "accepted"))
     return out
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,8 @@ from metersync_manager.accept import accept_report
 from metersync_manager.fleet import api as fleet_api
 from metersync_manager.fleet.service import FleetConfig
 from metersync_manager.limits import FailureWindow, RateLimiter
+from metersync_manager.metrics import CONTENT_TYPE as metrics_content_type
+from metersync_manager.metrics import Metrics
 from metersync_manager.params import (
     BadParam,
     check_key,
@@ -61,6 +64,16 @@ def xml_response(
     return Response(data, status=status, content_type=MEDIA_TYPE, headers=headers or {})
 
 
+_SERVERS = re.compile(r"^servers:\n(?:[ \t].*\n)*", re.MULTILINE)
+
+
+def with_server(spec_text: str, url: str) -> str:
+    """The OpenAPI text with `url` as its only server."""
+    url = url.rstrip("/").replace('"', "%22")
+    block = f'servers:\n  - url: "{url}"\n    description: this manager\n'
+    return _SERVERS.sub(lambda _: block, spec_text, count=1)
+
+
 def _client_key() -> tuple[str, str]:
     """(rate-limit key, client address). The limit comes first in the processing order (8.3),
     so the agent is not verified yet; the key is the agent the signature check will verify,
@@ -87,7 +100,9 @@ def error_response(exc: ProtocolError) -> Response:
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
-    return xml_response(xml_edge.error_message(exc), exc.http_status, headers)
+    resp = xml_response(xml_edge.error_message(exc), exc.http_status, headers)
+    resp.metersync_code = exc.code  # type: ignore[attr-defined]  # read by the metrics
+    return resp
 
 
 async def read_body(max_bytes: int) -> bytes:
@@ -163,6 +178,7 @@ def create_app(
     rate_limit: int = 600,
     enroll_failures: int = 10,
     fleet: FleetConfig | None = None,
+    public_url: str | None = None,
 ) -> Quart:
     """The manager as an ASGI app over an opened (migrated) store."""
     app = Quart("metersync_manager")
@@ -189,6 +205,15 @@ def create_app(
             executor = None
 
     async def guarded(handler: Callable[[], Any], enrolling: bool = False) -> Response:
+        """`limited_call`, counted and timed in the metrics."""
+        started = time.perf_counter()
+        resp = await limited_call(handler, enrolling)
+        code = getattr(resp, "metersync_code", None)
+        endpoint = "enroll" if enrolling else "reports"
+        metrics.answered(endpoint, resp.status_code, code, time.perf_counter() - started)
+        return resp
+
+    async def limited_call(handler: Callable[[], Any], enrolling: bool) -> Response:
         """Limits, then the handler; ProtocolError → its Error, database trouble → 503."""
         nonlocal in_flight
         key, addr = _client_key()
@@ -223,6 +248,7 @@ def create_app(
             return error_response(exc)
         except (OperationalError, DBAPIError) as exc:
             log.warning("database unavailable: %s", exc)
+            metrics.database_errors.inc()
             return error_response(
                 ProtocolError(
                     "SERVICE_UNAVAILABLE",
@@ -298,6 +324,7 @@ def create_app(
         return await run(store.agent, agent_id)
 
     hub = channel.ChannelHub()
+    metrics = Metrics(lambda: len(hub.connected()), lambda: in_flight)
     app.extensions["metersync_channel"] = hub
     channel.register(
         app,
@@ -319,14 +346,14 @@ def create_app(
     async def _bad_param(exc: BadParam) -> tuple[dict[str, Any], int]:
         return problem(400, "invalid parameter", str(exc))
 
-    @app.url_value_preprocessor
-    def _device_key_from_raw_path(_endpoint: str | None, values: dict[str, Any] | None) -> None:
+    @app.before_request  # not a url_value_preprocessor: Quart 0.22 runs those for WebSockets
+    async def _device_key_from_raw_path() -> None:  # with `request`, failing every upgrade
         """A device key may hold "/" (sent as %2F, MS-HTTP): route by the raw path, so that a
         key ending in "/latest" is never taken for the /latest of a shorter key."""
-        if not values or "device_key" not in values:
-            return  # also every WebSocket route: no `request` there
+        values = request.view_args
         raw = (request.scope.get("raw_path") or b"").decode("latin-1").partition("?")[0]
-        if not raw.startswith(DEVICES):
+        raw = raw.removeprefix(request.root_path)  # behind --root-path (MS-OPS-2)
+        if not values or "device_key" not in values or not raw.startswith(DEVICES):
             return
         key_raw, slash, sub = raw[len(DEVICES) :].partition("/")
         key = unquote(key_raw)
@@ -341,8 +368,8 @@ def create_app(
 
     @app.before_request
     async def _operator_only() -> Any:
-        """MS-HTTP-18: every /api/ operation needs a live operator token."""
-        if not request.path.startswith("/api/"):
+        """MS-HTTP-18: every /api/ operation (and /metrics) needs a live operator token."""
+        if not request.path.startswith("/api/") and request.path != "/metrics":
             return None
         scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
         token = token.strip()
@@ -357,10 +384,17 @@ def create_app(
         body, status = problem(401, "operator token required", detail)
         return body, status, {"WWW-Authenticate": 'Bearer realm="metersync"'}
 
+    spec_text = (metersync_spec.OPENAPI_DIR / "manager.yaml").read_text(encoding="utf-8")
+
     @app.get("/openapi.yaml")
     async def openapi() -> Response:
-        text = (metersync_spec.OPENAPI_DIR / "manager.yaml").read_bytes()
-        return Response(text, content_type="application/yaml")
+        """The OpenAPI with this manager's base URL as its server (MS-OPS-3)."""
+        url = public_url or f"{request.scheme}://{request.host}{request.root_path}"
+        return Response(with_server(spec_text, url), content_type="application/yaml")
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), content_type=metrics_content_type)
 
     @app.get("/healthz")
     async def healthz() -> tuple[dict[str, Any], int]:

@@ -255,10 +255,12 @@ async def authenticate(
 
 def _raw_path(scope: Any, fallback: str) -> str:
     """The path as the agent sent it (base path included), which its signature covers."""
+    root = scope.get("root_path", "")
     raw = scope.get("raw_path")
-    if raw:
-        return raw.decode("latin-1").split("?", 1)[0]
-    return scope.get("root_path", "") + fallback
+    path = raw.decode("latin-1").split("?", 1)[0] if raw else fallback
+    # Behind a prefix the agent signed root_path + the path (MS-OPS-2); RootPath puts it back
+    # when the proxy stripped it.
+    return path if path == root or path.startswith(root + "/") else root + path
 
 
 # --- routes ------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
                             [--log-level LEVEL] [--log-format text|json] [--no-access-log]
                             [--certfile CERT --keyfile KEY] [--smtp-bind 127.0.0.1:8025]
                             [--no-channel-websocket] [--rate-limit 600] [--enroll-failures 10]
+                            [--trusted-proxy CIDR…] [--public-url URL] [--root-path /PREFIX]
     metersync manager token create [--expires 24h] [--agent AGENT_ID]
                                    [--data-dir DIR | --database URL]
     metersync manager api-token create [--name NAME] | revoke --name NAME  [--data-dir …]
@@ -101,6 +102,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="failed enrollments per client address per minute before 429 (at least 3; default 10)",
     )
     serve.add_argument("--bench-noop", action="store_true", help=argparse.SUPPRESS)
+    _proxy_options(serve)
     _feed_options(serve)
     serve.add_argument(
         "--update-mode",
@@ -315,9 +317,53 @@ def cmd_alerts_act(args: argparse.Namespace) -> int:
     return 0
 
 
+def _proxy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trusted-proxy",
+        nargs="+",
+        default=[],
+        metavar="CIDR",
+        help="reverse proxies whose X-Forwarded-For / Forwarded headers name the client "
+        "(MS-OPS-1); other peers' headers are ignored",
+    )
+    p.add_argument(
+        "--public-url",
+        help="the base URL agents and operators use, e.g. https://dealer.example/metersync "
+        "(OpenAPI server; its path is the default --root-path)",
+    )
+    p.add_argument(
+        "--root-path",
+        help="the path prefix the proxy serves the manager under, e.g. /metersync (MS-OPS-2)",
+    )
+
+
+def _proxy_settings(args: argparse.Namespace) -> tuple[list[Any], str]:
+    """(trusted networks, root path) from the serve options; ValueError when malformed."""
+    from urllib.parse import urlsplit
+
+    from metersync_manager.proxy import parse_networks
+
+    networks = parse_networks(args.trusted_proxy)
+    if args.public_url:
+        url = urlsplit(args.public_url)
+        if url.scheme not in ("http", "https") or not url.netloc or url.query:
+            raise ValueError(f"--public-url {args.public_url!r} is not an http(s) base URL")
+    root = args.root_path
+    if root is None:
+        root = urlsplit(args.public_url).path if args.public_url else ""
+    root = root.rstrip("/")
+    if root and (not root.startswith("/") or "?" in root or "#" in root):
+        raise ValueError(f"--root-path {root!r} must be a path like /metersync")
+    return networks, root
+
+
 def _feed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feed-url", help="base URL of the TUF update feed (https)")
     p.add_argument("--trusted-root", help="the feed's root.json, obtained out of band (MS-UPD-4)")
+
+
+def _log() -> logging.Logger:
+    return logging.getLogger("metersync.manager")
 
 
 def _update_client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -371,12 +417,12 @@ async def _update_schedule(args: argparse.Namespace, stop: asyncio.Event) -> Non
         try:
             out = await asyncio.to_thread(_update_client(args).run, install=True)
         except updates.UpdateError as exc:
-            print(f"update check failed: {exc}", file=sys.stderr, flush=True)
+            _log().warning("update check failed: %s", exc)
         else:
             if out.error:
-                print(f"update refused: {out.error}", file=sys.stderr, flush=True)
+                _log().warning("update refused: %s", out.error)
             for path in out.installed:
-                print(f"update installed {path}", file=sys.stderr, flush=True)
+                _log().info("update installed %s", path)
         delay = args.update_interval * (1 + rng.uniform(0, 0.1))
 
 
@@ -543,12 +589,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("--channel-hold is more than 0 and at most 30 s (MS-CH-4)", file=sys.stderr)
         return 2
     try:
+        networks, root_path = _proxy_settings(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         fleet = _fleet_config(args)
     except (ValueError, OSError) as exc:
         print(f"--smtp-relay / --smtp-password-file: {exc}", file=sys.stderr)
         return 2
     store = _open_store(args)
-    app = create_app(
+    app: Any = create_app(
         store,
         fleet=fleet,
         bench_noop=args.bench_noop,
@@ -556,7 +607,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         channel_hold=args.channel_hold,
         rate_limit=args.rate_limit,
         enroll_failures=args.enroll_failures,
+        public_url=args.public_url,
     )
+    from metersync_manager.proxy import RootPath, TrustedProxies
+
+    if root_path:
+        app = RootPath(app, root_path)
+    if networks:
+        app = TrustedProxies(app, networks)
     config = Config()
     config.bind = [args.bind]
     config.certfile = args.certfile
@@ -573,11 +631,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         scheme = "https" if args.certfile else "http"
-        print(
-            f"metersync manager on {scheme}://{args.bind} ({store.dialect})",
-            file=sys.stderr,
-            flush=True,
-        )
+        _log().info("metersync manager on %s://%s (%s)", scheme, args.bind, store.dialect)
         updater = None
         if args.update_mode == "automatic":  # manual mode fetches nothing (MS-UPD-13)
             updater = asyncio.create_task(_update_schedule(args, stop))
@@ -586,7 +640,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from metersync_manager.smtp_ingest import start_smtp
 
             smtp = await start_smtp(store, *smtp_bind)
-            print(f"metersync manager SMTP on {args.smtp_bind}", file=sys.stderr, flush=True)
+            _log().info("metersync manager SMTP on %s", args.smtp_bind)
         try:
             await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
         finally:

@@ -47,14 +47,17 @@ MAX_REPLY_TEXT = 300
 def extract(mail: bytes, max_bytes: int = xml_edge.MAX_BYTES) -> tuple[bytes, str | None]:
     """(decoded report bytes, signature line or None) of a mail; 1007 / 1003 refusals.
 
-    The report part is the one named `report.xml` (or typed application/vnd.metersync+xml);
-    exactly one is allowed (MS-SMTP-7). Other parts are ignored.
+    The report part is the one named `report.xml` (or typed application/vnd.metersync+xml)
+    among the top-level parts of the mail; exactly one is allowed (MS-SMTP-7). Nothing inside
+    a message/* part (a forwarded mail, a bounce's returned message) or a nested multipart
+    counts (MS-SMTP-14). Other parts are ignored.
     """
     msg = BytesParser(policy=policy.default).parsebytes(mail)
     reports: list[Message] = []
     sigs: list[Message] = []
-    for part in msg.walk():
-        if part.is_multipart():
+    top = list(msg.iter_parts()) if msg.get_content_maintype() == "multipart" else [msg]
+    for part in top:
+        if part.get_content_maintype() in ("multipart", "message"):
             continue
         name = part.get_filename()
         if name == SIGNATURE_PART:
@@ -125,6 +128,9 @@ class ReportHandler:
             mail = mail.encode("utf-8", "surrogateescape")
         sig_agent = None
         try:
+            if not (envelope.mail_from or "").strip("<> "):  # MAIL FROM:<>, MS-SMTP-14
+                raise ProtocolError("UNKNOWN_MESSAGE", "a mail with a null sender (a bounce)"
+                                    " is not a report")  # fmt: skip
             raw, sig = extract(mail, self.max_bytes)
             if sig:
                 with contextlib.suppress(ProtocolError):
@@ -186,9 +192,28 @@ def _subject(mail: bytes) -> str:
         return ""
 
 
+class _SMTP(SMTP):
+    """aiosmtpd's server, accepting the null reverse-path `MAIL FROM:<>` that RFC 5321
+    (4.5.5) requires: the mail is then refused as a bounce at the end of data (MS-SMTP-14)."""
+
+    _in_mail = False
+
+    async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802
+        self._in_mail = True
+        try:
+            await super().smtp_MAIL(arg)
+        finally:
+            self._in_mail = False
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        if self._in_mail and arg.lstrip().startswith("<>"):
+            return "<>", arg.lstrip()[2:].strip()
+        return super()._getaddr(arg)
+
+
 def smtp_factory(handler: ReportHandler, hostname: str | None = None) -> Any:
     def make() -> SMTP:
-        return SMTP(
+        return _SMTP(
             handler,
             data_size_limit=MAX_MAIL_BYTES,
             enable_SMTPUTF8=False,

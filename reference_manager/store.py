@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -58,6 +59,13 @@ _MIGRATION_LOCK = 84700001  # pg_advisory_xact_lock key: one migrating process a
 
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(Path(data_dir) / 'manager.db').resolve()}"
+
+
+def _private_file(path: Path) -> None:
+    """Create the database's folder 0700 and file 0600 (SQLite gives its WAL and shared-memory
+    files the database file's mode); an existing file keeps its mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
 
 
 def _seconds(interval: timedelta | None) -> int | None:
@@ -115,7 +123,7 @@ class Store:
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                _private_file(Path(parsed.database))
             self.engine: Engine = create_engine(
                 url,
                 connect_args={"timeout": 30, "check_same_thread": False},

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -196,6 +197,12 @@ def _pg_base() -> str | None:
 
 
 _PG: list[str | None] = []
+PG_HOWTO = (
+    "PostgreSQL on 127.0.0.1:5432 is unreachable (or psycopg is missing: pip install "
+    "'.[test,postgres]'); start one with trust auth and a database `test`, e.g. on Debian: "
+    "apt-get install -y postgresql && pg_ctlcluster 15 main start && "
+    "su postgres -c 'createdb test' (trust for 127.0.0.1 in pg_hba.conf)"
+)
 
 
 def pg_base() -> str | None:
@@ -211,7 +218,9 @@ def pg_schema() -> Iterator[str]:
 
     base = pg_base()
     if base is None:
-        pytest.skip("PostgreSQL on 127.0.0.1:5432 is unreachable")
+        if os.environ.get("CI") == "true":  # CI provides PostgreSQL: nothing it provides skips
+            pytest.fail("PostgreSQL on 127.0.0.1:5432 is unreachable under CI=true")
+        pytest.skip(PG_HOWTO)
     schema = f"ms_test_{uuid.uuid4().hex[:12]}"
     conninfo = base.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(conninfo, autocommit=True) as conn:

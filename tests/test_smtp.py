@@ -354,3 +354,40 @@ discovery_interval = 3600
 
     with Outbox(state / "outbox.sqlite3") as ob:
         assert ob.status().queued == 0 and ob.status().delivered_reports == 1
+
+
+def test_bounces_and_forwarded_reports_are_not_reports(store: Store) -> None:  # noqa: F811
+    """MS-SMTP-14: only a top-level report.xml part is a report; a bounce is never one."""
+    agent = enrolled(store)
+    body = agent.report([Dev("sn:hp:bounce1")])
+    mail = build_mail(body, agent.sign(body), "x", "a", "a@b", "c@d")
+
+    def wrapping(kind: str, subject: str) -> bytes:  # the report mail as a message/rfc822 part
+        return (
+            (
+                f'Subject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: {kind}; boundary="w"\r\n'
+                "\r\n--w\r\nContent-Type: text/plain\r\n\r\nsee below\r\n"
+                "--w\r\nContent-Type: message/rfc822\r\n\r\n"
+            ).encode()
+            + mail
+            + b"\r\n--w--\r\n"
+        )
+
+    forward = wrapping("multipart/mixed", "Fwd: MeterSync report")
+    bounce = wrapping("multipart/report; report-type=delivery-status", "Undelivered Mail")
+    srv, port = manager_smtp(store)
+    with srv:
+        code, text = raw_reply(port, forward)
+        assert code == 554 and "MeterSync 1007" in text, (code, text)
+        code, text = raw_reply(port, bounce)
+        assert code == 554 and "MeterSync 1007" in text, (code, text)
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:  # the report itself, null sender
+            c.ehlo()
+            c.mail("<>")
+            c.rcpt("reports@mps.example")
+            code, text = c.data(mail)  # smtplib returns the reply to the end of data
+        assert code == 554 and b"null sender" in text, (code, text)
+        assert store.count("reports") == 0  # nothing ingested
+        assert [r["code"] for r in store.mail_refusals()] == [1007, 1007, 1007]
+        assert raw_reply(port, mail)[0] == 250  # the same mail, sent by the agent: a report
+    assert store.count("reports") == 1
