@@ -14,9 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from test_manager_support import Dev, Server, TestAgent, new_token, store  # noqa: F401
+from test_manager_support import Dev, Server, TestAgent, enrolled, new_token, store  # noqa: F401
 
-from metersync import signing
 from metersync.errors import ProtocolError
 from metersync_manager import ingest
 from metersync_manager.billing import Period
@@ -25,26 +24,6 @@ from metersync_manager.store import Store
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 BROTHER_RECORD = "1.3.6.1.4.1.2435.2.3.9.4.2.1.5.5.10.0"
-
-
-def enrolled(s: Store, customer: str = "default", site: str | None = None) -> TestAgent:
-    a = TestAgent()
-    enr = ingest.read_enrollment(a.enrollment(new_token(s, customer=customer, site=site)))
-    values = {
-        "agent_id": a.agent_id,
-        "public_key": signing.public_key_b64(a.key),
-        "algorithm": "ed25519",
-        "software_vendor": "v",
-        "software_product": "p",
-        "software_version": "1",
-    }
-    s.enroll(
-        ingest.hash_token(enr.token),
-        values,
-        lambda tok, ag: ingest.decide_enrollment(enr, tok, ag, ingest.utcnow()),
-        ingest.utcnow(),
-    )
-    return a
 
 
 class Feeder:

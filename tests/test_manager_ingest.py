@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.exc import IntegrityError
-from test_manager_support import Dev, TestAgent, new_token, report_xml, store  # noqa: F401
+from test_manager_support import Dev, TestAgent, enrolled, new_token, report_xml, store  # noqa: F401
 
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError, retry_later
@@ -255,27 +255,6 @@ def test_usage_properties(values: list[int], data: st.DataObject) -> None:
 
 
 # --- the store (real SQLite file and real PostgreSQL) ---------------------------------------
-
-
-def enrolled(s: Store) -> TestAgent:
-    a = TestAgent()
-    enr = ingest.read_enrollment(a.enrollment(new_token(s)))
-    values = {
-        "agent_id": a.agent_id,
-        "public_key": signing.public_key_b64(a.key),
-        "algorithm": "ed25519",
-        "software_vendor": "v",
-        "software_product": "p",
-        "software_version": "1",
-    }
-    d = s.enroll(
-        ingest.hash_token(enr.token),
-        values,
-        lambda tok, ag: ingest.decide_enrollment(enr, tok, ag, ingest.utcnow()),
-        ingest.utcnow(),
-    )
-    assert d is Decision.REGISTER
-    return a
 
 
 def test_store_enroll_spends_the_token(store: Store) -> None:  # noqa: F811

@@ -177,6 +177,28 @@ def new_token(
     return token
 
 
+def enrolled(store: Store, customer: str = "default", site: str | None = None) -> TestAgent:
+    """A TestAgent enrolled directly in the store, for `customer` and `site`."""
+    a = TestAgent()
+    enr = ingest.read_enrollment(a.enrollment(new_token(store, customer=customer, site=site)))
+    values = {
+        "agent_id": a.agent_id,
+        "public_key": signing.public_key_b64(a.key),
+        "algorithm": "ed25519",
+        "software_vendor": "v",
+        "software_product": "p",
+        "software_version": "1",
+    }
+    decision = store.enroll(
+        ingest.hash_token(enr.token),
+        values,
+        lambda tok, ag: ingest.decide_enrollment(enr, tok, ag, ingest.utcnow()),
+        ingest.utcnow(),
+    )
+    assert decision is ingest.Decision.REGISTER
+    return a
+
+
 # --- databases ------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from aiosmtpd.smtp import SMTP
-from test_manager_support import Dev, Server, TestAgent, free_port, new_token, store  # noqa: F401
+from test_manager_support import Dev, Server, TestAgent, enrolled, free_port, new_token, store  # noqa: F401
 
 from metersync import signing
 from metersync_agent import enrollment
@@ -58,28 +58,6 @@ class LoopThread:
 def manager_smtp(s: Store) -> tuple[LoopThread, int]:
     port = free_port()
     return LoopThread(lambda: start_smtp(s, "127.0.0.1", port)), port
-
-
-def enrolled(s: Store) -> TestAgent:
-    from metersync_manager import ingest
-
-    a = TestAgent()
-    enr = ingest.read_enrollment(a.enrollment(new_token(s)))
-    values = {
-        "agent_id": a.agent_id,
-        "public_key": signing.public_key_b64(a.key),
-        "algorithm": "ed25519",
-        "software_vendor": "v",
-        "software_product": "p",
-        "software_version": "1",
-    }
-    s.enroll(
-        ingest.hash_token(enr.token),
-        values,
-        lambda tok, ag: ingest.decide_enrollment(enr, tok, ag, ingest.utcnow()),
-        ingest.utcnow(),
-    )
-    return a
 
 
 def transport(port: int, agent_id: str) -> SmtpTransport:
