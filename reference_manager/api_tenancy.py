@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from quart import Blueprint, Response, current_app, g, request
 
@@ -258,8 +259,7 @@ async def meters() -> Any:
         if nxt:
             args = dict(request.args)
             args["cursor"] = nxt
-            query = "&".join(f"{k}={v}" for k, v in args.items())
-            headers["Link"] = f'<{request.path}?{query}>; rel="next"'
+            headers["Link"] = f'<{request.path}?{urlencode(args)}>; rel="next"'
 
     async def pages() -> AsyncIterator[list[dict[str, Any]]]:
         if limit is not None:

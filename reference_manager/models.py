@@ -616,14 +616,14 @@ def _v6_tenancy(conn: Connection) -> None:
     conn.execute(
         text("ALTER TABLE readings ADD COLUMN disposition VARCHAR(16) NOT NULL DEFAULT 'applied'")
     )
-    for name, table in (("agents", "agents"), ("devices", "devices")):
+    for table in ("agents", "devices"):
         conn.execute(
             text(
                 f"ALTER TABLE {table} ADD COLUMN customer_id VARCHAR(64) NOT NULL DEFAULT 'default'"
             )
         )
         conn.execute(text(f"ALTER TABLE {table} ADD COLUMN site_id BIGINT"))
-        conn.execute(text(f"CREATE INDEX ix_{name}_customer_id ON {table} (customer_id)"))
+        conn.execute(text(f"CREATE INDEX ix_{table}_customer_id ON {table} (customer_id)"))
     conn.execute(text("ALTER TABLE devices ADD COLUMN owner_agent_id VARCHAR(36)"))
     conn.execute(text("ALTER TABLE devices ADD COLUMN last_polled_at TIMESTAMP"))
     conn.execute(
