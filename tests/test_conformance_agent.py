@@ -39,6 +39,7 @@ QUICK_FRINGE = dataclasses.replace(FRINGE, refusals=False)  # broken agents: no 
 FLAWS: dict[str, tuple[Setup, tuple[str, ...], set[str]]] = {
     "no-backoff": (FEW, ("baseline", "retry_after", "outage"), {"MS-DEL-10"}),
     "wrong-unit": (FEW, ("baseline",), {"MS-DEV-11"}),
+    "twin-counter": (FEW, ("baseline",), {"MS-BILL-2"}),
     "percent-3": (FEW, ("baseline",), {"MS-DEV-17"}),
     "listen": (FEW, ("baseline",), {"MS-CONF-2"}),
     "no-exclude": (QUICK_FRINGE, ("baseline",), {"MS-SNMP-15", "MS-PRV-3"}),

@@ -20,7 +20,8 @@ operator an agent's channel Error with the agent's status, whatever its code: MS
 `update-hurry` (`serve` in automatic mode checks the feed every third of the interval:
 MS-UPD-14), `manual-fetches` (`serve` in manual mode checks the feed on the schedule all the
 same: MS-UPD-13).
-Agents: `wrong-unit` (reports page counters in sheets instead of impressions), `percent-3`
+Agents: `wrong-unit` (reports page counters in sheets instead of impressions), `twin-counter`
+(puts a snapshot's first counter in it twice: MS-BILL-2), `percent-3`
 (reports a supply level of -3 "some remaining" as 3 %), `no-backoff` (retries every 0.3 s
 instead of backing off, still honouring Retry-After), `listen` (opens a TCP listening port),
 `expired-ok` (its update client accepts an expired timestamp: a freeze attack goes unnoticed),
@@ -47,6 +48,7 @@ deliberately broken implementation can prove several checks at once.
 
 from __future__ import annotations
 
+import copy
 import re
 import socket
 import sys
@@ -76,6 +78,7 @@ MANAGER_FLAWS = (
 
 AGENT_FLAWS = (
     "wrong-unit",
+    "twin-counter",
     "percent-3",
     "no-backoff",
     "listen",
@@ -322,7 +325,14 @@ def _mutate_reports(mutate: Callable[[Any], None]) -> None:
 def break_agent(flaw: str) -> None:
     import metersync_generated.v1 as model
 
-    if flaw == "wrong-unit":
+    if flaw == "twin-counter":
+
+        def twin(dev: Any) -> None:
+            if dev.counter:
+                dev.counter.append(copy.deepcopy(dev.counter[0]))
+
+        _mutate_reports(twin)
+    elif flaw == "wrong-unit":
 
         def unit(dev: Any) -> None:
             for c in dev.counter:

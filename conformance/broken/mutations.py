@@ -169,7 +169,10 @@ MUTATIONS: dict[str, Mutation] = {
         "MS-LIM-5",
     ),  # fmt: skip
     "api-open": Mutation(
-        APP, '        if not request.path.startswith("/api/"):', "        if True:", "MS-HTTP-18"
+        APP,
+        '        if not request.path.startswith("/api/") and request.path != "/metrics":',
+        "        if True:",
+        "MS-HTTP-18",
     ),
     "no-www-authenticate": Mutation(
         APP,
@@ -240,8 +243,8 @@ MUTATIONS: dict[str, Mutation] = {
     ),  # fmt: skip
     "error-status-200": Mutation(
         APP,
-        "    return xml_response(xml_edge.error_message(exc), exc.http_status, headers)",
-        "    return xml_response(xml_edge.error_message(exc), 200, headers)",
+        "    resp = xml_response(xml_edge.error_message(exc), exc.http_status, headers)",
+        "    resp = xml_response(xml_edge.error_message(exc), 200, headers)",
         "MS-HTTP-5",
     ),
     "any-encoding": Mutation(

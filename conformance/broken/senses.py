@@ -93,7 +93,7 @@ def break_agent_senses(flaw: str) -> None:
 
         def interval(self: Any, base: float, mood: str) -> float:
             if flaw == "adaptive-hurry" and mood in (scheduling.ATTENTION, scheduling.BUSY):
-                return base / 10  # below minInterval
+                return base / 20  # well below minInterval (and its batching allowance)
             if flaw == "adaptive-lazy" and mood == scheduling.IDLE:
                 return base * 3  # beyond maxInterval
             return real_interval(self, base, mood)

@@ -13,6 +13,7 @@ import re
 import shlex
 import ssl
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -124,15 +125,21 @@ async def key_rotation(ctx: ManagerContext) -> list[Finding]:
             old_rid,
         )
     )
-    _, later = old.report(created_at=now() + timedelta(seconds=5))
+
+    def polled(delta: float) -> Callable[[model.Report], None]:
+        def mutate(rep: model.Report) -> None:
+            for dev in rep.device:
+                dev.polled_at = xml_time(now() + timedelta(seconds=delta))
+
+        return mutate
+
+    # Polled before the rotation, so only the createdAt rule (not MS-SEC-20) refuses it.
+    _, later = old.report(created_at=now() + timedelta(seconds=5), mutate=polled(-20))
     ans3 = await ctx.send(old, later, what="old key, created after the rotation")
     out.append(
         expect_code("MS-SEC-8", "old key, report created after the rotation", later, ans3, 2003)
     )
-
-    def poll_now(rep: model.Report) -> None:  # created before the rotation, polled after it
-        for dev in rep.device:
-            dev.polled_at = xml_time(now() + timedelta(seconds=1))
+    poll_now = polled(1)  # created before the rotation, polled after it
 
     _, stale = old.report(created_at=now() - timedelta(seconds=20), mutate=poll_now)
     ans5 = await ctx.send(old, stale, what="old key, polled after the rotation")

@@ -602,6 +602,45 @@ async def identity_matches_truth(ctx: AgentContext) -> list[Finding]:
     return _per_device(ctx, "MS-DEV-9", judge)
 
 
+def _series(c: Any) -> tuple[str, ...]:
+    """A counter's series identity (MS-BILL-1); an absent attribute counts as absent."""
+    return tuple(
+        "" if v is None else str(v)
+        for v in (_name(c.kind), _name(c.unit), c.oid, c.source, c.label, c.marker)
+    )
+
+
+def _series_problems(dev: Device, snap: Any) -> dict[str, list[tuple[str, str, str]]]:
+    probs: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    twice = [k for k, n in Counter(_series(c) for c in snap.counter).items() if n > 1]
+    for k in twice:
+        probs["MS-BILL-2"].append((f"two counters of one series {'/'.join(k)}", "one", "two"))
+    # Counters of the truth that share an OID (vendor records) stay apart: each its own value.
+    shared: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for t in dev.recording.counters():
+        shared[(str(t["oid"]), str(t["source"]))].append(t)
+    for (oid, source), ts in shared.items():
+        if len(ts) < 2:
+            continue
+        got = {_series(c) for c in snap.counter if (c.oid, c.source) == (oid, source)}
+        if len(got) < len(ts):
+            probs["MS-BILL-1"].append(
+                (f"{len(ts)} counters at {oid} ({source})", f"{len(ts)} series", str(len(got)))
+            )
+    return probs
+
+
+@check("MS-BILL-1", "MS-BILL-2", classes=CORE, role="agent")
+async def counter_series_kept_apart(ctx: AgentContext) -> list[Finding]:
+    """Counters of different series stay apart, and no series appears twice in a snapshot."""
+    if (f := _needs_reports(ctx)) is not None:
+        return [f]
+    out: list[Finding] = []
+    for req in ("MS-BILL-1", "MS-BILL-2"):
+        out += _per_device(ctx, req, lambda d, s, r=req: _series_problems(d, s).get(r, []))
+    return out
+
+
 @check("MS-DEV-4", classes=CORE, role="agent")
 async def profiles_match_truth(ctx: AgentContext) -> list[Finding]:
     """The snapshot's profiles attribute names the profiles the truth file expects."""
