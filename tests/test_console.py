@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
-from test_manager_ingest import NOW, downgrade_console, enrolled, t
+from test_manager_ingest import NOW, downgrade_console, downgrade_console_search, enrolled, t
 from test_manager_support import Dev, store  # noqa: F401
 
 from metersync_manager import device_state, ingest
@@ -196,3 +196,36 @@ def test_charts_name_levels_without_a_percentage() -> None:
     assert "Cyan: some remaining" in svg and "Black: 40 %" in svg and "<title>levels" in svg
     bars = charts.monthly_bars("v", [when], [("total", [12])], [(0, "total reset 9→1")])
     assert "total: 12 in 1 months" in bars and "total reset 9→1" in bars
+
+
+def _found(s: Store, q: str) -> list[str]:
+    with s.reading() as conn:
+        f = queries.FleetFilter(q=q)
+        return [
+            r["device_key"] for r in queries.fleet_page(conn, ADMIN, f, queries.Thresholds())[0]
+        ]
+
+
+def test_search_finds_word_starts_through_the_terms_index(store: Store) -> None:  # noqa: F811
+    a = enrolled(store)
+    _put(
+        store,
+        a,
+        [Dev("sn:hp:a", ip="10.1.2.3", serial="CNB7K12345", polled_at=t(0)), Dev("sn:hp:b")],
+    )
+    assert _found(store, "cnb7k") == ["sn:hp:a"]  # serial prefix, any case
+    assert _found(store, "10.1.2") == ["sn:hp:a"] and _found(store, "2.3") == ["sn:hp:a"]
+    assert _found(store, "LaserJet M4") == ["sn:hp:a", "sn:hp:b"]  # words of the model
+    assert _found(store, "hp:b") == ["sn:hp:b"] and _found(store, "b7k12") == []
+    assert _found(store, "50%") == [] and _found(store, "_") == []  # no pattern characters
+    # the IP changes: the old one is no longer found, the new one is
+    _put(store, a, [Dev("sn:hp:a", ip="10.9.9.9", polled_at=t(5))])
+    assert _found(store, "10.1.2") == [] and _found(store, "10.9.9") == ["sn:hp:a"]
+    with store.reading() as conn:
+        kept = sorted(conn.execute(select(m.device_terms.c.term)).scalars())
+    # the migration to schema 12 computes the same terms from `devices`
+    with store.engine.begin() as conn:
+        downgrade_console_search(conn)
+    store.migrate()
+    with store.reading() as conn:
+        assert sorted(conn.execute(select(m.device_terms.c.term)).scalars()) == kept
