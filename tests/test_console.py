@@ -229,3 +229,72 @@ def test_search_finds_word_starts_through_the_terms_index(store: Store) -> None:
     store.migrate()
     with store.reading() as conn:
         assert sorted(conn.execute(select(m.device_terms.c.term)).scalars()) == kept
+
+
+async def _client(db: Store, user: str, scope: Scope) -> tuple[Any, str]:
+    """A test client of the app signed in as a new user of this scope, and its form token."""
+    Accounts(db).create(user, "a long password 1", scope, NOW)
+    c = create_app(db).test_client()
+    page = await (await c.get("/console/login")).get_data(as_text=True)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf
+    form = {"username": user, "password": "a long password 1", "csrf": csrf.group(1)}
+    assert (await c.post("/console/login", form=form)).status_code == 302
+    fleet = await (await c.get("/console/")).get_data(as_text=True)
+    token = re.search(r'name="csrf" value="([^"]+)"', fleet)
+    assert token
+    return c, token.group(1)
+
+
+def test_alert_inbox_forecasts_and_scope(store: Store) -> None:  # noqa: F811
+    from test_fleet import Story, printer
+
+    from metersync_manager.console import intel
+    from metersync_manager.fleet import alerts
+
+    s = Story(store)
+    for i in range(34):  # 40 % down to 7 %, a point every 6 hours: a forecast, a low alert
+        s.report(printer("sn:t:1", 10_000 + 50 * i, 40 - i))
+        s.now += timedelta(hours=6)
+    [low] = s.alerts("supply-low")
+    with store.reading() as conn:
+        [out] = intel.running_out(conn, ADMIN)
+    assert (out["device_key"], out["idx"]) == ("sn:t:1", 1)
+    days = out["forecast"]["daysToEmpty"]
+    assert days is not None and days <= intel.RUNNING_OUT_DAYS
+    store.create_customer("acme", "Acme", NOW)
+
+    async def go() -> None:
+        staff, csrf = await _client(store, "sam", Scope("dealer-staff", frozenset({"default"})))
+        fleet = await (await staff.get("/console/")).get_data(as_text=True)
+        assert "Running out within 14 days" in fleet and intel.days_text(out["forecast"]) in fleet
+        assert re.search(r"<strong>1</strong> open alerts", fleet)
+        inbox = await (await staff.get("/console/alerts")).get_data(as_text=True)
+        assert f'data-alert-id="{low["alertId"]}"' in inbox and "Acknowledge" in inbox
+        device = await (await staff.get("/console/devices/sn:t:1")).get_data(as_text=True)
+        assert intel.days_text(out["forecast"]) in device and "Resolve" in device
+        ack = f"/console/alerts/{low['alertId']}/acknowledge"
+        assert (await staff.post(ack, form={})).status_code == 403  # no form token
+        r = await staff.post(ack, form={"csrf": csrf, "next": "/console/alerts?state=open"})
+        assert r.status_code == 302 and r.headers["Location"] == "/console/alerts?state=open"
+        done = await (await staff.get("/console/alerts?state=acknowledged")).get_data(as_text=True)
+        assert f'data-alert-id="{low["alertId"]}"' in done and "acknowledged by sam" in done
+        # another customer's viewer and staff: not listed, not found, not changed
+        viewer, vcsrf = await _client(store, "vic", Scope("customer-viewer", frozenset({"acme"})))
+        for path in ("/console/alerts?state=acknowledged", "/console/"):
+            body = await (await viewer.get(path)).get_data(as_text=True)
+            assert "sn:t:1" not in body and "Resolve<" not in body, body
+        for path in ("/console/devices/sn:t:1", "/console/billing?customer=default"):
+            assert (await viewer.get(path)).status_code == 404, path
+        resolve = f"/console/alerts/{low['alertId']}/resolve"
+        assert (await viewer.post(resolve, form={"csrf": vcsrf})).status_code == 403  # read only
+        read_now = "/console/devices/sn:t:1/read-now"
+        assert (await viewer.post(read_now, form={"csrf": vcsrf})).status_code == 404
+        other, ocsrf = await _client(store, "oto", Scope("dealer-staff", frozenset({"acme"})))
+        assert (await other.post(resolve, form={"csrf": ocsrf})).status_code == 404
+        r = await staff.post(resolve, form={"csrf": csrf})
+        assert r.status_code == 302 and r.headers["Location"] == "/console/alerts"
+
+    asyncio.run(go())
+    [gone] = alerts.list_alerts(store, ADMIN, rule="supply-low", state="resolved")
+    assert gone["resolvedBy"] == "sam" and gone["acknowledgedBy"] == "sam"
