@@ -298,3 +298,26 @@ def test_alert_inbox_forecasts_and_scope(store: Store) -> None:  # noqa: F811
     asyncio.run(go())
     [gone] = alerts.list_alerts(store, ADMIN, rule="supply-low", state="resolved")
     assert gone["resolvedBy"] == "sam" and gone["acknowledgedBy"] == "sam"
+
+
+def test_silent_filter_gives_the_same_pages_under_both_plans(store: Store) -> None:  # noqa: F811
+    a = enrolled(store)
+    _put(store, a, [Dev(f"sn:hp:{i:02d}", polled_at=t(i)) for i in range(12)])
+    th = queries.Thresholds(since={a.agent_id: t(5).replace(tzinfo=None)})  # 0..4 are silent
+    with store.reading() as conn:
+        counts = queries.counts(conn, ADMIN, th, t(20).replace(tzinfo=None))
+        assert counts["silent"] == 5
+        for sort in ("key", "ip", "seen"):
+            pages = []
+            for share in (0.0, 1.0):  # IN (the silent keys) / a test per row walked
+                f = queries.FleetFilter(silent=True, sort=sort, silent_share=share, limit=2)
+                seen = []
+                while True:
+                    rows, nxt = queries.fleet_page(conn, ADMIN, f, th)
+                    seen += [r["device_key"] for r in rows]
+                    assert all(r["silent"] for r in rows)
+                    if nxt is None:
+                        break
+                    f.cursor = nxt
+                pages.append(seen)
+            assert pages[0] == pages[1] and sorted(pages[0]) == [f"sn:hp:{i:02d}" for i in range(5)]

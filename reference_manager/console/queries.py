@@ -55,8 +55,10 @@ class FleetFilter:
     site: int | None = None
     vendor: str | None = None
     status: str | None = None
+    agent: str | None = None  # the devices an agent reported last
     low: bool = False
     silent: bool = False
+    silent_share: float = 0.0  # silent devices / devices in scope (from `counts`): the plan
     alerts: bool = False
     q: str | None = None
     sort: str = "key"
@@ -110,6 +112,25 @@ def _silent_keys(th: Thresholds) -> Any:
     return union_all(*(select(sd.c.device_key).select_from(f).where(w) for f, w in parts))
 
 
+WALK_SHARE = 0.03  # from this share of silent devices on, walk the page's order instead
+
+
+def _silent_cond(th: Thresholds, share: float) -> Any:
+    """The silent filter, planned by how many are silent. Few: `device_key IN (the silent
+    keys)`, built from index ranges (its cost grows with the silent devices). Many: a test
+    of each row against its agent's threshold while the page's index order is walked (its
+    cost grows with the rows walked before a page is full: about PAGE / share)."""
+    t = th.table()
+    if t is None:
+        return false()
+    if share < WALK_SHARE:
+        keys = _silent_keys(th)
+        return d.device_key.in_(keys)
+    since = select(t.c.column2).where(t.c.column1 == d.last_agent_id).scalar_subquery()
+    never = and_(d.last_complete_at.is_(None), d.last_agent_id.in_(select(t.c.column1)))
+    return or_(d.last_complete_at < since, never)
+
+
 def thresholds(conn: Connection, now: datetime) -> Thresholds:
     """From every agent's poll interval (one indexed query per agent; cached by the caller)."""
     from metersync_manager.store import Store
@@ -132,13 +153,14 @@ def _conditions(scope: Scope, f: FleetFilter, th: Thresholds) -> list[Any]:
         cond.append(d.vendor == f.vendor)
     if f.status:
         cond.append(st.device_status == f.status)
+    if f.agent:
+        cond.append(d.last_agent_id == f.agent)
     if f.low:
         cond.append(st.low_supplies > 0)
     if f.alerts:
         cond.append(st.alerts > 0)
     if f.silent:
-        keys = _silent_keys(th)
-        cond.append(false() if keys is None else d.device_key.in_(keys))
+        cond.append(_silent_cond(th, f.silent_share))
     if f.q and search_terms.normalise(f.q):
         cond.append(d.device_key.in_(search_terms.matching(f.q)))
     return cond

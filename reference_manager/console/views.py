@@ -43,6 +43,7 @@ def _fleet_filter() -> queries.FleetFilter:
         site=int(site) if site.isdigit() else None,
         vendor=a.get("vendor") or None,
         status=a.get("status") or None,
+        agent=(a.get("agent") or "")[:36] or None,
         low=_flag("low"),
         silent=_flag("silent"),
         alerts=_flag("alerts"),
@@ -207,11 +208,12 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
         f = _fleet_filter()
         th = await thresholds()
         now = utc_naive(clock())
+        counts = await query(queries.counts, g.scope, th, now)
+        f.silent_share = counts["silent"] / max(counts["devices"], 1)
         try:
             rows, nxt = await query(queries.fleet_page, g.scope, f, th)
         except ValueError:
             abort(400)
-        counts = await query(queries.counts, g.scope, th, now)
         counts["alerts"] = await query(intel.alert_counts, g.scope)
         running_out = await query(intel.running_out, g.scope)
         opts = await choices()
