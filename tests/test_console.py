@@ -286,6 +286,13 @@ def test_alert_inbox_forecasts_and_scope(store: Store) -> None:  # noqa: F811
             assert "sn:t:1" not in body and "Resolve<" not in body, body
         for path in ("/console/devices/sn:t:1", "/console/billing?customer=default"):
             assert (await viewer.get(path)).status_code == 404, path
+        csv = "/console/billing/meters.csv?customer=default&format=csv"
+        csv += "&from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z"
+        assert (await viewer.get(csv)).status_code == 404
+        assert (await staff.get(csv)).status_code == 200
+        agents = await (await viewer.get("/console/agents")).get_data(as_text=True)
+        assert s.agent.agent_id not in agents
+        assert s.agent.agent_id in await (await staff.get("/console/agents")).get_data(as_text=True)
         resolve = f"/console/alerts/{low['alertId']}/resolve"
         assert (await viewer.post(resolve, form={"csrf": vcsrf})).status_code == 403  # read only
         read_now = "/console/devices/sn:t:1/read-now"
