@@ -20,6 +20,7 @@ from sqlalchemy import (
     Column,
     Connection,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -28,6 +29,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    inspect,
+    select,
     text,
 )
 
@@ -431,6 +434,19 @@ device_state = Table(
     Column("alerts", Integer, nullable=False, default=0, index=True),
 )
 
+# The console's search (schema 12): every device's identity cut into lower-case words, so a
+# search is a prefix range of one index (`term >= q AND term < q + U+FFFF`), never a scan.
+device_terms = Table(
+    "device_terms",
+    metadata,
+    # byte order in PostgreSQL too (a language collation would break the prefix ranges)
+    Column(
+        "term", String(255).with_variant(String(255, collation="C"), "postgresql"), primary_key=True
+    ),  # fmt: skip
+    Column("device_key", String(255), primary_key=True),
+    Index("ix_device_terms_device", "device_key"),
+)
+
 CONSOLE_INDEXES = (
     Index("ix_devices_agent_complete", devices.c.last_agent_id, devices.c.last_complete_at),
     Index("ix_devices_current_ip", devices.c.current_ip),
@@ -472,6 +488,7 @@ fleet_alerts = Table(
     Column("resolved_by", String(255)),  # NULL: resolved automatically
     Index("ix_fleet_alerts_customer", "customer_id", "state", "opened_at"),
     Index("ix_fleet_alerts_subject", "subject_kind", "subject_id"),
+    Index("ix_fleet_alerts_state", "state", "opened_at"),  # schema 12: the console's inbox
 )
 
 # Rule settings: customer_id "*" holds the dealer's defaults; a customer's row overrides them.
@@ -537,6 +554,10 @@ supply_forecasts = Table(
     Column("forecast", Text, nullable=False),  # JSON: fleet.forecast.Forecast.as_dict
     Column("lives", Text, nullable=False),  # JSON: the cartridge lives seen
     Column("life_started_at", DateTime),
+    # schema 12: forecast.daysToEmpty as a column, for "running out" lists by index
+    Column("days_to_empty", Float),
+    Index("ix_supply_forecasts_days", "days_to_empty"),
+    Index("ix_supply_forecasts_customer_days", "customer_id", "days_to_empty"),
 )
 
 # Supply orders: one per cartridge life (the unique constraint is the guarantee).
@@ -573,7 +594,7 @@ FLEET_TABLES = (
     fleet_cursor,
 )
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 12
 
 
 def _v2_mail_refusals(conn: Connection) -> None:
@@ -690,6 +711,34 @@ def _v8_counter_range(conn: Connection) -> None:
         conn.execute(text(f"UPDATE counters SET {col} = ({col} - 9223372036854775807) - 1"))
 
 
+def _reserved(conn: Connection) -> None:
+    """Steps 10 and 11 belong to other branches (issues 9 and 17); merged, theirs replace this."""
+
+
+def _v12_console(conn: Connection) -> None:
+    """The console's search terms and indexed forecasts and alert states."""
+    import json
+
+    from metersync_manager import search_terms
+
+    device_terms.create(conn, checkfirst=True)
+    have = {c["name"] for c in inspect(conn).get_columns("supply_forecasts")}
+    if "days_to_empty" not in have:  # step 9 creates today's table, with the column
+        conn.execute(text("ALTER TABLE supply_forecasts ADD COLUMN days_to_empty FLOAT"))
+    f = supply_forecasts.c
+    for key, idx, forecast in conn.execute(select(f.device_key, f.idx, f.forecast)).all():
+        days = json.loads(forecast).get("daysToEmpty")
+        conn.execute(
+            supply_forecasts.update()
+            .where(f.device_key == key, f.idx == idx)
+            .values(days_to_empty=days)
+        )
+    for table in (supply_forecasts, fleet_alerts):
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+    search_terms.backfill(conn)
+
+
 # version → the step that turns version-1 into version.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_mail_refusals,
@@ -700,4 +749,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     7: _v7_console,
     8: _v8_counter_range,
     9: _v9_fleet,
+    10: _reserved,
+    11: _reserved,
+    12: _v12_console,
 }

@@ -45,7 +45,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from metersync.errors import ProtocolError
-from metersync_manager import billing, contract, device_state, ownership, staleness, tenancy
+from metersync_manager import (
+    billing,
+    contract,
+    device_state,
+    ownership,
+    search_terms,
+    staleness,
+    tenancy,
+)
 from metersync_manager import models as m
 from metersync_manager.extract import DeviceRows, ReportRows, iso, utc_naive
 from metersync_manager.ingest import AgentRecord, Decision, TokenRecord, replayed
@@ -679,6 +687,7 @@ class Store:
         events: list[dict[str, Any]] = []
         if applied:
             self._apply_devices(conn, rows.agent_id, agent, applied, verdicts, states, events)
+            search_terms.refresh(conn, [x.device_key for x in applied])
         ids = conn.execute(
             self._ins_readings,
             [

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
-from test_manager_ingest import NOW, downgrade_console, enrolled, t
+from test_manager_ingest import NOW, downgrade_console, downgrade_console_search, enrolled, t
 from test_manager_support import Dev, store  # noqa: F401
 
 from metersync_manager import device_state, ingest
@@ -196,3 +196,135 @@ def test_charts_name_levels_without_a_percentage() -> None:
     assert "Cyan: some remaining" in svg and "Black: 40 %" in svg and "<title>levels" in svg
     bars = charts.monthly_bars("v", [when], [("total", [12])], [(0, "total reset 9→1")])
     assert "total: 12 in 1 months" in bars and "total reset 9→1" in bars
+
+
+def _found(s: Store, q: str) -> list[str]:
+    with s.reading() as conn:
+        f = queries.FleetFilter(q=q)
+        return [
+            r["device_key"] for r in queries.fleet_page(conn, ADMIN, f, queries.Thresholds())[0]
+        ]
+
+
+def test_search_finds_word_starts_through_the_terms_index(store: Store) -> None:  # noqa: F811
+    a = enrolled(store)
+    _put(
+        store,
+        a,
+        [Dev("sn:hp:a", ip="10.1.2.3", serial="CNB7K12345", polled_at=t(0)), Dev("sn:hp:b")],
+    )
+    assert _found(store, "cnb7k") == ["sn:hp:a"]  # serial prefix, any case
+    assert _found(store, "10.1.2") == ["sn:hp:a"] and _found(store, "2.3") == ["sn:hp:a"]
+    assert _found(store, "LaserJet M4") == ["sn:hp:a", "sn:hp:b"]  # words of the model
+    assert _found(store, "hp:b") == ["sn:hp:b"] and _found(store, "b7k12") == []
+    assert _found(store, "50%") == [] and _found(store, "_") == []  # no pattern characters
+    # the IP changes: the old one is no longer found, the new one is
+    _put(store, a, [Dev("sn:hp:a", ip="10.9.9.9", polled_at=t(5))])
+    assert _found(store, "10.1.2") == [] and _found(store, "10.9.9") == ["sn:hp:a"]
+    with store.reading() as conn:
+        kept = sorted(conn.execute(select(m.device_terms.c.term)).scalars())
+    # the migration to schema 12 computes the same terms from `devices`
+    with store.engine.begin() as conn:
+        downgrade_console_search(conn)
+    store.migrate()
+    with store.reading() as conn:
+        assert sorted(conn.execute(select(m.device_terms.c.term)).scalars()) == kept
+
+
+async def _client(db: Store, user: str, scope: Scope) -> tuple[Any, str]:
+    """A test client of the app signed in as a new user of this scope, and its form token."""
+    Accounts(db).create(user, "a long password 1", scope, NOW)
+    c = create_app(db).test_client()
+    page = await (await c.get("/console/login")).get_data(as_text=True)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf
+    form = {"username": user, "password": "a long password 1", "csrf": csrf.group(1)}
+    assert (await c.post("/console/login", form=form)).status_code == 302
+    fleet = await (await c.get("/console/")).get_data(as_text=True)
+    token = re.search(r'name="csrf" value="([^"]+)"', fleet)
+    assert token
+    return c, token.group(1)
+
+
+def test_alert_inbox_forecasts_and_scope(store: Store) -> None:  # noqa: F811
+    from test_fleet import Story, printer
+
+    from metersync_manager.console import intel
+    from metersync_manager.fleet import alerts
+
+    s = Story(store)
+    for i in range(34):  # 40 % down to 7 %, a point every 6 hours: a forecast, a low alert
+        s.report(printer("sn:t:1", 10_000 + 50 * i, 40 - i))
+        s.now += timedelta(hours=6)
+    [low] = s.alerts("supply-low")
+    with store.reading() as conn:
+        [out] = intel.running_out(conn, ADMIN)
+    assert (out["device_key"], out["idx"]) == ("sn:t:1", 1)
+    days = out["forecast"]["daysToEmpty"]
+    assert days is not None and days <= intel.RUNNING_OUT_DAYS
+    store.create_customer("acme", "Acme", NOW)
+
+    async def go() -> None:
+        staff, csrf = await _client(store, "sam", Scope("dealer-staff", frozenset({"default"})))
+        fleet = await (await staff.get("/console/")).get_data(as_text=True)
+        assert "Running out within 14 days" in fleet and intel.days_text(out["forecast"]) in fleet
+        assert re.search(r"<strong>1</strong> open alerts", fleet)
+        inbox = await (await staff.get("/console/alerts")).get_data(as_text=True)
+        assert f'data-alert-id="{low["alertId"]}"' in inbox and "Acknowledge" in inbox
+        device = await (await staff.get("/console/devices/sn:t:1")).get_data(as_text=True)
+        assert intel.days_text(out["forecast"]) in device and "Resolve" in device
+        ack = f"/console/alerts/{low['alertId']}/acknowledge"
+        assert (await staff.post(ack, form={})).status_code == 403  # no form token
+        r = await staff.post(ack, form={"csrf": csrf, "next": "/console/alerts?state=open"})
+        assert r.status_code == 302 and r.headers["Location"] == "/console/alerts?state=open"
+        done = await (await staff.get("/console/alerts?state=acknowledged")).get_data(as_text=True)
+        assert f'data-alert-id="{low["alertId"]}"' in done and "acknowledged by sam" in done
+        # another customer's viewer and staff: not listed, not found, not changed
+        viewer, vcsrf = await _client(store, "vic", Scope("customer-viewer", frozenset({"acme"})))
+        for path in ("/console/alerts?state=acknowledged", "/console/"):
+            body = await (await viewer.get(path)).get_data(as_text=True)
+            assert "sn:t:1" not in body and "Resolve<" not in body, body
+        for path in ("/console/devices/sn:t:1", "/console/billing?customer=default"):
+            assert (await viewer.get(path)).status_code == 404, path
+        csv = "/console/billing/meters.csv?customer=default&format=csv"
+        csv += "&from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z"
+        assert (await viewer.get(csv)).status_code == 404
+        assert (await staff.get(csv)).status_code == 200
+        agents = await (await viewer.get("/console/agents")).get_data(as_text=True)
+        assert s.agent.agent_id not in agents
+        assert s.agent.agent_id in await (await staff.get("/console/agents")).get_data(as_text=True)
+        resolve = f"/console/alerts/{low['alertId']}/resolve"
+        assert (await viewer.post(resolve, form={"csrf": vcsrf})).status_code == 403  # read only
+        read_now = "/console/devices/sn:t:1/read-now"
+        assert (await viewer.post(read_now, form={"csrf": vcsrf})).status_code == 404
+        other, ocsrf = await _client(store, "oto", Scope("dealer-staff", frozenset({"acme"})))
+        assert (await other.post(resolve, form={"csrf": ocsrf})).status_code == 404
+        r = await staff.post(resolve, form={"csrf": csrf})
+        assert r.status_code == 302 and r.headers["Location"] == "/console/alerts"
+
+    asyncio.run(go())
+    [gone] = alerts.list_alerts(store, ADMIN, rule="supply-low", state="resolved")
+    assert gone["resolvedBy"] == "sam" and gone["acknowledgedBy"] == "sam"
+
+
+def test_silent_filter_gives_the_same_pages_under_both_plans(store: Store) -> None:  # noqa: F811
+    a = enrolled(store)
+    _put(store, a, [Dev(f"sn:hp:{i:02d}", polled_at=t(i)) for i in range(12)])
+    th = queries.Thresholds(since={a.agent_id: t(5).replace(tzinfo=None)})  # 0..4 are silent
+    with store.reading() as conn:
+        counts = queries.counts(conn, ADMIN, th, t(20).replace(tzinfo=None))
+        assert counts["silent"] == 5
+        for sort in ("key", "ip", "seen"):
+            pages = []
+            for share in (0.0, 1.0):  # IN (the silent keys) / a test per row walked
+                f = queries.FleetFilter(silent=True, sort=sort, silent_share=share, limit=2)
+                seen = []
+                while True:
+                    rows, nxt = queries.fleet_page(conn, ADMIN, f, th)
+                    seen += [r["device_key"] for r in rows]
+                    assert all(r["silent"] for r in rows)
+                    if nxt is None:
+                        break
+                    f.cursor = nxt
+                pages.append(seen)
+            assert pages[0] == pages[1] and sorted(pages[0]) == [f"sn:hp:{i:02d}" for i in range(5)]

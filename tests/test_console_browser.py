@@ -331,3 +331,58 @@ def test_billing_download_is_the_api_export(
     expect(viewer.locator("table.meters")).to_contain_text(fleet["moved"])
     for ip in HOSTS[:2]:
         assert fleet["devices"][ip]["deviceKey"] not in viewer.content()
+
+
+def test_alerts_inbox_acknowledge_resolve_and_forecasts(
+    browser: Browser, fleet: dict[str, Any], shots: Path
+) -> None:
+    m = fleet["m"]
+    hp = fleet["devices"][HOSTS[0]]["deviceKey"]  # its recording has a supply at 8 %
+    found = _wait(
+        "the evaluator's low-supply alert",
+        lambda: [
+            a
+            for a in m.get("/api/v1/alerts", params={"state": "open", "subject": hp}).json()[
+                "items"
+            ]
+            if a["rule"] == "supply-low"
+        ],
+        60,
+    )
+    alert = found[0]
+    row_of = f'tr[data-alert-id="{alert["alertId"]}"]'
+    page = signed_in(browser, fleet, "sam")
+    active = m.get("/api/v1/alerts", params={"state": "active", "customerId": "default"})
+    summary = page.locator(".counts li", has_text="open alerts").locator("strong")
+    expect(summary).to_have_text(str(len(active.json()["items"])))
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Alerts").click()
+    expect(page.locator(row_of)).to_contain_text(alert["title"])
+    shot(page, shots, "alerts-open")
+    other = next(s for s in ("critical", "warning", "info") if s != alert["severity"])
+    page.get_by_label("Severity").select_option(other)
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator(row_of)).to_have_count(0)
+    page.get_by_label("Severity").select_option(alert["severity"])
+    page.get_by_role("button", name="Apply").click()
+    page.locator(row_of).get_by_role("button", name="Acknowledge").click()
+    expect(page.locator(row_of)).to_have_count(0)  # it left the open alerts
+    page.get_by_role("link", name=re.compile("^Acknowledged")).click()
+    expect(page.locator(row_of)).to_contain_text("acknowledged by sam")
+    shot(page, shots, "alerts-acknowledged")
+    page.locator(row_of).get_by_role("button", name="Resolve").click()
+    got = m.get(f"/api/v1/alerts/{alert['alertId']}").json()
+    assert (got["state"], got["acknowledgedBy"], got["resolvedBy"]) == ("resolved", "sam", "sam")
+    # acme's viewer sees none of default's alerts, and no button to change one
+    viewer = signed_in(browser, fleet, "vic")
+    viewer.goto(m.url + "/console/alerts?state=resolved")
+    expect(viewer.locator(row_of)).to_have_count(0)
+    expect(viewer.get_by_role("button", name="Resolve")).to_have_count(0)
+    # the device page: each supply's days to empty as the forecasts API has it
+    page.goto(m.url + "/console/devices/" + quote(hp))
+    forecasts = m.get("/api/v1/forecasts", params={"deviceKey": hp}).json()["items"]
+    assert forecasts
+    for f in forecasts:
+        cell = page.locator(f'tr[data-supply="{f["supply"]}"] td.days')
+        days = f["forecast"]["daysToEmpty"]
+        expect(cell).to_contain_text("no forecast" if days is None else f"about {days:.0f}")
+    shot(page, shots, "device-forecasts")

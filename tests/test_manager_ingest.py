@@ -530,10 +530,24 @@ def downgrade_counter_range(conn: Any) -> None:
     conn.execute(text("UPDATE schema_version SET version = 7 WHERE version = 8"))
 
 
-def downgrade_fleet(conn: Any) -> None:
-    """Undo schema version 9 (fleet intelligence) on a database of version 9."""
+def downgrade_console_search(conn: Any) -> None:
+    """Undo schema version 12 (console search terms, forecast days, alert states; 10 and 11
+    are other branches' steps, empty here) on a database of version 12."""
     from sqlalchemy import text
 
+    conn.execute(text("DROP TABLE device_terms"))
+    for name in ("ix_supply_forecasts_days", "ix_supply_forecasts_customer_days"):
+        conn.execute(text(f"DROP INDEX {name}"))
+    conn.execute(text("DROP INDEX ix_fleet_alerts_state"))
+    conn.execute(text("ALTER TABLE supply_forecasts DROP COLUMN days_to_empty"))
+    conn.execute(text("UPDATE schema_version SET version = 9 WHERE version = 12"))
+
+
+def downgrade_fleet(conn: Any) -> None:
+    """Undo schema versions 12 to 9 (fleet intelligence) on a database of version 12."""
+    from sqlalchemy import text
+
+    downgrade_console_search(conn)
     for table in reversed(m.FLEET_TABLES):
         conn.execute(text(f"DROP TABLE {table.name}"))
     conn.execute(text("UPDATE schema_version SET version = 8 WHERE version = 9"))

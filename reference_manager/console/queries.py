@@ -25,11 +25,12 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     union_all,
 )
 
 from metersync_manager import models as m
-from metersync_manager import staleness
+from metersync_manager import search_terms, staleness
 from metersync_manager.meters import Reset
 from metersync_manager.scope import Scope
 
@@ -54,8 +55,10 @@ class FleetFilter:
     site: int | None = None
     vendor: str | None = None
     status: str | None = None
+    agent: str | None = None  # the devices an agent reported last
     low: bool = False
     silent: bool = False
+    silent_share: float = 0.0  # silent devices / devices in scope (from `counts`): the plan
     alerts: bool = False
     q: str | None = None
     sort: str = "key"
@@ -86,28 +89,46 @@ class Thresholds:
         return text(sql).bindparams(*binds).columns(*cols).subquery("th")
 
 
-def _silent_joins(th: Thresholds, devices: Any = m.devices) -> list[Any]:
-    """The thresholds joined to `devices`, once per way of being silent by MS-DEV-26 (no
-    complete snapshot since the agent's threshold, or none ever): each join drives from the
-    agents through a range of ix_devices_agent_complete, never a per-row OR."""
+def _silent_parts(th: Thresholds, devices: Any = m.devices) -> list[tuple[Any, Any]]:
+    """(FROM, WHERE) once per way of being silent by MS-DEV-26, never a per-row OR: no
+    complete snapshot since the agent's threshold (the thresholds joined to `devices`, a range
+    of ix_devices_agent_complete per agent), or none ever (an IN list of the agents on the
+    same index; as a join, SQLite 3.4x builds a Bloom filter over every device for it)."""
     t = th.table()
     if t is None:
         return []
     dc = devices.c
-    by_agent = dc.last_agent_id == t.c.column1
-    return [
-        t.join(devices, and_(by_agent, dc.last_complete_at < t.c.column2)),
-        t.join(devices, and_(by_agent, dc.last_complete_at.is_(None))),
-    ]
+    late = and_(dc.last_agent_id == t.c.column1, dc.last_complete_at < t.c.column2)
+    never = and_(dc.last_complete_at.is_(None), dc.last_agent_id.in_(select(t.c.column1)))
+    return [(t.join(devices, late), true()), (devices, never)]
 
 
 def _silent_keys(th: Thresholds) -> Any:
     """The keys of the silent devices, as a subquery for `device_key IN (…)`."""
     sd = m.devices.alias("sd")
-    joins = _silent_joins(th, sd)
-    if not joins:
+    parts = _silent_parts(th, sd)
+    if not parts:
         return None
-    return union_all(*(select(sd.c.device_key).select_from(j) for j in joins))
+    return union_all(*(select(sd.c.device_key).select_from(f).where(w) for f, w in parts))
+
+
+WALK_SHARE = 0.03  # from this share of silent devices on, walk the page's order instead
+
+
+def _silent_cond(th: Thresholds, share: float) -> Any:
+    """The silent filter, planned by how many are silent. Few: `device_key IN (the silent
+    keys)`, built from index ranges (its cost grows with the silent devices). Many: a test
+    of each row against its agent's threshold while the page's index order is walked (its
+    cost grows with the rows walked before a page is full: about PAGE / share)."""
+    t = th.table()
+    if t is None:
+        return false()
+    if share < WALK_SHARE:
+        keys = _silent_keys(th)
+        return d.device_key.in_(keys)
+    since = select(t.c.column2).where(t.c.column1 == d.last_agent_id).scalar_subquery()
+    never = and_(d.last_complete_at.is_(None), d.last_agent_id.in_(select(t.c.column1)))
+    return or_(d.last_complete_at < since, never)
 
 
 def thresholds(conn: Connection, now: datetime) -> Thresholds:
@@ -122,11 +143,6 @@ def thresholds(conn: Connection, now: datetime) -> Thresholds:
     return out
 
 
-def _like(q: str) -> str:
-    esc = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{esc.lower()}%"
-
-
 def _conditions(scope: Scope, f: FleetFilter, th: Thresholds) -> list[Any]:
     cond = [scope.where(d.customer_id)]
     if f.customer:
@@ -137,17 +153,16 @@ def _conditions(scope: Scope, f: FleetFilter, th: Thresholds) -> list[Any]:
         cond.append(d.vendor == f.vendor)
     if f.status:
         cond.append(st.device_status == f.status)
+    if f.agent:
+        cond.append(d.last_agent_id == f.agent)
     if f.low:
         cond.append(st.low_supplies > 0)
     if f.alerts:
         cond.append(st.alerts > 0)
     if f.silent:
-        keys = _silent_keys(th)
-        cond.append(false() if keys is None else d.device_key.in_(keys))
-    if f.q:
-        pat = _like(f.q)
-        cols = (d.device_key, d.serial_number, d.current_ip, d.model, d.sys_name, d.hostname)
-        cond.append(or_(*(func.lower(c).like(pat, escape="\\") for c in cols)))
+        cond.append(_silent_cond(th, f.silent_share))
+    if f.q and search_terms.normalise(f.q):
+        cond.append(d.device_key.in_(search_terms.matching(f.q)))
     return cond
 
 
@@ -170,8 +185,8 @@ def counts(conn: Connection, scope: Scope, th: Thresholds, now: datetime) -> dic
         return int(conn.execute(q.where(*cond)).scalar_one())
 
     silent = sum(
-        int(conn.execute(select(func.count()).select_from(j).where(in_scope)).scalar_one())
-        for j in _silent_joins(th)
+        int(conn.execute(select(func.count()).select_from(f).where(w, in_scope)).scalar_one())
+        for f, w in _silent_parts(th)
     )
     a = m.agents.c
     behind = [a.queue_depth > 0]

@@ -15,10 +15,11 @@ from quart import Blueprint, Response, abort, g, redirect, render_template, requ
 from metersync import xml_edge
 from metersync.errors import ProtocolError
 from metersync_manager import api_tenancy, billing, channel, extract
-from metersync_manager.console import admin, charts, queries, web
+from metersync_manager.console import admin, charts, intel, queries, web
 from metersync_manager.console.accounts import AccountError, Accounts, new_password
 from metersync_manager.device_state import supply_summary
 from metersync_manager.extract import iso, utc_naive
+from metersync_manager.fleet import alerts as fleet_alerts
 from metersync_manager.scope import ROLES, Scope, ScopeError
 from metersync_manager.store import Store
 from metersync_manager.tenancy import TenancyError
@@ -42,6 +43,7 @@ def _fleet_filter() -> queries.FleetFilter:
         site=int(site) if site.isdigit() else None,
         vendor=a.get("vendor") or None,
         status=a.get("status") or None,
+        agent=(a.get("agent") or "")[:36] or None,
         low=_flag("low"),
         silent=_flag("silent"),
         alerts=_flag("alerts"),
@@ -206,17 +208,22 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
         f = _fleet_filter()
         th = await thresholds()
         now = utc_naive(clock())
+        counts = await query(queries.counts, g.scope, th, now)
+        f.silent_share = counts["silent"] / max(counts["devices"], 1)
         try:
             rows, nxt = await query(queries.fleet_page, g.scope, f, th)
         except ValueError:
             abort(400)
-        counts = await query(queries.counts, g.scope, th, now)
+        counts["alerts"] = await query(intel.alert_counts, g.scope)
+        running_out = await query(intel.running_out, g.scope)
         opts = await choices()
         args = {k: v for k, v in request.args.items() if k != "cursor" and v}
         return await page(
             "fleet.html",
             rows=rows,
             counts=counts,
+            running_out=running_out,
+            running_days=intel.RUNNING_OUT_DAYS,
             opts=opts,
             f=f,
             args=args,
@@ -251,6 +258,8 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
         hist = await query(queries.history, key)
         supplies = await query(queries.supply_history, key, queries.since_days(now, 90))
         volumes = await query(queries.monthly_volumes, key, now)
+        forecasts = await query(intel.device_forecasts, key)
+        open_alerts = await query(intel.device_alerts, g.scope, key)
         supply_chart = charts.supply_levels(
             "Supply levels, last 90 days",
             [(v["name"], _fill(v["colour"]), v["points"]) for _, v in sorted(supplies.items())],
@@ -275,7 +284,12 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
             "device.html",
             dev=dev,
             latest=latest,
-            bars=[supply_summary(_supply_row(s)) for s in (latest or {}).get("supplies", [])],
+            bars=[
+                (supply_summary(_supply_row(s)), forecasts.get(s["index"]))
+                for s in (latest or {}).get("supplies", [])
+            ],
+            open_alerts=open_alerts,
+            here=request.path,
             ips=ips,
             hist=hist,
             supply_chart=supply_chart,
@@ -336,16 +350,45 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
 
     @bp.get("/console/alerts")
     async def alerts() -> Any:
-        f = queries.FleetFilter(alerts=True, cursor=request.args.get("cursor") or None)
+        """The inbox of fleet alerts: one state at a time, filtered by severity and customer."""
+        f = intel.AlertFilter.parse(request.args)
+        rows, more = await query(intel.alert_page, g.scope, f)
+        tabs = await query(intel.alert_counts, g.scope, f)
+        args = {k: v for k, v in request.args.items() if k != "offset" and v}
+        return await page(
+            "alerts.html",
+            rows=rows,
+            f=f,
+            tabs=tabs,
+            opts=await choices(),
+            tab_url=lambda state: "?" + urlencode({**args, "state": state}),
+            prev_url=(
+                "?" + urlencode({**args, "offset": max(f.offset - f.limit, 0)})
+                if f.offset
+                else None
+            ),
+            next_url="?" + urlencode({**args, "offset": f.offset + f.limit}) if more else None,
+            here=request.full_path,
+        )
+
+    @bp.post("/console/alerts/<int:alert_id>/<action>")
+    async def alert_action(alert_id: int, action: str) -> Any:
+        """Acknowledge or resolve (the operator API's functions, under the session's scope)."""
+        act = {"acknowledge": fleet_alerts.acknowledge, "resolve": fleet_alerts.resolve}.get(action)
+        if act is None:
+            abort(404)
         try:
-            rows, nxt = await query(queries.fleet_page, g.scope, f, await thresholds())
-        except ValueError:
-            abort(400)
-        tables = {}
-        for r in rows:
-            snap = await run(store.latest, r["device_key"])
-            tables[r["device_key"]] = (snap or {}).get("alerts", [])
-        return await page("alerts.html", rows=rows, tables=tables, next_cursor=nxt)
+            done = await run(act, store, g.scope, alert_id, clock())
+        except PermissionError:
+            abort(403)
+        except fleet_alerts.AlertError as exc:
+            return await _refuse(409, str(exc))
+        if done is None:
+            abort(404)
+        back = (await request.form).get("next") or ""
+        if not back.startswith("/console/") or back.startswith("//"):
+            back = url_for("console.alerts")
+        return redirect(back)
 
     # --- billing ------------------------------------------------------------------------------
 
@@ -463,9 +506,13 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
 
     @bp.app_context_processor
     def _context() -> dict[str, Any]:
-        return {"session": g.get("session"), "bar": _bar}
+        return {"session": g.get("session"), "bar": _bar, "days_text": intel.days_text}
 
     return bp
+
+
+def _offset_url(args: dict[str, str], offset: int) -> str:
+    return "?" + urlencode({**args, "offset": offset})
 
 
 def _supply_row(s: dict[str, Any]) -> dict[str, Any]:

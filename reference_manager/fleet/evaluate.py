@@ -201,6 +201,7 @@ class Evaluator:
                     part_number=s.part_number,
                     level=None if percent(s) is None else round(percent(s)),
                     forecast=json.dumps(fc.as_dict()),
+                    days_to_empty=fc.as_dict()["daysToEmpty"],
                     lives=json.dumps([_life(x) for x in tracker.lives]),
                     life_started_at=start,
                 )
