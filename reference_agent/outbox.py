@@ -13,7 +13,10 @@ only on a receipt. The next attempt time is stored with the row and survives a r
 
 Retention limits (max reports, max age, max bytes) drop the oldest stored reports; each drop is
 counted (droppedReports, MS-DEL-14) and logged. A full disk refuses the new report with
-`OutboxFull` and never touches what is already stored.
+`OutboxFull` and never touches what is already stored; the lost report still uses its sequence
+number and is counted in droppedReports with the next report that fits (MS-DEL-20), so the
+manager sees the gap. A full disk never stops delivery: a receipt that cannot be recorded is
+kept in memory (the report is not sent again) and written when space returns.
 
 Methods are synchronous and thread-safe (one connection, one lock); async code calls them with
 `asyncio.to_thread`.
@@ -22,6 +25,7 @@ Methods are synchronous and thread-safe (one connection, one lock); async code c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sqlite3
 import threading
@@ -150,6 +154,9 @@ class Outbox:
         self.limits = limits
         self._clock = clock
         self._lock = threading.Lock()
+        self._unstored = 0  # reports refused by a full disk, not yet counted on disk
+        self._delivered: set[int] = set()  # receipts a full disk has not let us record yet
+        self._retry_at: dict[int, float] = {}  # retry times a full disk has not let us record
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
@@ -229,8 +236,12 @@ class Outbox:
         nothing is stored and the sequence is not used. Raises OutboxFull when there is no room.
         """
         with self._lock:
+            self._flush_delivered()
             try:
                 with self._tx() as db:
+                    if self._unstored:  # MS-DEL-20: the lost reports keep their numbers
+                        self._add_meta("next_sequence", self._unstored)
+                        self._add_meta("dropped_reports", self._unstored)
                     seq = self._meta("next_sequence")
                     depth, oldest = db.execute(
                         "SELECT COUNT(*), MIN(created_at) FROM report WHERE state = 'queued'"
@@ -260,13 +271,16 @@ class Outbox:
                     self._apply_retention(now, keep=seq)
             except sqlite3.OperationalError as exc:
                 if _is_full(exc):
+                    self._unstored += 1
                     status = self._status_locked()
                     raise OutboxFull(
                         f"the outbox at {self.path} is full ({exc}); the new report was NOT "
-                        f"stored, the {status.queued} reports already queued are intact. Free "
-                        "disk space or lower the outbox retention limits."
+                        f"stored (counted in droppedReports once there is room), the "
+                        f"{status.queued} reports already queued are intact. Free disk space "
+                        "or lower the outbox retention limits."
                     ) from exc
                 raise OutboxError(f"the outbox at {self.path} refused a write: {exc}") from exc
+            self._unstored = 0
             return StoredReport(seq, built.report_id, now, built.body, built.signature, 0, 0.0)
 
     def _apply_retention(self, now: float, keep: int) -> None:
@@ -335,32 +349,61 @@ class Outbox:
 
     def oldest(self) -> StoredReport | None:
         """The oldest queued report (delivery is in sequence order)."""
+        return self._first_queued("")
+
+    def _first_queued(self, where: str) -> StoredReport | None:
         with self._lock:
+            skip = ",".join(str(int(s)) for s in self._delivered)  # receipts held in memory
             row = self._db.execute(
                 "SELECT sequence, report_id, created_at, body, signature, attempts,"
-                " next_attempt_at FROM report WHERE state = 'queued'"
-                " ORDER BY sequence LIMIT 1"
+                f" next_attempt_at FROM report WHERE state = 'queued' AND sequence NOT IN ({skip})"
+                f"{where} ORDER BY sequence LIMIT 1"
             ).fetchone()
-        return StoredReport(*row) if row else None
+        if not row:
+            return None
+        item = StoredReport(*row)
+        held = self._retry_at.get(item.sequence, 0.0)
+        if held > item.next_attempt_at:
+            item = dataclasses.replace(item, next_attempt_at=held)
+        return item
 
     def mark_delivered(self, sequence: int) -> None:
-        """The manager's receipt arrived: the row leaves the outbox."""
-        with self._lock, self._tx() as db:
-            if db.execute("DELETE FROM report WHERE sequence = ?", (sequence,)).rowcount:
-                self._add_meta("delivered_reports", 1)
-            db.execute("DELETE FROM mailed WHERE sequence = ?", (sequence,))
+        """The manager's receipt arrived: the row leaves the outbox.
+
+        On a full disk the receipt is held in memory (the report is not offered again) and
+        written with the next write that succeeds; delivery goes on (MS-DEL-20)."""
+        with self._lock:
+            self._delivered.add(sequence)
+            self._flush_delivered()
+
+    def _flush_delivered(self) -> None:
+        """Record the receipts held in memory; on a full disk keep holding them."""
+        if not self._delivered:
+            return
+        done = sorted(self._delivered)
+        try:
+            with self._tx() as db:
+                for seq in done:
+                    if db.execute("DELETE FROM report WHERE sequence = ?", (seq,)).rowcount:
+                        self._add_meta("delivered_reports", 1)
+                    db.execute("DELETE FROM mailed WHERE sequence = ?", (seq,))
+        except sqlite3.OperationalError as exc:
+            if not _is_full(exc):
+                raise
+            log.warning(
+                "outbox full: %d delivered report(s) not yet removed (%s); kept in memory, "
+                "not sent again, removed when there is room",
+                len(done),
+                exc,
+            )
+            return
+        self._delivered.difference_update(done)
 
     # -- SMTP fallback (an agent with HTTP too keeps a mailed report until an HTTP receipt) --
 
     def next_unmailed(self) -> StoredReport | None:
         """The oldest queued report not yet handed to the SMTP relay (MS-SMTP-9)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT sequence, report_id, created_at, body, signature, attempts,"
-                " next_attempt_at FROM report WHERE state = 'queued'"
-                " AND sequence NOT IN (SELECT sequence FROM mailed) ORDER BY sequence LIMIT 1"
-            ).fetchone()
-        return StoredReport(*row) if row else None
+        return self._first_queued(" AND sequence NOT IN (SELECT sequence FROM mailed)")
 
     def mark_mailed(self, sequence: int) -> None:
         """The relay accepted the mail; the report stays queued for HTTP."""
@@ -371,25 +414,40 @@ class Outbox:
             )
 
     def mark_retry(self, sequence: int, delay: float, error: str) -> float:
-        """Count a failed attempt and store when to try again; returns that time."""
-        with self._lock, self._tx() as db:
+        """Count a failed attempt and store when to try again; returns that time.
+
+        On a full disk the time is held in memory, so the wait is kept all the same."""
+        with self._lock:
             at = self._clock() + max(0.0, delay)
-            db.execute(
-                "UPDATE report SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
-                " WHERE sequence = ?",
-                (at, error[:2000], sequence),
-            )
+            try:
+                with self._tx() as db:
+                    db.execute(
+                        "UPDATE report SET attempts = attempts + 1, next_attempt_at = ?,"
+                        " last_error = ? WHERE sequence = ?",
+                        (at, error[:2000], sequence),
+                    )
+            except sqlite3.OperationalError as exc:
+                if not _is_full(exc):
+                    raise
+                self._retry_at[sequence] = at
             return at
 
     def mark_refused(self, sequence: int, error: str) -> None:
-        """A permanent refusal of this document: keep it for an operator, stop sending it."""
-        with self._lock, self._tx() as db:
-            db.execute(
-                "UPDATE report SET state = 'refused', attempts = attempts + 1, last_error = ?"
-                " WHERE sequence = ?",
-                (error[:2000], sequence),
-            )
-            self._add_meta("refused_reports", 1)
+        """A permanent refusal of this document: keep it for an operator, stop sending it.
+
+        Raises OutboxFull on a full disk (the report stays queued and is tried again)."""
+        try:
+            with self._lock, self._tx() as db:
+                db.execute(
+                    "UPDATE report SET state = 'refused', attempts = attempts + 1, last_error = ?"
+                    " WHERE sequence = ?",
+                    (error[:2000], sequence),
+                )
+                self._add_meta("refused_reports", 1)
+        except sqlite3.OperationalError as exc:
+            if not _is_full(exc):
+                raise
+            raise OutboxFull(f"the outbox at {self.path} is full ({exc})") from exc
 
     # --- reading ---------------------------------------------------------------------------
 

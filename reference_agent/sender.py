@@ -13,6 +13,7 @@ from typing import Any
 
 from metersync_agent import enrollment
 from metersync_agent.backoff import CAP_SECONDS, Delivered, Refused, RetryLater, next_delay
+from metersync_agent.outbox import OutboxError
 
 log = logging.getLogger("metersync.agent")
 
@@ -55,36 +56,46 @@ async def run_sender(svc: Any, transport: Any, enroll_transport: Any = None) -> 
         )
         if stopped:
             return  # the report stays queued; it is sent again, byte for byte, next time
-        if isinstance(outcome, RetryLater):
-            svc.http_failing_since = svc.http_failing_since or time.time()
-        else:
-            svc.http_failing_since = None
-        if isinstance(outcome, Delivered):
-            await asyncio.to_thread(svc.outbox.mark_delivered, item.sequence)
-            log.debug("delivered report %s%s", item.report_id, " (duplicate)" * outcome.duplicate)
-        elif isinstance(outcome, RetryLater):
-            delay = next_delay(item.attempts, outcome.retry_after, svc.rng)
-            await asyncio.to_thread(svc.outbox.mark_retry, item.sequence, delay, outcome.reason)
-            if outcome.alert:
-                log.error(
-                    "operator action needed (%s): %s; reports stay queued, next try in %.1f s",
-                    outcome.reason,
-                    outcome.action,
-                    delay,
-                )
-            else:
-                log.warning(
-                    "report %s not delivered (%s); next try in %.1f s",
-                    item.report_id,
-                    outcome.reason,
-                    delay,
-                )
-        else:
-            assert isinstance(outcome, Refused)
-            text = f"{outcome.code} {outcome.name}: {outcome.message}"
-            await asyncio.to_thread(svc.outbox.mark_refused, item.sequence, text)
+        try:
+            await _record(svc, item, outcome)
+        except OutboxError as exc:  # e.g. a full disk: the sender goes on (MS-DEL-20)
+            log.error("outbox could not record the outcome of report %s: %s", item.report_id, exc)
+            if await svc._sleep(5.0):
+                return
+
+
+async def _record(svc: Any, item: Any, outcome: Any) -> None:
+    """Record one attempt's outcome in the outbox and say what happened."""
+    if isinstance(outcome, RetryLater):
+        svc.http_failing_since = svc.http_failing_since or time.time()
+    else:
+        svc.http_failing_since = None
+    if isinstance(outcome, Delivered):
+        await asyncio.to_thread(svc.outbox.mark_delivered, item.sequence)
+        log.debug("delivered report %s%s", item.report_id, " (duplicate)" * outcome.duplicate)
+    elif isinstance(outcome, RetryLater):
+        delay = next_delay(item.attempts, outcome.retry_after, svc.rng)
+        await asyncio.to_thread(svc.outbox.mark_retry, item.sequence, delay, outcome.reason)
+        if outcome.alert:
             log.error(
-                "report %s refused (%s); kept in the outbox's rejected area, not retried",
-                item.report_id,
-                text,
+                "operator action needed (%s): %s; reports stay queued, next try in %.1f s",
+                outcome.reason,
+                outcome.action,
+                delay,
             )
+        else:
+            log.warning(
+                "report %s not delivered (%s); next try in %.1f s",
+                item.report_id,
+                outcome.reason,
+                delay,
+            )
+    else:
+        assert isinstance(outcome, Refused)
+        text = f"{outcome.code} {outcome.name}: {outcome.message}"
+        await asyncio.to_thread(svc.outbox.mark_refused, item.sequence, text)
+        log.error(
+            "report %s refused (%s); kept in the outbox's rejected area, not retried",
+            item.report_id,
+            text,
+        )

@@ -6,6 +6,7 @@ loopback for the kill-mid-send case. No mocks.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import logging
@@ -259,15 +260,66 @@ def test_full_disk_keeps_what_is_stored_and_says_so(tmp_path: Path) -> None:
         assert "full" in msg and "NOT stored" in msg and f"{len(stored)} reports" in msg
         # nothing already committed was touched, and the refused report left no trace
         assert [s for s, _ in ob.report_ids()] == [s.sequence for s in stored]
-        # delivering frees room: the next report fits again, with the next sequence number
+        # delivering frees room: the next report fits again; the lost one kept its sequence
+        # number and is counted (MS-DEL-20)
         for s in stored[:4]:
             ob.mark_delivered(s.sequence)
         again = ob.enqueue(lambda c: _build(c, 3000))
-        assert again.sequence == stored[-1].sequence + 1
+        assert again.sequence == stored[-1].sequence + 2
+        assert ob.status().dropped_reports == 1
     with Outbox(path) as ob:
         for s in stored[4:]:
             got = ob.get(s.sequence)
             assert got is not None and got.body == s.body
+        assert ob._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 1 MiB tmpfs: SQLite meets ENOSPC and answers SQLITE_FULL, as on a full disk."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if done.returncode != 0:
+        why = f"cannot mount a small tmpfs ({done.stderr.decode().strip()}): run as root"
+        pytest.fail(why) if os.environ.get("CI") == "true" else pytest.skip(why)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def _fill(disk: Path) -> Path:
+    """Take every free byte of `disk` with one file; returns it (delete it to free space)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    with contextlib.suppress(OSError):
+        while os.write(fd, b"\0" * 4096):
+            pass
+    os.close(fd)
+    return filler
+
+
+def test_full_disk_counts_the_lost_report_and_never_stops_delivery(small_disk: Path) -> None:
+    """MS-DEL-20: a report a full disk refuses keeps its sequence number and is counted in
+    droppedReports; receipts and retry times are kept while full; all recovers by itself."""
+    with Outbox(small_disk / "o.sqlite3") as ob:
+        stored = [ob.enqueue(lambda c: _build(c, 3000)) for _ in range(5)]
+        filler = _fill(small_disk)
+        for _ in range(2):
+            with pytest.raises(OutboxFull):
+                ob.enqueue(lambda c: _build(c, 3000))
+        ob.mark_delivered(stored[0].sequence)  # the receipt cannot be written: held
+        assert ob._delivered == {stored[0].sequence}
+        assert ob.oldest().sequence == stored[1].sequence  # not offered again
+        at = ob.mark_retry(stored[1].sequence, 300.0, "503")
+        assert ob.oldest().next_attempt_at == at  # the wait holds though it is not on disk
+        filler.unlink()  # space returns
+        seen: list[EnqueueContext] = []
+        again = ob.enqueue(lambda c: seen.append(c) or _build(c, 3000))
+        assert again.sequence == stored[-1].sequence + 3  # a gap of two: the manager sees it
+        assert seen[0].dropped_reports == 2 and ob.status().dropped_reports == 2
+        assert stored[0].sequence not in [s for s, _ in ob.report_ids()]
         assert ob._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
