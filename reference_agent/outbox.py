@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from metersync_agent import outbox_salvage as salvage
+
 log = logging.getLogger("metersync.agent.outbox")
 
 SCHEMA = """
@@ -66,7 +68,7 @@ CREATE TABLE IF NOT EXISTS mailed (
 );
 INSERT OR IGNORE INTO meta (key, value) VALUES
     ('next_sequence', 1), ('dropped_reports', 0), ('delivered_reports', 0),
-    ('refused_reports', 0);
+    ('refused_reports', 0), ('sequence_epoch', 1);
 """
 
 
@@ -96,6 +98,7 @@ class EnqueueContext:
     oldest_queued_at: float | None  # epoch seconds
     dropped_reports: int
     previous_counters: dict[tuple[str, str, str], int]  # (deviceKey, kind, oid) → last value
+    sequence_epoch: int = 1  # MS-DEL-21: a new epoch after a lost outbox
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class OutboxStatus:
     dropped_reports: int
     delivered_reports: int
     next_sequence: int
+    sequence_epoch: int = 1
 
 
 def _is_full(exc: sqlite3.Error) -> bool:
@@ -158,6 +162,18 @@ class Outbox:
         self._delivered: set[int] = set()  # receipts a full disk has not let us record yet
         self._retry_at: dict[int, float] = {}  # retry times a full disk has not let us record
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.salvaged: salvage.Salvage | None = None  # set when a corrupt outbox was replaced
+        try:
+            self._open(max_page_count)
+        except sqlite3.DatabaseError as exc:
+            if not salvage.is_corrupt(exc):
+                raise
+            self._db.close()
+            self.salvaged = salvage.quarantine(self.path, str(exc))
+            self._open(max_page_count, self.salvaged)
+
+    def _open(self, max_page_count: int | None, found: salvage.Salvage | None = None) -> None:
+        """Connect, check the file (MS-DEL-21) and create or upgrade the tables."""
         self._db = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
         )
@@ -166,11 +182,14 @@ class Outbox:
         self._db.execute("PRAGMA foreign_keys=ON")
         if max_page_count is not None:
             self._db.execute(f"PRAGMA max_page_count={int(max_page_count)}")
+        salvage.check(self._db)
         with self._tx():  # (executescript would COMMIT on its own)
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():
                     self._db.execute(stmt)
             self._migrate_baselines()
+            if found is not None:
+                salvage.restore(self._db, found)
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -253,7 +272,12 @@ class Outbox:
                         )
                     }
                     ctx = EnqueueContext(
-                        seq, int(depth), oldest, self._meta("dropped_reports"), previous
+                        seq,
+                        int(depth),
+                        oldest,
+                        self._meta("dropped_reports"),
+                        previous,
+                        self._meta("sequence_epoch"),
                     )
                     built = build(ctx)
                     now = self._clock()
@@ -466,6 +490,7 @@ class Outbox:
             dropped_reports=self._meta("dropped_reports"),
             delivered_reports=self._meta("delivered_reports"),
             next_sequence=self._meta("next_sequence"),
+            sequence_epoch=self._meta("sequence_epoch"),
         )
 
     def status(self) -> OutboxStatus:

@@ -180,6 +180,7 @@ def build_report(
         report_id=report_id,
         agent_id=identity.agent_id,
         sequence=ctx.sequence,
+        sequence_epoch=ctx.sequence_epoch if ctx.sequence_epoch > 1 else None,  # MS-DEL-21
         created_at=now_xml(),
         agent_status=status_info(
             settings,

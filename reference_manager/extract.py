@@ -115,6 +115,7 @@ class ReportRows:
     devices: list[DeviceRows]
     problem: ProtocolError | None = None  # a broken prose rule (3001), raised after dedupe
     cycle_started_at: datetime | None = None  # agentStatus/lastCycle/startedAt, aware UTC
+    sequence_epoch: int = 1  # MS-DEL-21
 
 
 def _text(el: etree._Element | None) -> str | None:
@@ -353,6 +354,7 @@ def report_rows(root: etree._Element) -> ReportRows:
     created, problem = _created(head["createdAt"].text or "")
     devices: list[DeviceRows] = []
     sequence = 0
+    epoch: int | None = None
     cycle = None
     try:
         last_cycle = status.get("lastCycle")
@@ -360,6 +362,7 @@ def report_rows(root: etree._Element) -> ReportRows:
             started = _children(last_cycle)["startedAt"].text or ""
             cycle = parse_datetime(started, "agentStatus/lastCycle/startedAt")
         sequence = _stored_int(head["sequence"].text, "sequence", MAX_SEQUENCE) or 0
+        epoch = _stored_int(_text(head.get("sequenceEpoch")), "sequenceEpoch", MAX_SEQUENCE)
         devices = [_device(d) for d in root.iterchildren(T_DEVICE)]
         seen: set[str] = set()
         for d in devices:
@@ -385,6 +388,7 @@ def report_rows(root: etree._Element) -> ReportRows:
         report_id=head["reportId"].text or "",
         agent_id=head["agentId"].text or "",
         sequence=sequence,
+        sequence_epoch=epoch or 1,
         created_at=created,
         agent_status=agent_status,
         devices=devices,

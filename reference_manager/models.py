@@ -107,6 +107,8 @@ reports = Table(
     Column("devices", Integer, nullable=False),
     # agentStatus/lastCycle/startedAt: the agent's poll interval is learned from these (MS-DEV-26)
     Column("cycle_started_at", DateTime),
+    # MS-DEL-21: a new epoch after the agent lost its outbox; sequences start again at 1
+    Column("sequence_epoch", BigInteger, nullable=False, server_default=text("1")),
     Index("ix_reports_agent_sequence", "agent_id", "sequence"),
     Index("ix_reports_agent_cycle", "agent_id", "cycle_started_at"),
 )
@@ -711,8 +713,13 @@ def _v8_counter_range(conn: Connection) -> None:
         conn.execute(text(f"UPDATE counters SET {col} = ({col} - 9223372036854775807) - 1"))
 
 
+def _v10_sequence_epoch(conn: Connection) -> None:
+    """MS-DEL-21: every report stored so far is of its agent's first epoch."""
+    conn.execute(text("ALTER TABLE reports ADD COLUMN sequence_epoch BIGINT NOT NULL DEFAULT 1"))
+
+
 def _reserved(conn: Connection) -> None:
-    """Steps 10 and 11 belong to other branches (issues 9 and 17); merged, theirs replace this."""
+    """Step 11 belongs to another branch (issue 17); merged, its step replaces this."""
 
 
 def _v12_console(conn: Connection) -> None:
@@ -749,7 +756,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     7: _v7_console,
     8: _v8_counter_range,
     9: _v9_fleet,
-    10: _reserved,
+    10: _v10_sequence_epoch,
     11: _reserved,
     12: _v12_console,
 }

@@ -545,6 +545,7 @@ class Store:
                 "report_id": rows.report_id,
                 "agent_id": rows.agent_id,
                 "sequence": rows.sequence,
+                "sequence_epoch": rows.sequence_epoch,
                 "created_at": created,
                 "received_at": job.received,
                 "sha256": job.sha256,
@@ -889,6 +890,7 @@ class Store:
         q = q.where(a.agent_id == agent_id) if agent_id else q.limit(limit).offset(offset)
         with self._read() as conn:
             gaps = self._missing_sequences(conn, agent_id) if agent_id else None
+            epoch = self._epochs(conn, agent_id) if agent_id else None
             rows = conn.execute(q).all()
             intervals = self._poll_intervals(conn, {r.agent_id for r in rows})
             return [
@@ -911,6 +913,7 @@ class Store:
                     "siteId": r.site_id,
                     "pollInterval": _seconds(intervals.get(r.agent_id)),
                     **({} if gaps is None else {"missingSequences": gaps}),
+                    **({} if epoch is None else {"sequenceEpoch": epoch}),
                 }
                 for r in rows
             ]
@@ -935,25 +938,40 @@ class Store:
 
     def _missing_sequences(self, conn: Connection, agent_id: str) -> list[dict[str, int]]:
         """MS-DEL-6: the ranges of sequence numbers not received below the highest received
-        (from 1), oldest first, at most MAX_GAPS ranges."""
+        (from 1) of each sequence epoch (MS-DEL-21), oldest first, at most MAX_GAPS ranges."""
         r = m.reports.c
-        prev = func.lag(r.sequence).over(order_by=r.sequence).label("prev")
-        inner = select(r.sequence, prev).where(r.agent_id == agent_id).subquery()
+        prev = (
+            func.lag(r.sequence)
+            .over(partition_by=r.sequence_epoch, order_by=r.sequence)
+            .label("prev")
+        )
+        inner = select(r.sequence, r.sequence_epoch, prev).where(r.agent_id == agent_id).subquery()
         q = (
-            select(inner.c.sequence, inner.c.prev)
+            select(inner.c.sequence, inner.c.sequence_epoch, inner.c.prev)
             .where(
                 or_(
                     and_(inner.c.prev.is_(None), inner.c.sequence > 1),
                     inner.c.sequence - inner.c.prev > 1,
                 )
             )
-            .order_by(inner.c.sequence)
+            .order_by(inner.c.sequence_epoch, inner.c.sequence)
             .limit(self.MAX_GAPS)
         )
         return [
-            {"from": 1 if x.prev is None else x.prev + 1, "to": x.sequence - 1}
+            {
+                "from": 1 if x.prev is None else x.prev + 1,
+                "to": x.sequence - 1,
+                **({"epoch": x.sequence_epoch} if x.sequence_epoch > 1 else {}),
+            }
             for x in conn.execute(q)
         ]
+
+    @staticmethod
+    def _epochs(conn: Connection, agent_id: str) -> int:
+        """The agent's newest sequence epoch (MS-DEL-21); 1 before any report."""
+        r = m.reports.c
+        q = select(func.max(r.sequence_epoch)).where(r.agent_id == agent_id)
+        return int(conn.execute(q).scalar() or 1)
 
     def devices(
         self,

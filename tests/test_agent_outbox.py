@@ -549,3 +549,38 @@ def test_wal_file_is_used_so_readers_never_block_the_writer(tmp_path: Path) -> N
         ob.enqueue(_build)  # would time out under a rollback journal with a reader open
         reader.rollback()
         reader.close()
+
+
+# --- a corrupt outbox (issue 9, case 3) ----------------------------------------------------
+
+
+def test_corrupt_outbox_is_quarantined_salvaged_and_starts_a_new_epoch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MS-DEL-21: a truncated last page is detected at start-up; the file is moved aside, the
+    readable reports are kept with their exact bytes, and a new sequence epoch starts at 1."""
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path) as ob:
+        stored = [ob.enqueue(lambda c: _build(c, 1500)) for _ in range(40)]
+        ob.mark_delivered(stored[0].sequence)
+    size = path.stat().st_size
+    with path.open("r+b") as f:
+        f.truncate(size - 4096 - 100)  # the last page gone, the one before it cut
+    with caplog.at_level(logging.ERROR, "metersync.agent.outbox"):
+        ob = Outbox(path)
+    with ob:
+        found = ob.salvaged
+        assert found is not None and found.quarantined.exists()
+        msg = caplog.text
+        assert "corrupt" in msg and str(found.quarantined) in msg and "What to do" in msg
+        bodies = {s.report_id: s.body for s in stored}
+        kept = [ob.get(s) for s, _ in ob.report_ids()]
+        assert 0 < len(kept) < 39
+        assert all(k is not None and bodies[k.report_id] == k.body for k in kept)
+        assert ob.oldest().report_id == kept[0].report_id  # salvaged reports go first
+        seen: list[EnqueueContext] = []
+        new = ob.enqueue(lambda c: seen.append(c) or _build(c))
+        assert new.sequence == 1 and seen[0].sequence_epoch == 2
+        assert ob.status().sequence_epoch == 2
+    with Outbox(path) as again:  # the new outbox is sound: no second quarantine
+        assert again.salvaged is None and again.status().sequence_epoch == 2

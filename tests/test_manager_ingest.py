@@ -531,8 +531,8 @@ def downgrade_counter_range(conn: Any) -> None:
 
 
 def downgrade_console_search(conn: Any) -> None:
-    """Undo schema version 12 (console search terms, forecast days, alert states; 10 and 11
-    are other branches' steps, empty here) on a database of version 12."""
+    """Undo schema version 12 (console search terms, forecast days, alert states; 11 is
+    another branch's step, empty here) on a database of version 12."""
     from sqlalchemy import text
 
     conn.execute(text("DROP TABLE device_terms"))
@@ -540,14 +540,24 @@ def downgrade_console_search(conn: Any) -> None:
         conn.execute(text(f"DROP INDEX {name}"))
     conn.execute(text("DROP INDEX ix_fleet_alerts_state"))
     conn.execute(text("ALTER TABLE supply_forecasts DROP COLUMN days_to_empty"))
-    conn.execute(text("UPDATE schema_version SET version = 9 WHERE version = 12"))
+    conn.execute(text("UPDATE schema_version SET version = 10 WHERE version = 12"))
+
+
+def downgrade_sequence_epoch(conn: Any) -> None:
+    """Undo schema version 10 (sequence epochs) on a database of version 10."""
+    from sqlalchemy import text
+
+    conn.execute(text("ALTER TABLE reports DROP COLUMN sequence_epoch"))
+    conn.execute(text("UPDATE schema_version SET version = 9 WHERE version = 10"))
 
 
 def downgrade_fleet(conn: Any) -> None:
-    """Undo schema versions 12 to 9 (fleet intelligence) on a database of version 12."""
+    """Undo schema versions 12 to 9 (console search, sequence epochs, fleet intelligence) on a
+    database of version 12."""
     from sqlalchemy import text
 
     downgrade_console_search(conn)
+    downgrade_sequence_epoch(conn)
     for table in reversed(m.FLEET_TABLES):
         conn.execute(text(f"DROP TABLE {table.name}"))
     conn.execute(text("UPDATE schema_version SET version = 8 WHERE version = 9"))
@@ -659,3 +669,25 @@ def test_migration_6_puts_everything_in_the_default_customer(store: Store) -> No
     assert dev["ownerAgentId"] == a.agent_id
     scope = store.operator_scope("f" * 64)
     assert scope is not None and scope.all_customers
+
+
+def test_migration_10_and_missing_sequences_per_epoch(store: Store) -> None:  # noqa: F811
+    """MS-DEL-21/22: reports stored before step 10 are of epoch 1; a new epoch's sequences
+    start again at 1 and its gaps are counted apart from the old epoch's."""
+    a = enrolled(store)
+    for seq in (1, 2, 4):
+        raw = a.report([Dev("sn:hp:ep", polled_at=t(seq))], sequence=seq)
+        store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
+    with store.engine.begin() as conn:
+        downgrade_console_search(conn)
+        downgrade_sequence_epoch(conn)
+    assert store.migrate() == SCHEMA_VERSION
+    for seq in (1, 3):
+        raw = a.report([Dev("sn:hp:ep", polled_at=t(10 + seq))], sequence=seq)
+        raw = raw.replace(b"</sequence>", b"</sequence><sequenceEpoch>2</sequenceEpoch>")
+        rows = ingest.read_report(raw)
+        assert rows.sequence_epoch == 2
+        store.store_report(rows, ingest.digest(raw), len(raw), NOW)
+    (agent,) = store.agents(agent_id=a.agent_id)
+    assert agent["sequenceEpoch"] == 2
+    assert agent["missingSequences"] == [{"from": 3, "to": 3}, {"from": 2, "to": 2, "epoch": 2}]

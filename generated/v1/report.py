@@ -303,6 +303,10 @@ class Report:
     :ivar sequence: Per-agent sequence number, starting at 1 and
         increasing by one for each report the agent creates (MS-DEL-5).
         Reports may arrive out of order.
+    :ivar sequence_epoch: The agent's sequence epoch (MS-DEL-21): absent
+        means 1. An agent that lost its outbox starts a new, higher
+        epoch whose sequence numbers start again at 1; a manager
+        computes missing sequences per epoch.
     :ivar created_at: When the agent created the report (not when it was
         sent); with a time zone.
     :ivar agent_status:
@@ -332,6 +336,13 @@ class Report:
         metadata={
             "type": "Element",
         }
+    )
+    sequence_epoch: None | int = field(
+        default=None,
+        metadata={
+            "name": "sequenceEpoch",
+            "type": "Element",
+        },
     )
     created_at: XmlDateTime = field(
         metadata={
