@@ -51,6 +51,7 @@ ACCEPTED_TYPES = {MEDIA_TYPE, "application/xml"}
 DRAIN_FACTOR = 4  # read and discard up to 4× the limit so a client can read its 413
 RETRY_AFTER_UNAVAILABLE = 5
 RETRY_AFTER_BUSY = 2
+HEALTH_TIMEOUT = 4.0  # seconds: /healthz answers 503 when the database takes longer
 
 _T = TypeVar("_T")
 
@@ -398,9 +399,11 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> tuple[dict[str, Any], int]:
+        """The database answers and its write lock is free within a bound (issue 9, case 8)."""
         try:
-            version = await run(store.health)
-        except (OperationalError, DBAPIError):
+            version = await asyncio.wait_for(run(store.health), HEALTH_TIMEOUT)
+        except (OperationalError, DBAPIError, TimeoutError) as exc:
+            log.warning("health: the database is unavailable: %s", exc)
             return {"status": "unavailable", "database": store.dialect, "schemaVersion": None}, 503
         return {"status": "ok", "database": store.dialect, "schemaVersion": version}, 200
 

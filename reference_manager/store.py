@@ -42,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from metersync.errors import ProtocolError
 from metersync_manager import (
@@ -84,7 +84,8 @@ def _aware(dt: datetime) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
-LOCK_TIMEOUT_MS = 5000  # PostgreSQL: the longest wait for a lock held elsewhere
+LOCK_TIMEOUT_MS = 5000  # the longest wait for a lock held elsewhere (PostgreSQL and SQLite)
+PROBE_TIMEOUT_MS = 2000  # /healthz: the longest wait for the write lock ingest needs
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class Store:
                 _private_file(Path(parsed.database))
             self.engine: Engine = create_engine(
                 url,
-                connect_args={"timeout": 30, "check_same_thread": False},
+                connect_args={"timeout": LOCK_TIMEOUT_MS / 1000, "check_same_thread": False},
                 pool_size=pool_size,
                 max_overflow=0,
             )
@@ -177,7 +178,7 @@ class Store:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={LOCK_TIMEOUT_MS}")  # then 4002 (issue 9, case 8)
             cur.close()
 
         @event.listens_for(self.engine, "begin")
@@ -858,8 +859,31 @@ class Store:
     # --- read API -------------------------------------------------------------------------------
 
     def health(self) -> int | None:
+        """The schema version, once the write lock that ingest needs could be taken within
+        PROBE_TIMEOUT_MS (and given back at once); a lock held elsewhere raises
+        OperationalError, so /healthz answers 503 while ingest would answer 4002."""
         with self._read() as conn:
-            return conn.execute(select(func.max(m.schema_version.c.version))).scalar()
+            version = conn.execute(select(func.max(m.schema_version.c.version))).scalar()
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            if self.dialect == "sqlite":
+                cur.execute(f"PRAGMA busy_timeout={PROBE_TIMEOUT_MS}")
+                try:
+                    cur.execute("BEGIN IMMEDIATE")
+                    cur.execute("ROLLBACK")
+                finally:
+                    cur.execute(f"PRAGMA busy_timeout={LOCK_TIMEOUT_MS}")
+            else:
+                cur.execute(f"SET LOCAL lock_timeout = {PROBE_TIMEOUT_MS}")
+                cur.execute(f"LOCK TABLE {m.reports.name} IN ROW EXCLUSIVE MODE")
+                raw.rollback()
+        except Exception as exc:
+            raw.rollback()
+            raise OperationalError("health probe", None, exc) from exc
+        finally:
+            raw.close()
+        return version
 
     def count(self, table: str) -> int:
         """Rows in a table (tests and operations)."""

@@ -497,11 +497,60 @@ def test_a_locked_database_answers_4002_within_seconds() -> None:
                     assert_error(r, 503, 4002)
                     assert int(r.headers["Retry-After"]) >= 1
                     assert waited < store_module.LOCK_TIMEOUT_MS / 1000 * 3
+                    health = client.get("/healthz")  # the lock probe sees it
+                    assert health.status_code == 503 and health.json()["status"] == "unavailable"
                     locker.rollback()
                 assert post_report(client, agent, raw).status_code == 200
                 assert client.get("/healthz").status_code == 200
         finally:
             s.close()
+
+
+def test_a_locked_sqlite_database_answers_4002_and_healthz_503(tmp_path: Path) -> None:
+    """Issue 9, case 8: an SQLite file locked by another process's write transaction; ingest
+    waits at most the busy timeout, then answers 4002 with Retry-After; /healthz says 503;
+    both recover when the lock is gone."""
+    from metersync_manager import store as store_module
+
+    db = tmp_path / "m.db"
+    s = Store(f"sqlite:///{db}")
+    s.migrate()
+    try:
+        with Server(s) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+            agent = enroll(client, s)
+            raw = agent.report([Dev("sn:hp:sqlite-locked", polled_at=NOW)])
+            locker = subprocess.Popen(
+                [sys.executable, "-c", _HOLD_SQLITE_LOCK, str(db)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            try:
+                assert locker.stdout is not None and locker.stdout.readline() == b"locked\n"
+                t0 = time.monotonic()
+                r = post_report(client, agent, raw)
+                waited = time.monotonic() - t0
+                assert_error(r, 503, 4002)
+                assert int(r.headers["Retry-After"]) >= 1
+                assert waited < store_module.LOCK_TIMEOUT_MS / 1000 * 3
+                health = client.get("/healthz")
+                assert health.status_code == 503 and health.json()["status"] == "unavailable"
+            finally:
+                locker.communicate(b"\n", timeout=30)
+            assert post_report(client, agent, raw).status_code == 200
+            assert client.get("/healthz").status_code == 200
+    finally:
+        s.close()
+
+
+# Another process: take SQLite's write lock, say so, hold it until a line on stdin.
+_HOLD_SQLITE_LOCK = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()
+db.execute("ROLLBACK")
+"""
 
 
 def test_device_key_with_a_slash(client: httpx.Client, store: Store) -> None:  # noqa: F811
