@@ -31,7 +31,7 @@ from metersync_manager import api_tenancy, channel, console, ingest
 from metersync_manager.accept import accept_report
 from metersync_manager.fleet import api as fleet_api
 from metersync_manager.fleet.service import FleetConfig
-from metersync_manager.limits import FailureWindow, RateLimiter
+from metersync_manager.limits import InProcessLimits
 from metersync_manager.metrics import CONTENT_TYPE as metrics_content_type
 from metersync_manager.metrics import Metrics
 from metersync_manager.params import (
@@ -189,8 +189,13 @@ def create_app(
     in_flight = 0
     per_address: dict[str, int] = {}  # requests in progress per client address (MS-LIM-8)
     address_cap = max(1, max_in_flight // ADDRESS_SHARE)
-    rate = RateLimiter(rate_limit)  # MS-LIM-5: requests per agent per minute
-    enroll_fails = FailureWindow(enroll_failures)  # MS-LIM-6: per client address
+    peers = None  # several processes share PostgreSQL (MS-OPS-5..7); SQLite: this process
+    limits: Any = InProcessLimits(rate_limit, enroll_failures)  # MS-LIM-5, MS-LIM-6
+    if store.dialect == "postgresql":
+        from metersync_manager import cluster
+
+        peers = cluster.Cluster(store, lambda fn, *a: run(fn, *a))
+        limits = cluster.SharedLimits(peers, rate_limit, enroll_failures)
 
     async def run(fn: Callable[..., _T], *args: Any) -> _T:
         nonlocal executor
@@ -198,9 +203,16 @@ def create_app(
             executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="metersync-db")
         return await asyncio.get_running_loop().run_in_executor(executor, partial(fn, *args))
 
+    @app.before_serving
+    async def _join() -> None:
+        if peers is not None:
+            await peers.start(hub)
+
     @app.after_serving
     async def _close() -> None:
         nonlocal executor
+        if peers is not None:
+            await peers.stop()
         if executor is not None:
             executor.shutdown(wait=True)
             executor = None
@@ -218,11 +230,11 @@ def create_app(
         """Limits, then the handler; ProtocolError → its Error, database trouble → 503."""
         nonlocal in_flight
         key, addr = _client_key()
-        wait = enroll_fails.blocked(addr) if enrolling else None
+        wait = await limits.blocked(addr) if enrolling else None
         if wait is not None:
             await _drain(DRAIN_FACTOR * max_bytes)
             return error_response(_rate_limited(f"too many failed enrollments from {addr}", wait))
-        wait = rate.take(key)
+        wait = await limits.take(key)
         if wait is not None:
             await _drain(DRAIN_FACTOR * max_bytes)
             return error_response(
@@ -243,7 +255,7 @@ def create_app(
             return await handler()
         except ProtocolError as exc:
             if enrolling and exc.code < 4000:
-                enroll_fails.failed(addr)
+                await limits.failed(addr)
             # Read what is left of a refused body (bounded), so the connection stays usable.
             await _drain(DRAIN_FACTOR * max_bytes)
             return error_response(exc)
@@ -324,7 +336,7 @@ def create_app(
     async def lookup(agent_id: str) -> ingest.AgentRecord | None:
         return await run(store.agent, agent_id)
 
-    hub = channel.ChannelHub()
+    hub = channel.ChannelHub(peers)
     metrics = Metrics(lambda: len(hub.connected()), lambda: in_flight)
     app.extensions["metersync_channel"] = hub
     channel.register(

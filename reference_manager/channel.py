@@ -95,10 +95,12 @@ class AgentChannel:
 class ChannelHub:
     """Registry of agents holding a channel, and the requests sent over them."""
 
-    def __init__(self) -> None:
+    def __init__(self, peers: Any = None) -> None:
         self.channels: dict[str, AgentChannel] = {}
         self._next_connection = 0
         self._seen: dict[bytes, float] = {}  # accepted signatures → until when they count
+        self.peers = peers  # cluster.Cluster on PostgreSQL (MS-OPS-5..7), else None
+        self._relays: set[asyncio.Future[None]] = set()
 
     def channel(self, agent_id: str) -> AgentChannel:
         ch = self.channels.get(agent_id)
@@ -130,6 +132,43 @@ class ChannelHub:
             for ch in self.channels.values()
             if ch.connected(now)
         ]
+
+    async def opened(self, agent_id: str, transport: str) -> None:
+        """The registry learns that this process holds the agent's channel (MS-OPS-6)."""
+        if self.peers is not None:
+            await self.peers.announce(agent_id, transport)
+
+    async def closed(self, agent_id: str) -> None:
+        if self.peers is not None:
+            await self.peers.withdraw(agent_id)
+
+    async def everywhere(self) -> list[dict[str, Any]]:
+        """`connected()`, with the channels other processes hold (outstanding: 0 here)."""
+        mine = self.connected()
+        if self.peers is None:
+            return mine
+        known = {c["agentId"] for c in mine}
+        return mine + [
+            {"agentId": agent, "transport": transport, "outstanding": 0}
+            for agent, _pid, transport in await self.peers.holders()
+            if agent not in known
+        ]
+
+    async def accept_once(self, signature: bytes, until: float, now: float) -> bool:
+        """One-time use of a signature, in every process of the manager (MS-CH-3, MS-OPS-5)."""
+        if self.peers is not None:
+            return bool(await self.peers.remember(signature, until))
+        return self.remember(signature, until, now)
+
+    async def ask_anywhere(self, agent_id: str, path: str) -> tuple[bytes, str]:
+        """`ask` through whichever process holds the channel; (answer, transport)."""
+        ch = self.channels.get(agent_id)
+        if self.peers is None or (ch is not None and ch.connected(time.time())):
+            raw = await self.ask(agent_id, path)
+            return raw, self.channels[agent_id].transport or "none"
+        if not resource_path_ok(path):
+            raise ValueError(f"{path!r} is not a resource of Table 10-1")
+        return await self.peers.ask(agent_id, path, ANSWER_WAIT)  # type: ignore[no-any-return]
 
     def remember(self, signature: bytes, until: float, now: float) -> bool:
         """One-time use of a signature (MS-CH-3): False when it was accepted before."""
@@ -175,6 +214,13 @@ class ChannelHub:
             raise
         ch = self.channels.get(agent_id)
         fut = ch.pending.get(resp.request_id) if ch else None
+        if fut is None and self.peers is not None:  # the request came from another process
+            task = asyncio.ensure_future(
+                self.peers.forward_response(agent_id, resp.request_id, raw)
+            )
+            self._relays.add(task)
+            task.add_done_callback(self._relays.discard)
+            return
         if fut is None or fut.done():
             log.info("agent %s answered %s, which no one waits for", agent_id, resp.request_id)
             return
@@ -246,7 +292,7 @@ async def authenticate(
             f"{signing.DATE_HEADER} differs from the manager's clock by {int(off)} s; the "
             f"window is {int(skew.total_seconds())} s: check the agent's clock",
         )
-    if not hub.remember(sig.value, when + skew.total_seconds() + 1, now.timestamp()):
+    if not await hub.accept_once(sig.value, when + skew.total_seconds() + 1, now.timestamp()):
         raise ProtocolError(
             "REPLAYED_MESSAGE", "this signature was already used; sign every request anew"
         )
@@ -304,9 +350,13 @@ def register(
             ch, conn, kick = hub.open_websocket(agent_id)
             log.info("agent %s opened a channel (WebSocket)", agent_id)
             try:
+                await hub.opened(agent_id, "websocket")
                 await _serve_websocket(hub, ch, kick)
             finally:
                 hub.close_websocket(ch, conn)
+                if ch.transport is None:
+                    with contextlib.suppress(Exception):
+                        await hub.closed(agent_id)
                 log.info("agent %s closed its channel (WebSocket)", agent_id)
             return None
 
@@ -322,6 +372,7 @@ def register(
         ch = hub.channel(agent_id)
         if ch.transport != "websocket":
             ch.transport = "longpoll"
+            await hub.opened(agent_id, "longpoll")
         ch.polling += 1
         try:
             data = await asyncio.wait_for(ch.queue.get(), hold)
@@ -350,7 +401,7 @@ def register(
 
     @app.get("/api/v1/channels")
     async def list_channels() -> dict[str, Any]:
-        return {"items": hub.connected()}
+        return {"items": await hub.everywhere()}
 
     @app.get("/api/v1/agents/<agent_id>/channel")
     async def ask_agent(agent_id: str) -> Any:
@@ -365,7 +416,7 @@ def register(
                 "/devices/{deviceKey}/fresh",
             }, 400
         try:
-            raw = await hub.ask(agent_id, path)
+            raw, transport = await hub.ask_anywhere(agent_id, path)
         except NotConnected as exc:
             return {"status": 409, "title": "agent not connected", "detail": str(exc)}, 409
         except Busy as exc:
@@ -374,7 +425,7 @@ def register(
         except TimeoutError:
             return {"status": 504, "title": "no answer from the agent in time"}, 504
         answer = inner_document(raw)
-        headers = {"MeterSync-Channel-Transport": hub.channels[agent_id].transport or "none"}
+        headers = {"MeterSync-Channel-Transport": transport}
         if answer.retry_after is not None:
             headers["Retry-After"] = str(answer.retry_after)
         return Response(

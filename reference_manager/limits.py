@@ -70,3 +70,21 @@ class FailureWindow:
 
     def failed(self, key: str) -> None:
         self._recent(key).append(self.clock())
+
+
+class InProcessLimits:
+    """Both limits of one process (SQLite), behind the interface cluster.SharedLimits shares
+    through PostgreSQL: `take(key)`, `blocked(addr)`, `failed(addr)`."""
+
+    def __init__(self, per_minute: int, failures: int) -> None:
+        self.rate = RateLimiter(per_minute)
+        self.failures = FailureWindow(failures)
+
+    async def take(self, key: str) -> int | None:
+        return self.rate.take(key)
+
+    async def blocked(self, addr: str) -> int | None:
+        return self.failures.blocked(addr)
+
+    async def failed(self, addr: str) -> None:
+        self.failures.failed(addr)

@@ -24,6 +24,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -596,6 +597,61 @@ FLEET_TABLES = (
     fleet_cursor,
 )
 
+# Shared state of several manager processes on one PostgreSQL database (MS-OPS-5..7,
+# metersync_manager.cluster); SQLite keeps it in the process. Times are epoch seconds of the
+# database's clock, so every process counts on one clock.
+rate_buckets = Table(  # MS-LIM-5: one token bucket per rate-limit key
+    "rate_buckets",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("granted", Boolean, nullable=False),
+)
+enroll_failures = Table(  # MS-LIM-6: failed enrollments per client address
+    "enroll_failures",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("address", String(64), nullable=False, index=True),
+    Column("at", Float, nullable=False),
+)
+seen_signatures = Table(  # MS-CH-3: signatures accepted once, until they would be too old
+    "seen_signatures",
+    metadata,
+    Column("signature", LargeBinary, primary_key=True),
+    Column("until", Float, nullable=False, index=True),
+)
+manager_processes = Table(  # the live `manager serve` processes (a heartbeat each)
+    "manager_processes",
+    metadata,
+    Column("process_id", String(32), primary_key=True),
+    Column("heartbeat", Float, nullable=False),
+)
+channel_holders = Table(  # which process holds an agent's channel
+    "channel_holders",
+    metadata,
+    Column("agent_id", String(36), primary_key=True),
+    Column("process_id", String(32), nullable=False),
+    Column("transport", String(16), nullable=False),
+    Column("at", Float, nullable=False),
+)
+channel_relay = Table(  # requests, answers and responses passed between processes
+    "channel_relay",
+    metadata,
+    Column("relay_id", String(36), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("body", LargeBinary, nullable=True),
+    Column("at", Float, nullable=False),
+)
+CLUSTER_TABLES = (
+    rate_buckets,
+    enroll_failures,
+    seen_signatures,
+    manager_processes,
+    channel_holders,
+    channel_relay,
+)
+
 SCHEMA_VERSION = 12
 
 
@@ -694,6 +750,12 @@ def _v9_fleet(conn: Connection) -> None:
     )
 
 
+def _v11_cluster(conn: Connection) -> None:
+    """The shared state of several manager processes (MS-OPS-5..7)."""
+    for table in CLUSTER_TABLES:
+        table.create(conn, checkfirst=True)
+
+
 def _v7_console(conn: Connection) -> None:
     """Console accounts, sessions and login attempts; each device's newest snapshot in
     device_state, filled from the readings already stored."""
@@ -716,10 +778,6 @@ def _v8_counter_range(conn: Connection) -> None:
 def _v10_sequence_epoch(conn: Connection) -> None:
     """MS-DEL-21: every report stored so far is of its agent's first epoch."""
     conn.execute(text("ALTER TABLE reports ADD COLUMN sequence_epoch BIGINT NOT NULL DEFAULT 1"))
-
-
-def _reserved(conn: Connection) -> None:
-    """Step 11 belongs to another branch (issue 17); merged, its step replaces this."""
 
 
 def _v12_console(conn: Connection) -> None:
@@ -757,6 +815,6 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     8: _v8_counter_range,
     9: _v9_fleet,
     10: _v10_sequence_epoch,
-    11: _reserved,
+    11: _v11_cluster,
     12: _v12_console,
 }

@@ -531,8 +531,8 @@ def downgrade_counter_range(conn: Any) -> None:
 
 
 def downgrade_console_search(conn: Any) -> None:
-    """Undo schema version 12 (console search terms, forecast days, alert states; 11 is
-    another branch's step, empty here) on a database of version 12."""
+    """Undo schema version 12 (console search terms, forecast days, alert states) on a
+    database of version 12."""
     from sqlalchemy import text
 
     conn.execute(text("DROP TABLE device_terms"))
@@ -540,7 +540,7 @@ def downgrade_console_search(conn: Any) -> None:
         conn.execute(text(f"DROP INDEX {name}"))
     conn.execute(text("DROP INDEX ix_fleet_alerts_state"))
     conn.execute(text("ALTER TABLE supply_forecasts DROP COLUMN days_to_empty"))
-    conn.execute(text("UPDATE schema_version SET version = 10 WHERE version = 12"))
+    conn.execute(text("UPDATE schema_version SET version = 11 WHERE version = 12"))
 
 
 def downgrade_sequence_epoch(conn: Any) -> None:
@@ -551,12 +551,22 @@ def downgrade_sequence_epoch(conn: Any) -> None:
     conn.execute(text("UPDATE schema_version SET version = 9 WHERE version = 10"))
 
 
+def downgrade_cluster(conn: Any) -> None:
+    """Undo schema version 11 (shared state of several processes) on a database of version 11."""
+    from sqlalchemy import text
+
+    for table in reversed(m.CLUSTER_TABLES):
+        conn.execute(text(f"DROP TABLE {table.name}"))
+    conn.execute(text("UPDATE schema_version SET version = 10 WHERE version = 11"))
+
+
 def downgrade_fleet(conn: Any) -> None:
-    """Undo schema versions 12 to 9 (console search, sequence epochs, fleet intelligence) on a
+    """Undo schema versions 12 to 9 (console search, cluster, sequence epochs, fleet intelligence) on a
     database of version 12."""
     from sqlalchemy import text
 
     downgrade_console_search(conn)
+    downgrade_cluster(conn)
     downgrade_sequence_epoch(conn)
     for table in reversed(m.FLEET_TABLES):
         conn.execute(text(f"DROP TABLE {table.name}"))
@@ -656,6 +666,18 @@ def test_migration_9_starts_the_fleet_evaluator_after_stored_readings(store: Sto
     assert pos == newest  # old readings raise no alert storm
 
 
+def test_migration_11_adds_the_shared_state_tables(store: Store) -> None:  # noqa: F811
+    from sqlalchemy import inspect
+
+    with store.engine.begin() as conn:
+        downgrade_cluster(conn)
+        assert "rate_buckets" not in inspect(conn).get_table_names()
+    assert store.migrate() == SCHEMA_VERSION
+    with store.engine.begin() as conn:
+        names = set(inspect(conn).get_table_names())
+    assert {t.name for t in m.CLUSTER_TABLES} <= names
+
+
 def test_migration_6_puts_everything_in_the_default_customer(store: Store) -> None:  # noqa: F811
     a = enrolled(store)
     raw = a.report([Dev("sn:hp:before", polled_at=t(0))])
@@ -680,6 +702,7 @@ def test_migration_10_and_missing_sequences_per_epoch(store: Store) -> None:  # 
         store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
     with store.engine.begin() as conn:
         downgrade_console_search(conn)
+        downgrade_cluster(conn)
         downgrade_sequence_epoch(conn)
     assert store.migrate() == SCHEMA_VERSION
     for seq in (1, 3):

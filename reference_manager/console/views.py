@@ -295,11 +295,11 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
             supply_chart=supply_chart,
             volume_chart=volume_chart,
             fresh=fresh,
-            channel_on=_connected(dev["owner_agent_id"] or dev["last_agent_id"]),
+            channel_on=await _connected(dev["owner_agent_id"] or dev["last_agent_id"]),
         )
 
-    def _connected(agent_id: str | None) -> bool:
-        return any(c["agentId"] == agent_id for c in hub.connected())
+    async def _connected(agent_id: str | None) -> bool:
+        return any(c["agentId"] == agent_id for c in await hub.everywhere())
 
     @bp.get("/console/devices/<path:key>")
     async def device(key: str) -> Any:
@@ -312,7 +312,7 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
         agent_id = dev["owner_agent_id"] or dev["last_agent_id"]
         fresh: dict[str, Any]
         try:
-            raw = await hub.ask(agent_id, f"/devices/{key}/fresh")
+            raw, _ = await hub.ask_anywhere(agent_id, f"/devices/{key}/fresh")
             answer = channel.inner_document(raw)
             if answer.status != 200:
                 root = xml_edge.parse_tree(answer.document)
@@ -345,7 +345,7 @@ def blueprint(store: Store, run: Run, hub: channel.ChannelHub, clock: Callable[[
         offset = request.args.get("offset", "0")
         offset_n = int(offset) if offset.isdigit() else 0
         rows = await query(queries.agents, g.scope, await thresholds(), offset_n)
-        channels = {c["agentId"]: c for c in hub.connected()}
+        channels = {c["agentId"]: c for c in await hub.everywhere()}
         return await page("agents.html", rows=rows, channels=channels, offset=offset_n)
 
     @bp.get("/console/alerts")
