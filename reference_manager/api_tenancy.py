@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from quart import Blueprint, Response, current_app, g, request
 
-from metersync_manager import billing
+from metersync_manager import billing, paging
 from metersync_manager.contract import ContractError
 from metersync_manager.extract import iso, utc_naive
 from metersync_manager.params import (
@@ -26,6 +26,7 @@ from metersync_manager.params import (
     int_param,
     key_param,
     kind_param,
+    parse_time,
     problem,
     time_param,
 )
@@ -88,8 +89,10 @@ def _text(data: dict[str, Any], name: str, required: bool = True) -> str | None:
 
 
 @bp.get("/api/v1/customers")
-async def list_customers() -> dict[str, Any]:
-    return {"items": await run(store().customers, scope())}
+async def list_customers() -> Any:
+    limit, after = paging.params(str)
+    items = await run(store().customers, scope(), limit + 1, after[0] if after else None)
+    return paging.page(items, limit, lambda x: (x["customerId"],))
 
 
 @bp.post("/api/v1/customers")
@@ -163,7 +166,11 @@ async def device_events(device_key: str) -> Any:
     check_key(device_key)
     if not await run(store().device_visible, device_key, scope()):
         return problem(404, "no such device")
-    return {"deviceKey": device_key, "items": await run(store().device_events, device_key)}
+    limit, after = paging.params(str, int)
+    since = (parse_time(after[0], "cursor"), after[1]) if after else None
+    items = await run(store().device_events, device_key, limit + 1, since)
+    body, status, headers = paging.page(items, limit, lambda x: (x["at"], x["eventId"]))
+    return {"deviceKey": device_key, **body}, status, headers
 
 
 # --- contract meters --------------------------------------------------------------------------

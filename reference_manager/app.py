@@ -27,7 +27,7 @@ import metersync_spec
 from metersync import signing, xml_edge
 from metersync.errors import ProtocolError
 from metersync.xml_edge import MEDIA_TYPE
-from metersync_manager import api_tenancy, channel, console, ingest
+from metersync_manager import api_tenancy, channel, console, ingest, paging
 from metersync_manager.accept import accept_report
 from metersync_manager.fleet import api as fleet_api
 from metersync_manager.fleet.service import FleetConfig
@@ -420,10 +420,12 @@ def create_app(
         return {"status": "ok", "database": store.dialect, "schemaVersion": version}, 200
 
     @app.get("/api/v1/agents")
-    async def list_agents() -> dict[str, Any]:
-        limit = int_param("limit", 100, 1, 1000)
-        offset = int_param("offset", 0, 0, 1_000_000_000)
-        return {"items": await run(store.agents, None, limit, offset, g.scope)}
+    async def list_agents() -> Any:
+        limit, after = paging.params(str)
+        offset = int_param("offset", 0, 0, 1_000_000_000)  # superseded by cursor
+        first = after[0] if after else None
+        items = await run(store.agents, None, limit + 1, offset, g.scope, first)
+        return paging.page(items, limit, lambda x: (x["agentId"],))
 
     @app.get("/api/v1/agents/<agent_id>")
     async def get_agent(agent_id: str) -> Any:
@@ -433,10 +435,12 @@ def create_app(
         return found[0] if found else problem(404, "no such agent")
 
     @app.get("/api/v1/devices")
-    async def list_devices() -> dict[str, Any]:
-        limit = int_param("limit", 100, 1, 1000)
-        offset = int_param("offset", 0, 0, 1_000_000_000)
-        return {"items": await run(store.devices, None, limit, offset, None, g.scope)}
+    async def list_devices() -> Any:
+        limit, after = paging.params(str)
+        offset = int_param("offset", 0, 0, 1_000_000_000)  # superseded by cursor
+        first = after[0] if after else None
+        items = await run(store.devices, None, limit + 1, offset, None, g.scope, first)
+        return paging.page(items, limit, lambda x: (x["deviceKey"],))
 
     # Device keys may hold "/" (percent-encoded by clients): the path converter keeps it.
     @app.get("/api/v1/devices/<path:device_key>/ips")

@@ -38,6 +38,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -898,6 +899,7 @@ class Store:
         limit: int = 100,
         offset: int = 0,
         scope: Scope = ADMIN,
+        after: str | None = None,
     ) -> list[dict[str, Any]]:
         a = m.agents.c
         n_reports = (
@@ -911,6 +913,8 @@ class Store:
             .where(scope.where(a.customer_id))
             .order_by(a.agent_id)
         )
+        if after is not None:  # keyset page (metersync_manager.paging)
+            q = q.where(a.agent_id > after)
         q = q.where(a.agent_id == agent_id) if agent_id else q.limit(limit).offset(offset)
         with self._read() as conn:
             gaps = self._missing_sequences(conn, agent_id) if agent_id else None
@@ -1004,9 +1008,12 @@ class Store:
         offset: int = 0,
         now: datetime | None = None,
         scope: Scope = ADMIN,
+        after: str | None = None,
     ) -> list[dict[str, Any]]:
         d = m.devices.c
         q = select(m.devices).where(scope.where(d.customer_id)).order_by(d.device_key)
+        if after is not None:  # keyset page (metersync_manager.paging)
+            q = q.where(d.device_key > after)
         q = q.where(d.device_key == device_key) if device_key else q.limit(limit).offset(offset)
         clock = utc_naive(now or datetime.now(UTC))
         with self._read() as conn:
@@ -1047,17 +1054,19 @@ class Store:
             q = select(d.device_key).where(d.device_key == device_key, scope.where(d.customer_id))
             return conn.execute(q).first() is not None
 
-    def device_events(self, device_key: str, limit: int = 1000) -> list[dict[str, Any]]:
+    def device_events(
+        self, device_key: str, limit: int = 1000, after: tuple[datetime, int] | None = None
+    ) -> list[dict[str, Any]]:
+        """A device's events by time, `limit` of them after `after` (time, event id)."""
         e = m.device_events.c
-        q = (
-            select(m.device_events)
-            .where(e.device_key == device_key)
-            .order_by(e.at, e.id)
-            .limit(limit)
-        )
+        q = select(m.device_events).where(e.device_key == device_key)
+        if after is not None:
+            q = q.where(tuple_(e.at, e.id) > tuple_(utc_naive(after[0]), after[1]))
+        q = q.order_by(e.at, e.id).limit(limit)
         with self._read() as conn:
             return [
                 {
+                    "eventId": x.id,
                     "at": iso(x.at),
                     "kind": x.kind,
                     "agentId": x.agent_id,
@@ -1298,31 +1307,27 @@ class Store:
             assert sid is not None
             return sid
 
-    def customers(self, scope: Scope = ADMIN) -> list[dict[str, Any]]:
+    def customers(
+        self, scope: Scope = ADMIN, limit: int | None = None, after: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Customers by id with their sites and counts; `limit` of them after `after`."""
         c, s, d, a = m.customers.c, m.sites.c, m.devices.c, m.agents.c
+        q = select(c.customer_id, c.name, c.created_at).where(scope.where(c.customer_id))
+        if after is not None:
+            q = q.where(c.customer_id > after)
+        q = q.order_by(c.customer_id).limit(limit)
         with self._read() as conn:
-            rows = conn.execute(
-                select(c.customer_id, c.name, c.created_at)
-                .where(scope.where(c.customer_id))
-                .order_by(c.customer_id)
-            ).all()
+            rows = conn.execute(q).all()
+            ids = [r.customer_id for r in rows]
             sites = conn.execute(
-                select(s.site_id, s.customer_id, s.name).where(scope.where(s.customer_id))
+                select(s.site_id, s.customer_id, s.name).where(s.customer_id.in_(ids))
             ).all()
-            n_dev = dict(
-                conn.execute(
-                    select(d.customer_id, func.count())
-                    .where(scope.where(d.customer_id))
-                    .group_by(d.customer_id)
-                ).all()
-            )
-            n_agents = dict(
-                conn.execute(
-                    select(a.customer_id, func.count())
-                    .where(scope.where(a.customer_id))
-                    .group_by(a.customer_id)
-                ).all()
-            )
+
+            def counts(col: Any) -> dict[str, int]:
+                q = select(col, func.count()).where(col.in_(ids)).group_by(col)
+                return {k: int(n) for k, n in conn.execute(q).all()}
+
+            n_dev, n_agents = counts(d.customer_id), counts(a.customer_id)
         return [
             {
                 "customerId": r.customer_id,
