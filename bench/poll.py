@@ -114,6 +114,60 @@ async def agent_cpu(addr: tuple[str, int], community: str, rounds: int) -> tuple
         client.close()
 
 
+async def planned_pdus(addr: tuple[str, int], community: str) -> tuple[int, int, int]:
+    """PDUs of the agent's full planned read (poll_device): first cycle, next cycle; varbinds."""
+    from metersync_agent.poller import poll_device, snapshot_xml
+    from metersync_agent.profiles import load_profiles
+
+    profiles = load_profiles()
+    client = SnmpClient(timeout=5, retries=1)
+    counts = []
+    orig = SnmpClient.open_session
+
+    async def counting(self, *a, **kw):  # the poller's own WalkResult counts its PDUs
+        session = await orig(self, *a, **kw)
+        counts.append(kw["into"])
+        return session
+
+    SnmpClient.open_session = counting  # type: ignore[method-assign]
+    try:
+        for _ in range(2):
+            snapshot_xml(await poll_device(client, *addr, [Credential("2c", community=community)],
+                                           profiles))  # fmt: skip
+    finally:
+        SnmpClient.open_session = orig  # type: ignore[method-assign]
+        client.close()
+    return counts[0].pdus, counts[1].pdus, counts[1].varbinds
+
+
+def netsnmp_pdus(addr: tuple[str, int], community: str) -> int:
+    """PDUs snmpbulkwalk (-Cr25, as snmp_exporter's default max_repetitions) sends for SUBTREES."""
+    exe = shutil.which("snmpbulkwalk")
+    assert exe
+    env = dict(os.environ, MIBS="", MIBDIRS="/nonexistent")
+    total = 0
+    for sub in SUBTREES:
+        args = [exe, "-d", "-v2c", "-c", community, "-Cr25", "-On", "-t", "5", "-r", "1",
+                f"{addr[0]}:{addr[1]}", sub]  # fmt: skip
+        out = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+        total += sum(1 for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Sending"))
+    return total
+
+
+def pdu_table(devices: list[tuple[tuple[str, int], str]]) -> None:
+    print(
+        "\nPDUs per device: the agent's planned full read vs snmpbulkwalk -Cr25 of the same tables"
+    )
+    hdr = f"{'device':18} {'agent 1st':>9} {'agent next':>10} {'varbinds':>8}"
+    hdr += f" {'net-snmp':>8} {'ratio':>6}"
+    print(hdr)
+    print("-" * len(hdr))
+    for addr, name in devices:
+        first, nxt, vb = asyncio.run(planned_pdus(addr, name))
+        ns = netsnmp_pdus(addr, name)
+        print(f"{name:18} {first:9d} {nxt:10d} {vb:8d} {ns:8d} {nxt / ns:6.2f}")
+
+
 def children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
@@ -174,6 +228,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--profile", action="store_true", help="cProfile the agent reads")
+    ap.add_argument("--pdus-only", action="store_true", help="only the PDU table")
     args = ap.parse_args()
     if not shutil.which("snmpbulkwalk"):
         sys.exit("snmpbulkwalk missing: apt-get install -y snmp")
@@ -198,6 +253,9 @@ def main() -> None:
         devices = [(sims[0].address, "synthetic"), (sims[0].address, "big")]
         if len(sims) > 1:
             devices += [(sims[1].address, n) for n in REAL if (LIBRENMS / f"{n}.snmprec").exists()]
+        pdu_table([d for d in devices if d[1] != "big"])
+        if args.pdus_only:
+            return
         prof = cProfile.Profile() if args.profile else None
         for addr, name in devices:
             if prof:

@@ -5,10 +5,13 @@
                              load_profiles(), budget=30.0)
     print(snapshot_xml(snap).decode())
 
-Reads: one GET of the system group plus every profile's probe OIDs, then the walks and GETs
-the matching profiles declare (a subtree inside another is walked once, a walked OID is never
-also fetched). Every problem the SNMP layer reports becomes a collectionError; a device that
-does not answer at all gives a snapshot with only the identity we know and the error.
+Reads (`read_plan`): one GET of the system group, every profile's probe OIDs and the scalars of
+the profiles that applied last time, in the same PDU as the credential probe; then one GETBULK
+stream over the columns the matching profiles need (`snmp_columns`, max-repetitions sized by
+the previous cycle's rows), then any scalar not yet read (a subtree inside another is walked
+once, a walked OID is never also fetched). Every problem the SNMP layer reports becomes a
+collectionError; a device that does not answer at all gives a snapshot with only the identity
+we know and the error.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import dataclasses
 import ipaddress
 import socket
 import time
+import weakref
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -35,8 +39,10 @@ from xsdata.models.datatype import XmlDateTime
 from metersync_generated.v1.device import Device, DeviceSnapshot
 
 from .mapper import map_snapshot
-from .profiles import Profile, first_get, plan_reads, select_profiles
+from .profiles import Profile, first_get, select_profiles
+from .read_plan import ReadMemory, plan_columns
 from .snmp import Credential, SnmpClient, SnmpError, WalkResult, oid_str
+from .snmp_columns import walk_columns
 
 __all__ = ["poll_device", "snapshot_json", "snapshot_xml", "validate_snapshot_xml"]
 
@@ -74,21 +80,36 @@ async def poll_device(
     result = WalkResult()
     version: str | None = None
     chosen = [p for p in profiles if p.always]
+    memory = _memory(client)
+    known = set(memory.profiles(host, port))
+    first = first_get(profiles)  # with the scalars of the profiles that applied last time
+    first += [g for p in profiles if p.name in known for g in plan_columns([p])[1]]
+    first = list(dict.fromkeys(first))[:_FIRST_MAX]
     try:
-        session = await client.open_session(host, port, credentials, budget)
+        session = await client.open_session(
+            host, port, credentials, budget, first=first, into=result
+        )
     except SnmpError as exc:
         result.problem(oid_str((1, 3, 6, 1, 2, 1, 1, 2, 0)), exc.code, exc.message)
     else:
         async with session:
             version = session.credential.version
-            await session.get(first_get(profiles), result)
+            if not session.first_read:
+                await session.get(first, result)
             chosen = select_profiles(profiles, result.values)
-            walks, gets = plan_reads(chosen)
-            for subtree in walks:
-                await session.walk(subtree, result, max_varbinds=max_varbinds)
-            pending = [g for g in gets if g not in result.values]
+            columns, gets = plan_columns(chosen)
+            rows = await walk_columns(
+                session,
+                columns,
+                result,
+                hints=memory.rows(host, port),
+                cap=client.max_repetitions * 3,
+                max_varbinds=max_varbinds,
+            )
+            pending = [g for g in gets if g not in result.values and g not in first]
             if pending:
                 await session.get(pending, result)
+            memory.remember(host, port, rows, (p.name for p in chosen))
     return map_snapshot(
         result.values,
         chosen,
@@ -100,6 +121,18 @@ async def poll_device(
         snmp_version=version,
         problems=[(p.oid, p.code, p.message) for p in result.problems],
     )
+
+
+_FIRST_MAX = 40  # OIDs in the first PDU (a weak SNMP stack answers tooBig beyond)
+_MEMORIES: weakref.WeakKeyDictionary[SnmpClient, ReadMemory] = weakref.WeakKeyDictionary()
+
+
+def _memory(client: SnmpClient) -> ReadMemory:
+    """What earlier polls through this client learnt about each device (rows, profiles)."""
+    mem = _MEMORIES.get(client)
+    if mem is None:
+        mem = _MEMORIES[client] = ReadMemory()
+    return mem
 
 
 # --- output -----------------------------------------------------------------------------------

@@ -345,11 +345,15 @@ class SnmpClient:
         budget: float = 30.0,
         *,
         use_slot: bool = True,
+        first: list[Oid] | None = None,
+        into: WalkResult | None = None,
     ) -> SnmpSession:
         """Find a working credential (sysObjectID GET), remembered credential first.
 
         Waits for one of `concurrency` device slots; the budget clock starts once it has one.
         `use_slot=False` skips the slot (for callers that bound concurrency themselves).
+        `first` (with `into`): OIDs to GET in the same PDU as the probe; when that PDU is
+        answered cleanly their values are in `into` and `session.first_read` is True.
         Raises SnmpError('auth-failure') if a device rejected our v3 user or key (USM report)
         and nothing else worked, SnmpError('unreachable') on silence or when the budget ends.
         """
@@ -364,7 +368,7 @@ class SnmpClient:
             release = self._slots.release
         session = SnmpSession(self, host, port, loop.time() + budget, release)
         try:
-            await session._find_credential(credentials)
+            await session._find_credential(credentials, first or [], into)
         except BaseException:
             session.close()
             raise
@@ -405,6 +409,7 @@ class SnmpSession:
         self._mp = codec.V2C
         loop = asyncio.get_running_loop()
         self._timer = loop.call_at(deadline, self.close) if release else None
+        self.first_read = False  # the probe PDU also read open_session's `first` OIDs
 
     # -- lifecycle --
 
@@ -459,7 +464,25 @@ class SnmpSession:
         self._version = cred.version
         self.credential = cred
 
-    async def _find_credential(self, credentials: list[Credential]) -> None:
+    async def _probe(
+        self, first: list[Oid], into: WalkResult | None
+    ) -> tuple[tuple[str, str] | None, int]:
+        """GET sysObjectID (with `first` when given); a clean answer to both stores `first`."""
+        extra = [o for o in dict.fromkeys(first) if o != SYS_OBJECT_ID] if into else []
+        if extra:
+            assert into is not None
+            ind, status, _, vbs = await self._request(codec.GET, [SYS_OBJECT_ID, *extra], into)
+            if ind is not None or status == 0:
+                if ind is None:
+                    self._store(vbs, into)
+                    self.first_read = True
+                return ind, status
+        ind, status, _, _ = await self._request(codec.GET, [SYS_OBJECT_ID], into or WalkResult())
+        return ind, status
+
+    async def _find_credential(
+        self, credentials: list[Credential], first: list[Oid], into: WalkResult | None
+    ) -> None:
         key = (self.host, self.port)
         known = self.client.known_credential(*key)
         order = list(credentials)
@@ -475,9 +498,8 @@ class SnmpSession:
                 await self._use(cred)
             except (OSError, socket.gaierror) as exc:
                 raise SnmpError("unreachable", f"{self.host}: {exc}") from exc
-            probe = WalkResult()
             try:
-                ind, status, _, _ = await self._request(codec.GET, [SYS_OBJECT_ID], probe)
+                ind, status = await self._probe(first, into)
             except _Budget:
                 break
             if ind is None:
@@ -601,26 +623,31 @@ class SnmpSession:
                 else:
                     _store_odd(oid, value, into)
 
-    async def walk(self, subtree: Oid, into: WalkResult, max_varbinds: int = 5000) -> None:
-        """All values under subtree (GETBULK for v2c/v3, GETNEXT for v1), checked and capped."""
+    async def walk(
+        self, subtree: Oid, into: WalkResult, max_varbinds: int = 5000, *, start: Oid | None = None
+    ) -> None:
+        """All values under subtree (GETBULK for v2c/v3, GETNEXT for v1), checked and capped.
+
+        `start`: an OID inside subtree already read; the walk resumes after it.
+        """
         subtree = tuple(subtree)
         try:
-            await self._walk(subtree, into, max_varbinds)
+            await self._walk(subtree, into, max_varbinds, tuple(start) if start else subtree)
         except _Budget:
             into.problem(subtree, "budget-exceeded", self._budget_msg())
 
     def _budget_msg(self) -> str:
         return f"time budget for {self.host}:{self.port} exhausted"
 
-    async def _walk(self, subtree: Oid, into: WalkResult, max_varbinds: int) -> None:
+    async def _walk(self, subtree: Oid, into: WalkResult, max_varbinds: int, start: Oid) -> None:
         n = len(subtree)
         name = oid_str(subtree)
         bulk = self._version != "1"
         kind = codec.GET_BULK if bulk else codec.GET_NEXT
         max_rep = self.client.max_repetitions
         values = into.values
-        last = subtree  # last OID read (or the OID we resumed after)
-        read = subtree  # last OID actually received
+        last = start  # last OID read (or the OID we resumed after)
+        read = start  # last OID actually received
         count = 0
         skips: list[Oid] | None = None  # step-past candidates after `read`, once computed
         fake_end = False  # resuming after an endOfMibView inside the subtree
