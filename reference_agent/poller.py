@@ -104,6 +104,7 @@ async def poll_device(
                 result,
                 hints=memory.rows(host, port),
                 cap=client.max_repetitions * 3,
+                max_repetitions=client.max_repetitions,
                 max_varbinds=max_varbinds,
             )
             pending = [g for g in gets if g not in result.values and g not in first]

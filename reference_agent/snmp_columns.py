@@ -46,6 +46,7 @@ async def walk_columns(
     *,
     hints: Mapping[Oid, int] | None = None,
     cap: int = 64,
+    max_repetitions: int = 25,
     default_rows: int = 8,
     max_varbinds: int = 5000,
 ) -> dict[Oid, int]:
@@ -63,6 +64,7 @@ async def walk_columns(
     try:
         while active:
             group, reps = _group(active, cap)
+            reps = min(reps, max_repetitions)  # MS-SNMP-11: at most 25 rows per request
             ind, status, _, vbs = await session._request(
                 codec.GET_BULK, [c.last for c in group], into, reps
             )
