@@ -224,6 +224,20 @@ class CounterUnit(Enum):
     UNRECOGNISED = "unrecognised"
 
 
+class CoverStatus(Enum):
+    """
+    prtCoverStatus (PrtCoverStatusTC) by name.
+    """
+
+    OTHER = "other"
+    UNKNOWN = "unknown"
+    COVER_OPEN = "coverOpen"
+    COVER_CLOSED = "coverClosed"
+    INTERLOCK_OPEN = "interlockOpen"
+    INTERLOCK_CLOSED = "interlockClosed"
+    UNRECOGNISED = "unrecognised"
+
+
 @dataclass(kw_only=True)
 class DeviceIdentity:
     """
@@ -422,6 +436,21 @@ class InputType(Enum):
     SHEET_FEED_AUTO_NON_REMOVABLE_TRAY = "sheetFeedAutoNonRemovableTray"
     SHEET_FEED_MANUAL = "sheetFeedManual"
     CONTINUOUS_ROLL = "continuousRoll"
+    CONTINUOUS_FAN_FOLD = "continuousFanFold"
+    UNRECOGNISED = "unrecognised"
+
+
+class OutputType(Enum):
+    """
+    prtOutputType by name.
+    """
+
+    OTHER = "other"
+    UNKNOWN = "unknown"
+    REMOVABLE_BIN = "removableBin"
+    UN_REMOVABLE_BIN = "unRemovableBin"
+    CONTINUOUS_ROLL_DEVICE = "continuousRollDevice"
+    MAIL_BOX = "mailBox"
     CONTINUOUS_FAN_FOLD = "continuousFanFold"
     UNRECOGNISED = "unrecognised"
 
@@ -748,6 +777,20 @@ class RawAlertTrainingLevel:
 
 
 @dataclass(kw_only=True)
+class RawCoverStatus:
+    """
+    prtCoverStatus by name, with the number read in raw.
+    """
+
+    value: CoverStatus = field()
+    raw: int = field(
+        metadata={
+            "type": "Attribute",
+        }
+    )
+
+
+@dataclass(kw_only=True)
 class RawDeviceStatus:
     """
     hrDeviceStatus of the printer row: the name, with the number read in
@@ -801,6 +844,20 @@ class RawLevel:
             "max_length": 512,
             "pattern": r"[0-2](\.(0|[1-9][0-9]*))+",
         },
+    )
+
+
+@dataclass(kw_only=True)
+class RawOutputType:
+    """
+    prtOutputType by name, with the number read in raw.
+    """
+
+    value: OutputType = field()
+    raw: int = field(
+        metadata={
+            "type": "Attribute",
+        }
     )
 
 
@@ -975,6 +1032,34 @@ class Alert:
 
 
 @dataclass(kw_only=True)
+class Cover:
+    """
+    One prtCoverTable row (MS-DEV-33): a cover or interlock and whether it
+    is open.
+    """
+
+    description: None | str = field(
+        default=None,
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+            "max_length": 1024,
+        },
+    )
+    status: RawCoverStatus = field(
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        }
+    )
+    index: int = field(
+        metadata={
+            "type": "Attribute",
+        }
+    )
+
+
+@dataclass(kw_only=True)
 class DeviceStatusInfo:
     """
     The device's state at poll time, from HOST-RESOURCES-MIB and the
@@ -1093,6 +1178,76 @@ class InputTray:
     level: None | RawLevel = field(
         default=None,
         metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    max_capacity: None | RawLevel = field(
+        default=None,
+        metadata={
+            "name": "maxCapacity",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    status: None | int = field(
+        default=None,
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    index: int = field(
+        metadata={
+            "type": "Attribute",
+        }
+    )
+
+
+@dataclass(kw_only=True)
+class OutputTray:
+    """
+    One prtOutputTable row (MS-DEV-32): an output bin with its raw capacity
+    and remaining capacity.
+
+    :ivar name:
+    :ivar type_value:
+    :ivar description:
+    :ivar remaining_capacity: prtOutputRemainingCapacity as read, with
+        its meaning (Table 4-2).
+    :ivar max_capacity:
+    :ivar status: prtOutputStatus (PrtSubUnitStatusTC bits) as read.
+    :ivar index:
+    """
+
+    name: None | str = field(
+        default=None,
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+            "max_length": 255,
+        },
+    )
+    type_value: None | RawOutputType = field(
+        default=None,
+        metadata={
+            "name": "type",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
+    )
+    description: None | str = field(
+        default=None,
+        metadata={
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+            "max_length": 1024,
+        },
+    )
+    remaining_capacity: None | RawLevel = field(
+        default=None,
+        metadata={
+            "name": "remainingCapacity",
             "type": "Element",
             "namespace": "urn:metersync:v1",
         },
@@ -1291,8 +1446,8 @@ class TrapEvent:
 class DeviceSnapshot:
     """
     Everything an agent read from one device in one poll (MS-DEV-1):
-    identity, status, counters, supplies, input trays, alerts, and the
-    errors met while reading.
+    identity, status, counters, supplies, input and output trays, covers,
+    alerts, and the errors met while reading.
 
     A snapshot is complete only when collectionError is absent.
 
@@ -1301,6 +1456,8 @@ class DeviceSnapshot:
     :ivar counter:
     :ivar supply:
     :ivar input_tray:
+    :ivar output_tray:
+    :ivar cover:
     :ivar alert:
     :ivar collection_error:
     :ivar trap: Traps and informs accepted from the device since its
@@ -1351,6 +1508,23 @@ class DeviceSnapshot:
         default_factory=list,
         metadata={
             "name": "inputTray",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+            "max_occurs": 256,
+        },
+    )
+    output_tray: list[OutputTray] = field(
+        default_factory=list,
+        metadata={
+            "name": "outputTray",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+            "max_occurs": 256,
+        },
+    )
+    cover: list[Cover] = field(
+        default_factory=list,
+        metadata={
             "type": "Element",
             "namespace": "urn:metersync:v1",
             "max_occurs": 256,
