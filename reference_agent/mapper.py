@@ -28,6 +28,8 @@ from metersync_generated.v1.device import (
     Counter,
     CounterKind,
     CounterUnit,
+    Cover,
+    CoverStatus,
     DetectedErrorState,
     DeviceIdentity,
     DeviceSnapshot,
@@ -36,14 +38,18 @@ from metersync_generated.v1.device import (
     ErrorStateFlag,
     InputTray,
     InputType,
+    OutputTray,
+    OutputType,
     PrinterStatus,
     RawAlertGroup,
     RawAlertSeverity,
     RawAlertTrainingLevel,
+    RawCoverStatus,
     RawDeviceStatus,
     RawInputType,
     RawLevel,
     RawMeaning,
+    RawOutputType,
     RawPrinterStatus,
     RawSupplyClass,
     RawSupplyType,
@@ -650,6 +656,48 @@ def _input_trays(d: _Device) -> list[InputTray]:
     return out
 
 
+def _output_trays(d: _Device) -> list[OutputTray]:
+    """prtOutputTable rows (MS-DEV-32): capacities raw with their meanings, no percentage."""
+    entry, cols = _table(d, "output")
+    rows: dict[Oid, None] = {}
+    for name in ("type", "max", "remaining", "name"):
+        rows.update(dict.fromkeys(d.r.column(entry, cols[name])))
+    out = []
+    for idx in sorted(rows):
+        t = OutputTray(index=idx[-1])
+        type_raw = d.r.int((*entry, cols["type"], *idx))
+        if type_raw is not None:
+            name = d.std.enum("output_type", type_raw)
+            t.type_value = RawOutputType(value=_enum(OutputType, name), raw=type_raw)
+        t.name = d.r.text((*entry, cols["name"], *idx)) or None
+        t.description = d.r.text((*entry, cols["description"], *idx), _TEXT) or None
+        for attr, col, is_level in (
+            ("max_capacity", "max", False),
+            ("remaining_capacity", "remaining", True),
+        ):
+            oid = (*entry, cols[col], *idx)
+            v = _int32(d, oid)
+            if v is not None:
+                setattr(t, attr, _level(v, oid, level=is_level))
+        t.status = _int32(d, (*entry, cols["status"], *idx))
+        out.append(t)
+    return out
+
+
+def _covers(d: _Device) -> list[Cover]:
+    """prtCoverTable rows (MS-DEV-33): open or closed, by name with the raw number."""
+    entry, cols = _table(d, "cover")
+    out = []
+    for idx, oid in d.r.column(entry, cols["status"]).items():
+        raw = _int32(d, oid)
+        if raw is None:
+            continue
+        status = RawCoverStatus(value=_enum(CoverStatus, d.std.enum("cover_status", raw)), raw=raw)
+        text = d.r.text((*entry, cols["description"], *idx), _TEXT) or None
+        out.append(Cover(index=idx[-1], description=text, status=status))
+    return out
+
+
 def _alerts(d: _Device) -> list[Alert]:
     entry, cols = _table(d, "alert")
     std = d.std
@@ -755,6 +803,8 @@ def map_snapshot(
         counter=counters[:1000],
         supply=supplies[:1000],
         input_tray=_input_trays(d)[:256],
+        output_tray=_output_trays(d)[:256],
+        cover=_covers(d)[:256],
         alert=_alerts(d)[:1000],
         collection_error=r.errors[:1000],
         polled_at=XmlDateTime.from_datetime(when),

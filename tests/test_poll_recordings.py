@@ -94,6 +94,18 @@ def test_snapshot_validates_and_matches_truth(snapshots, name):
     if "tray" in truth:
         want_t = [(t["index"], t["level"], t["meaning"], t["max"]) for t in truth["tray"]]
         assert trays == sorted(want_t)
+    outputs = [
+        (t.index, t.type_value.value.value, t.remaining_capacity.raw,
+         t.remaining_capacity.meaning.value,
+         t.max_capacity.raw, t.name)
+        for t in snap.output_tray
+    ]  # fmt: skip
+    want_o = [(t["index"], t["type"], t["remaining"], t["meaning"], t["max"], t["name"])
+              for t in truth.get("output", [])]  # fmt: skip
+    assert outputs == want_o
+    covers = [(c.index, c.description, c.status.value.value, c.status.raw) for c in snap.cover]
+    want_c = [(c["index"], c["description"], c["status"], c["raw"]) for c in truth.get("cover", [])]
+    assert covers == want_c
     got = sorted((c.kind.value, c.oid, c.value, c.source, c.unit.value) for c in snap.counter)
     want = sorted(
         (c["kind"], c["oid"], c["value"], c["source"], c["unit"]) for c in truth.get("counter", [])
