@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from xsdata.models.datatype import XmlDateTime
 
@@ -641,26 +642,31 @@ def _input_trays(d: _Device) -> list[InputTray]:
             t.type_value = RawInputType(
                 value=_enum(InputType, d.std.enum("input_type", type_raw)), raw=type_raw
             )
-        t.name = d.r.text((*entry, cols["name"], *idx)) or None
-        t.description = d.r.text((*entry, cols["description"], *idx), _TEXT) or None
         t.media_name = d.r.text((*entry, cols["media_name"], *idx)) or None
         t.media_dim_feed = _int32(d, (*entry, cols["dim_feed"], *idx))
         t.media_dim_xfeed = _int32(d, (*entry, cols["dim_xfeed"], *idx))
-        for attr, col, is_level in (("max_capacity", "max", False), ("level", "level", True)):
-            oid = (*entry, cols[col], *idx)
-            v = _int32(d, oid)
-            if v is not None:
-                setattr(t, attr, _level(v, oid, level=is_level))
-        t.status = _int32(d, (*entry, cols["status"], *idx))
+        _bin_fields(d, t, entry, cols, idx, "level")
         out.append(t)
     return out
+
+
+def _bin_fields(d: _Device, t: Any, entry: Oid, cols: Mapping[str, int], idx: Oid, level: str):
+    """name, description, status and the raw max/level pair of an input or output row."""
+    t.name = d.r.text((*entry, cols["name"], *idx)) or None
+    t.description = d.r.text((*entry, cols["description"], *idx), _TEXT) or None
+    for attr, col, is_level in (("max_capacity", "max", False), (level, level, True)):
+        oid = (*entry, cols[col], *idx)
+        v = _int32(d, oid)
+        if v is not None:
+            setattr(t, attr, _level(v, oid, level=is_level))
+    t.status = _int32(d, (*entry, cols["status"], *idx))
 
 
 def _output_trays(d: _Device) -> list[OutputTray]:
     """prtOutputTable rows (MS-DEV-32): capacities raw with their meanings, no percentage."""
     entry, cols = _table(d, "output")
     rows: dict[Oid, None] = {}
-    for name in ("type", "max", "remaining", "name"):
+    for name in ("type", "max", "remaining_capacity", "name"):
         rows.update(dict.fromkeys(d.r.column(entry, cols[name])))
     out = []
     for idx in sorted(rows):
@@ -669,17 +675,7 @@ def _output_trays(d: _Device) -> list[OutputTray]:
         if type_raw is not None:
             name = d.std.enum("output_type", type_raw)
             t.type_value = RawOutputType(value=_enum(OutputType, name), raw=type_raw)
-        t.name = d.r.text((*entry, cols["name"], *idx)) or None
-        t.description = d.r.text((*entry, cols["description"], *idx), _TEXT) or None
-        for attr, col, is_level in (
-            ("max_capacity", "max", False),
-            ("remaining_capacity", "remaining", True),
-        ):
-            oid = (*entry, cols[col], *idx)
-            v = _int32(d, oid)
-            if v is not None:
-                setattr(t, attr, _level(v, oid, level=is_level))
-        t.status = _int32(d, (*entry, cols["status"], *idx))
+        _bin_fields(d, t, entry, cols, idx, "remaining_capacity")
         out.append(t)
     return out
 
