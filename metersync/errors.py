@@ -164,8 +164,22 @@ _SPECS = [
         retry=True,
     ),
     # 5xxx: the channel
-    ErrorSpec(5001, "METHOD_NOT_ALLOWED", 405, "MS-CH-7", "Only GET is allowed over the channel."),
-    ErrorSpec(5002, "RESOURCE_NOT_FOUND", 404, "MS-CH-9", "The agent has no such resource."),
+    ErrorSpec(
+        5001,
+        "METHOD_NOT_ALLOWED",
+        405,
+        "MS-CH-7",  # and MS-HTTP-19
+        "The method is not allowed: over the channel only GET; at the manager, a method a path "
+        "of Table 8-1 does not serve.",
+    ),
+    ErrorSpec(
+        5002,
+        "RESOURCE_NOT_FOUND",
+        404,
+        "MS-CH-9",  # and MS-HTTP-19
+        "No such resource: a channel path the agent does not serve, or a manager path under "
+        "/v1/ that Table 8-1 does not list.",
+    ),
     ErrorSpec(5003, "CHANNEL_DISABLED", 403, "MS-CH-1", "Bidirectional mode is off on this agent."),
     ErrorSpec(
         5004,

@@ -12,6 +12,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -58,6 +59,14 @@ def sign(key: Ed25519PrivateKey, data: bytes, agent_id: str) -> str:
     """The signature header value for `data`, exactly as sent."""
     sig = base64.b64encode(key.sign(data)).decode("ascii")
     return f'agent="{agent_id}", alg="{ALGORITHM}", sig="{sig}"'
+
+
+def header_of(headers: Any) -> str | None:
+    """The signature header of a request as one field: two fields are joined by commas (RFC
+    9110 section 5.3), so that a repeated parameter is refused (spec Table 8-4, MS-SEC-19)."""
+    fields = headers.getlist(HEADER) if hasattr(headers, "getlist") else [headers.get(HEADER)]
+    fields = [f for f in fields if f is not None]
+    return ", ".join(fields) if fields else None
 
 
 def parse(header: str | None) -> Signature:

@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 from quart import Quart, Response, g, request
 from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 import metersync_spec
 from metersync import signing, xml_edge
@@ -82,7 +83,7 @@ def _client_key() -> tuple[str, str]:
     another agent cannot spend that agent's budget. An unparseable header: the address."""
     addr = request.remote_addr or "?"
     try:
-        agent = signing.parse(request.headers.get(signing.HEADER)).agent_id[:64]
+        agent = signing.parse(signing.header_of(request.headers)).agent_id[:64]
     except ProtocolError:
         return f"addr:{addr}", addr
     return f"agent:{agent}@{addr}", addr
@@ -285,7 +286,7 @@ def create_app(
     async def enroll() -> Response:
         async def handle() -> Response:
             raw = await read_body(max_bytes)
-            sig = ingest.signer(request.headers.get(signing.HEADER))
+            sig = ingest.signer(signing.header_of(request.headers))
             enrollment = ingest.read_enrollment(raw)
             now = clock()
             ingest.check_enrollment(enrollment, raw, sig, now, skew)
@@ -317,7 +318,7 @@ def create_app(
     async def reports() -> Response:
         async def handle() -> Response:
             raw = await read_body(max_bytes)
-            header = request.headers.get(signing.HEADER)
+            header = signing.header_of(request.headers)
             receipt = await accept_report(store, raw, header, run=run, clock=clock, skew=skew)
             # Every field comes from the validated report or from us; tests validate receipts.
             return xml_response(receipt, validate=False)
@@ -354,6 +355,31 @@ def create_app(
     app.register_blueprint(console.blueprint(store, run, hub, clock))  # the web pages
 
     # --- JSON read API -------------------------------------------------------------------------
+
+    @app.errorhandler(NotFound)
+    @app.errorhandler(MethodNotAllowed)
+    async def _ingest_path_refused(exc: HTTPException) -> Any:
+        """MS-HTTP-19: under /v1/ a wrong path or method is an Error document, not HTML."""
+        if not request.path.startswith("/v1/"):
+            return exc
+        if isinstance(exc, MethodNotAllowed):
+            resp = error_response(
+                ProtocolError(
+                    "METHOD_NOT_ALLOWED",
+                    f"{request.method} is not served on {request.path}; "
+                    f"allowed: {', '.join(sorted(exc.valid_methods or ()))}",
+                    requirement="MS-HTTP-19",
+                )
+            )
+            resp.headers["Allow"] = ", ".join(sorted(exc.valid_methods or ()))
+            return resp
+        return error_response(
+            ProtocolError(
+                "RESOURCE_NOT_FOUND",
+                f"{request.path} is not a MeterSync endpoint (Table 8-1 of the specification)",
+                requirement="MS-HTTP-19",
+            )
+        )
 
     @app.errorhandler(BadParam)
     async def _bad_param(exc: BadParam) -> tuple[dict[str, Any], int]:

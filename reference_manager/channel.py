@@ -276,7 +276,7 @@ async def authenticate(
     skew: timedelta,
 ) -> str:
     """The agent id of a correctly signed request without body, or a ProtocolError."""
-    sig = signing.parse(headers.get(signing.HEADER))  # 2001
+    sig = signing.parse(signing.header_of(headers))  # 2001
     date = headers.get(signing.DATE_HEADER)
     agent = await lookup(sig.agent_id)
     if agent is None:
@@ -387,7 +387,7 @@ def register(
     async def channel_responses() -> Response:
         try:
             raw = await read_body()
-            sig = signing.parse(request.headers.get(signing.HEADER))
+            sig = signing.parse(signing.header_of(request.headers))
             agent = await lookup(sig.agent_id)
             if agent is None:
                 raise ProtocolError("UNKNOWN_AGENT", f"no enrolled agent {sig.agent_id!r}")

@@ -8,6 +8,7 @@ vendor's own token command (`--token-command`), run once per simulated agent.
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import subprocess
 import tomllib
@@ -43,6 +44,7 @@ from metersync_conformance.wire import (
     expected_status,
     now,
     post,
+    read_answer,
 )
 
 CORE = ("Manager-Core",)
@@ -499,7 +501,34 @@ async def missing_signature_refused(ctx: ManagerContext) -> list[Finding]:
     agent = await ctx.main_agent()
     _, body = agent.report()
     ans = await ctx.send(agent, body, signature=None)
-    return [expect_code("MS-SEC-10", "an unsigned report", body, ans, 2001)]
+    out = [expect_code("MS-SEC-10", "an unsigned report", body, ans, 2001)]
+    # The faults of Table 8-4 that are 2001, each over a fresh report.
+    for what, bad in SIGNATURE_FAULTS:
+        _, body2 = agent.report()
+        ans2 = await ctx.send(agent, body2, signature=bad(agent.sign(body2)))
+        out.append(expect_code("MS-SEC-10", what, body2, ans2, 2001))
+    # Two header fields are one field with the values joined (RFC 9110 section 5.3): the
+    # parameters repeat, 2001 (MS-SEC-19), even when both fields are the valid signature.
+    _, body3 = agent.report()
+    sig = agent.sign(body3)
+    headers = [("Content-Type", CONTENT_TYPE), ("MeterSync-Signature", sig)]
+    headers.append(("MeterSync-Signature", sig))
+    resp = await ctx.client.post(ctx.url.rstrip("/") + REPORTS_PATH, content=body3, headers=headers)
+    ans3 = ctx._log("two signature header fields", body3, read_answer(resp))
+    out.append(expect_code("MS-SEC-10", "two MeterSync-Signature fields", body3, ans3, 2001))
+    return out
+
+
+def _drop(param: str) -> Any:
+    return lambda sig: ", ".join(p for p in sig.split(", ") if not p.startswith(param + "="))
+
+
+SIGNATURE_FAULTS = (  # spec Table 8-4, the rows refused with 2001
+    ("a signature header without alg", _drop("alg")),
+    ("a signature header without agent", _drop("agent")),
+    ("a sig that is not base64", lambda sig: re.sub(r'sig="[^"]*"', 'sig="not*base64!"', sig)),
+    ("a signature header that is no parameter list", lambda sig: "ed25519 " + sig),
+)
 
 
 @check("MS-SEC-11", classes=CORE, role="manager")
@@ -538,6 +567,11 @@ async def forged_signature_refused(ctx: ManagerContext) -> list[Finding]:
     other_alg = agent.sign(body4).replace('alg="ed25519"', 'alg="rsa-sha256"')
     ans4 = await ctx.send(agent, body4, signature=other_alg)
     out.append(expect_code("MS-SEC-12", 'alg="rsa-sha256"', body4, ans4, 2003))
+    # Table 8-4: a sig of base64 that decodes to other than 64 bytes is 2003.
+    _, body5 = agent.report()
+    short = re.sub(r'sig="[^"]*"', 'sig="' + "A" * 84 + '"', agent.sign(body5))  # 63 bytes
+    ans5 = await ctx.send(agent, body5, signature=short)
+    out.append(expect_code("MS-SEC-12", "a sig of 63 bytes", body5, ans5, 2003))
     return out
 
 
@@ -638,6 +672,36 @@ async def wrong_content_type_refused(ctx: ManagerContext) -> list[Finding]:
     out.append(
         expect_receipt("MS-HTTP-4", "Content-Type application/xml", body2, ans2, "accepted", rid)
     )
+    # Every media type parameter is ignored, a charset too: the XML pipeline judges the
+    # encoding of the (UTF-8) document, not the header.
+    rid3, body3 = agent.report()
+    labelled = CONTENT_TYPE + "; charset=iso-8859-1"
+    ans3 = await ctx.send(agent, body3, content_type=labelled)
+    out.append(
+        expect_receipt("MS-HTTP-4", f"Content-Type {labelled}", body3, ans3, "accepted", rid3)
+    )
+    return out
+
+
+@check("MS-HTTP-19", classes=HTTP, role="manager")
+async def wrong_path_or_method_is_an_error_document(ctx: ManagerContext) -> list[Finding]:
+    """A path under /v1/ that Table 8-1 does not list is 404 with 5002; GET on /v1/reports and
+    PUT on /v1/enroll are 405 with Allow and 5001; every answer an Error document."""
+    base = ctx.url.rstrip("/")
+    out: list[Finding] = []
+    for method, path, code in (
+        ("POST", "/v1/report", 5002),
+        ("POST", "/v1/reports/extra", 5002),
+        ("GET", REPORTS_PATH, 5001),
+        ("PUT", ENROLL_PATH, 5001),
+    ):
+        resp = await ctx.client.request(method, base + path, headers={"Content-Type": CONTENT_TYPE})
+        ans = ctx._log(f"{method} {path}", b"", read_answer(resp))
+        what = f"{method} {path}"
+        out.append(expect_code("MS-HTTP-19", what, b"", ans, code))
+        if code == 5001 and "allow" not in ans.headers:
+            out.append(fail(f"{what}: 405 without an Allow header", "MS-HTTP-19",
+                            expected="Allow: POST", actual=ans.brief()))  # fmt: skip
     return out
 
 
@@ -846,6 +910,24 @@ async def time_without_zone_refused(ctx: ManagerContext) -> list[Finding]:
     body = re.sub(rb"<createdAt>([^<]*?)Z</createdAt>", rb"<createdAt>\1</createdAt>", body)
     ans = await ctx.send(agent, body, what="createdAt without a time zone")
     return [expect_code("MS-MSG-3", "createdAt without a time zone", body, ans, 3001)]
+
+
+@check("MS-MSG-18", classes=CORE, role="manager")
+async def device_key_twice_refused(ctx: ManagerContext) -> list[Finding]:
+    """A report holding two snapshots of one device key is refused with 3001."""
+    agent = await ctx.main_agent()
+    _, body = agent.report(mutate=lambda rep: rep.device.append(copy.deepcopy(rep.device[0])))
+    ans = await ctx.send(agent, body, what="one device key twice")
+    return [expect_code("MS-MSG-18", "one device key in two snapshots", body, ans, 3001)]
+
+
+@check("MS-DEL-23", classes=CORE, role="manager")
+async def sequence_at_its_bound_accepted(ctx: ManagerContext) -> list[Finding]:
+    """A report of sequence 2^63-1, the largest an agent may send, is accepted."""
+    agent = await ctx.main_agent()
+    rid, body = agent.report(sequence=2**63 - 1)
+    ans = await ctx.send(agent, body, what="sequence 2^63-1")
+    return [expect_receipt("MS-DEL-23", "sequence 2^63-1", body, ans, "accepted", rid)]
 
 
 @check("MS-MSG-17", classes=CORE, role="manager")
