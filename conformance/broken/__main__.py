@@ -323,6 +323,10 @@ def _mutate_reports(mutate: Callable[[Any], None]) -> None:
 
 
 def break_agent(flaw: str) -> None:
+    if flaw.startswith("mut:"):  # a one-line mutation of the reference (agent_mutations.py)
+        from metersync_conformance.broken import agent_mutations
+
+        return agent_mutations.apply(flaw[4:])
     import metersync_generated.v1 as model
 
     if flaw == "twin-counter":

@@ -262,9 +262,9 @@ MUTATIONS: dict[str, Mutation] = {
 }
 
 
-def apply(name: str) -> None:
+def apply(name: str, table: dict[str, Mutation] | None = None) -> None:
     """Load the mutated module in place of the reference's (before any import of it)."""
-    mut = MUTATIONS[name]
+    mut = (MUTATIONS if table is None else table)[name]
     spec = importlib.util.find_spec(mut.module)
     if spec is None or spec.origin is None or spec.loader is None:
         raise SystemExit(f"mutation {name}: no module {mut.module}")

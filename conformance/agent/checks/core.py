@@ -725,6 +725,15 @@ def _supply_problems(dev: Device, snap: Any) -> dict[str, list[tuple[str, str, s
                     f"{have}, percent {s.percent}",
                 )
             )
+        flagged = {e.oid for e in snap.collection_error if _name(e.code) == "inconsistent"}
+        if over and s.level.oid not in flagged:
+            probs["MS-DEV-16"].append(
+                (
+                    f"{label}: level above capacity without a collectionError",
+                    f"collectionError inconsistent naming {s.level.oid}",
+                    f"inconsistent for {sorted(str(o) for o in flagged)}",
+                )
+            )
         tp = t.get("percent")
         sp = s.percent
         if tp is None and sp is not None:

@@ -1,0 +1,49 @@
+# ruff: noqa: E501  (the table holds source lines exactly as the reference writes them)
+"""One-line mutations of the reference agent: defects an independent agent is likely to ship,
+each breaking one MUST of Agent-Core (used as `broken agent mut:NAME`), like the manager's in
+mutations.py. `catches` names the requirement whose checks must FAIL for the mutant.
+"""
+
+from __future__ import annotations
+
+from metersync_conformance.broken.mutations import Mutation
+
+IDENT, MAPPER, OUTBOX = (
+    "metersync_agent.identity",
+    "metersync_agent.mapper",
+    "metersync_agent.outbox",
+)
+
+AGENT_MUTATIONS: dict[str, Mutation] = {
+    # Section 3.1: the serial keeps its case (sn:lexmark:4600234567AB).
+    "key-case": Mutation(
+        IDENT,
+        '    text = "".join(serial.strip().strip("\\x00").strip().lower().split())',
+        '    text = "".join(serial.strip().strip("\\x00").strip().split())',
+        "MS-ID-3",
+    ),
+    # Table 3-1 ignored: every vendor is ent<N> (sn:ent641:… for a Lexmark).
+    "no-vendor-tokens": Mutation(
+        IDENT,
+        '    return VENDOR_TOKENS.get(number, f"ent{number}")',
+        '    return f"ent{number}"',
+        "MS-ID-2",
+    ),
+    # A level above its capacity passes silently: no collectionError `inconsistent`.
+    "over-capacity-silent": Mutation(
+        MAPPER, "        if maximum > 0 and level > maximum:", "        if False:", "MS-DEV-16"
+    ),
+    # Sequence numbers start at 0.
+    "sequence-from-0": Mutation(
+        OUTBOX,
+        "    ('next_sequence', 1), ('dropped_reports', 0), ('delivered_reports', 0),",
+        "    ('next_sequence', 0), ('dropped_reports', 0), ('delivered_reports', 0),",
+        "MS-DEL-5",
+    ),
+}
+
+
+def apply(name: str) -> None:
+    from metersync_conformance.broken import mutations
+
+    mutations.apply(name, AGENT_MUTATIONS)
