@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from metersync_conformance.broken.mutations import Mutation
 
-IDENT, MAPPER, OUTBOX = (
+IDENT, MAPPER, OUTBOX, ENROL = (
     "metersync_agent.identity",
     "metersync_agent.mapper",
     "metersync_agent.outbox",
+    "metersync_agent.enrollment",
 )
 
 AGENT_MUTATIONS: dict[str, Mutation] = {
@@ -39,6 +40,20 @@ AGENT_MUTATIONS: dict[str, Mutation] = {
         "    ('next_sequence', 1), ('dropped_reports', 0), ('delivered_reports', 0),",
         "    ('next_sequence', 0), ('dropped_reports', 0), ('delivered_reports', 0),",
         "MS-DEL-5",
+    ),
+    # -3 "some remaining" read as unknown (Table 4-2).
+    "some-remaining-unknown": Mutation(
+        MAPPER,
+        "        return RawMeaning.SOME_REMAINING",
+        "        return RawMeaning.UNKNOWN",
+        "MS-DEV-15",
+    ),
+    # The signature covers the document plus a line feed, not its exact bytes.
+    "sign-other-bytes": Mutation(
+        ENROL,
+        "        return signing.sign(self.key, data, self.agent_id)",
+        '        return signing.sign(self.key, data + b"\\n", self.agent_id)',
+        "MS-HTTP-7",
     ),
 }
 
