@@ -309,6 +309,17 @@ def load_profiles(extra_dirs: Iterable[Path | str] = ()) -> list[Profile]:
     return [found["standard"], *(p for n, p in sorted(found.items()) if n != "standard")]
 
 
+def only_profiles(profiles: Iterable[Profile], names: Iterable[str]) -> list[Profile]:
+    """The profiles named (`run --profiles standard`: an agent that reads the standard MIBs
+    only); `standard` is always kept, an unknown name is a ProfileError."""
+    profiles = list(profiles)
+    wanted = {"standard", *names}
+    unknown = wanted - {p.name for p in profiles}
+    if unknown:
+        raise ProfileError(f"no profile named {', '.join(sorted(unknown))}")
+    return [p for p in profiles if p.name in wanted]
+
+
 def select_profiles(
     profiles: Iterable[Profile], values: Mapping[Oid, object], standard: Profile | None = None
 ) -> list[Profile]:

@@ -44,7 +44,7 @@ from metersync_agent.enrollment import AgentIdentity
 from metersync_agent.outbox import EnqueueContext, Outbox, OutboxError, ReportBytes
 from metersync_agent.poller import poll_device
 from metersync_agent.privacy import Masking
-from metersync_agent.profiles import load_profiles
+from metersync_agent.profiles import load_profiles, only_profiles
 from metersync_agent.report import (
     CycleResult,
     admit,
@@ -112,8 +112,10 @@ class AgentService:
         *,
         rng: random.Random | None = None,
         poll: PollFn | None = None,
+        profile_names: tuple[str, ...] | None = None,
     ) -> None:
         self.settings = settings
+        self.profile_names = profile_names  # None: every loaded profile
         self.state_dir = state_dir
         self.rng = rng or random.Random()
         self._poll = poll
@@ -243,7 +245,10 @@ class AgentService:
     async def _collector(self, client: Any) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
-        profiles = self._profiles = load_profiles()
+        profiles = load_profiles()
+        if self.profile_names is not None:
+            profiles = only_profiles(profiles, self.profile_names)
+        self._profiles = profiles
         targets = TargetSet.parse(s.targets_include, s.targets_exclude)
         next_discovery = loop.time()
         while not self.stop.is_set():
@@ -672,7 +677,8 @@ def _run(args: argparse.Namespace) -> int:
     state_dir = _state_dir(args)
 
     async def main() -> int:
-        service = AgentService(settings, state_dir)
+        names = tuple(args.profiles.replace(",", " ").split()) if args.profiles else None
+        service = AgentService(settings, state_dir, profile_names=names)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, service.stop.set)
@@ -726,6 +732,11 @@ def register_service_commands(sub: Any) -> None:
     provision.set_defaults(func=_provision)
     run = sub.add_parser(
         "run", parents=[common], help="run the agent: discover, poll, store, deliver"
+    )
+    run.add_argument(
+        "--profiles",
+        help="apply only these mapping profiles (space or comma separated; `standard` is always "
+        "applied): `--profiles standard` reads the standard MIBs only",
     )
     run.set_defaults(func=_run)
     enroll = sub.add_parser(
