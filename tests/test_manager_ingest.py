@@ -561,8 +561,8 @@ def downgrade_cluster(conn: Any) -> None:
 
 
 def downgrade_fleet(conn: Any) -> None:
-    """Undo schema versions 12 to 9 (console search, cluster, sequence epochs, fleet intelligence) on a
-    database of version 12."""
+    """Undo schema versions 12 to 9 (console search, cluster, sequence epochs, fleet
+    intelligence) on a database of version 12."""
     from sqlalchemy import text
 
     downgrade_console_search(conn)
