@@ -670,6 +670,7 @@ def test_migration_11_adds_the_shared_state_tables(store: Store) -> None:  # noq
     from sqlalchemy import inspect
 
     with store.engine.begin() as conn:
+        downgrade_console_search(conn)
         downgrade_cluster(conn)
         assert "rate_buckets" not in inspect(conn).get_table_names()
     assert store.migrate() == SCHEMA_VERSION

@@ -260,6 +260,48 @@ async def text_status_trays_as_read(ctx: AgentContext) -> list[Finding]:
     )
 
 
+@check("MS-DEV-32", "MS-DEV-33", classes=CORE, role="agent")
+async def output_bins_and_covers_as_read(ctx: AgentContext) -> list[Finding]:
+    """prtOutputTable and prtCoverTable rows: as the truth files give them (type by name,
+    capacities raw with their meaning; cover status by name and raw)."""
+    if (f := _needs_reports(ctx)) is not None:
+        return [f]
+
+    def level(x: Any) -> tuple[int, str] | None:
+        return None if x is None else (int(x.raw), _name(x.meaning))
+
+    def outputs(dev: Device, snap: Any) -> list[tuple[str, str, str]]:
+        if "output" not in dev.recording.truth:
+            return []
+        want = sorted(
+            (int(o["index"]), o["type"], (int(o["remaining"]), o["meaning"]), int(o["max"]),
+             o["name"])
+            for o in dev.recording.truth["output"]
+        )  # fmt: skip
+        got = sorted(
+            (int(o.index), _name(o.type_value.value) if o.type_value else "",
+             level(o.remaining_capacity), int(o.max_capacity.raw) if o.max_capacity else None,
+             o.name)
+            for o in snap.output_tray
+        )  # fmt: skip
+        return [] if want == got else [("output bins", str(want), str(got))]
+
+    def covers(dev: Device, snap: Any) -> list[tuple[str, str, str]]:
+        if "cover" not in dev.recording.truth:
+            return []
+        want = sorted(
+            (int(c["index"]), c["description"], c["status"], int(c["raw"]))
+            for c in dev.recording.truth["cover"]
+        )
+        got = sorted(
+            (int(c.index), c.description, _name(c.status.value), int(c.status.raw))
+            for c in snap.cover
+        )
+        return [] if want == got else [("covers", str(want), str(got))]
+
+    return _per_device(ctx, "MS-DEV-32", outputs) + _per_device(ctx, "MS-DEV-33", covers)
+
+
 def _recorded(dev: Device) -> dict[str, str]:
     """OID → value text of the recording (variation lines keep their value argument)."""
     out = {}
