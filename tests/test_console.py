@@ -328,3 +328,25 @@ def test_silent_filter_gives_the_same_pages_under_both_plans(store: Store) -> No
                     f.cursor = nxt
                 pages.append(seen)
             assert pages[0] == pages[1] and sorted(pages[0]) == [f"sn:hp:{i:02d}" for i in range(5)]
+
+
+def test_agents_behind_are_those_with_a_queue_or_not_seen_since_their_threshold(
+    store: Store,  # noqa: F811
+) -> None:
+    """The fleet's "agents behind" card: a queue to send, or silent since its own threshold
+    (per agent, like the silent devices); a revoked agent is not counted."""
+    queued, late, fresh, revoked = (enrolled(store) for _ in range(4))
+    seen = {queued: (3, t(10)), late: (0, t(1)), fresh: (0, t(10)), revoked: (5, t(1))}
+    with store.engine.begin() as conn:
+        for agent, (depth, at) in seen.items():
+            conn.execute(
+                m.agents.update()
+                .where(m.agents.c.agent_id == agent.agent_id)
+                .values(queue_depth=depth, last_seen_at=at, revoked=agent is revoked)
+            )
+    th = queries.Thresholds(since={a.agent_id: t(5) for a in (queued, late, fresh, revoked)})
+    with store.reading() as conn:
+        got = queries.counts(conn, ADMIN, th, t(10))["agents_behind"]
+        no_th = queries.counts(conn, ADMIN, queries.Thresholds(), t(10))
+    assert got == 2  # queued and late
+    assert no_th["agents_behind"] == 1  # no interval known yet: only the queue counts

@@ -189,13 +189,15 @@ def counts(conn: Connection, scope: Scope, th: Thresholds, now: datetime) -> dic
         for f, w in _silent_parts(th)
     )
     a = m.agents.c
-    behind = [a.queue_depth > 0]
-    for agent, t in th.since.items():
-        behind.append(and_(a.agent_id == agent, a.last_seen_at < t))
+    agents, behind = m.agents, a.queue_depth > 0
+    t = th.table()
+    if t is not None:  # late: not seen since its own threshold, joined like the silent count
+        agents = agents.outerjoin(t, t.c.column1 == a.agent_id)
+        behind = or_(behind, a.last_seen_at < t.c.column2)
     agents_behind = conn.execute(
         select(func.count())
-        .select_from(m.agents)
-        .where(scope.where(a.customer_id), a.revoked.is_(False), or_(*behind))
+        .select_from(agents)
+        .where(scope.where(a.customer_id), a.revoked.is_(False), behind)
     ).scalar_one()
     return {
         "devices": count(),
