@@ -74,92 +74,98 @@ def extend(series: Series, value: int, flagged: bool) -> tuple[int, bool]:
     return min(series.billed + value - series.last_value, MAX_VALUE), False
 
 
-def record(
-    conn: Connection,
-    device_key: str,
-    polled_at: datetime,
-    counters: Iterable[dict[str, Any]],
-    events: list[dict[str, Any]],
-) -> None:
-    """Extend the device's series with one applied snapshot (newer than every read of it)."""
-    s = m.counter_series.c
-    wanted = {series_key(c): c for c in counters if c.get("value") is not None}
+@dataclass
+class Snapshot:
+    """One applied snapshot's counters, and the list its reset events go to."""
+
+    device_key: str
+    polled_at: datetime
+    counters: Iterable[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+
+_S = m.counter_series.c
+_NEW_SERIES = (
+    m.counter_series.insert()
+    .values(
+        device_key=bindparam("device_key"),
+        series_key=bindparam("series_key"),
+        **{k: bindparam(k) for k in IDENTITY},
+        first_polled_at=bindparam("at"),
+        last_polled_at=bindparam("at"),
+        last_value=bindparam("v"),
+        billed=bindparam("b"),
+    )
+    .returning(_S.series_id, sort_by_parameter_order=True)
+)
+_READ = m.counter_reads.insert().values(
+    series_id=bindparam("series_id"),
+    polled_at=bindparam("polled_at"),
+    value=bindparam("v"),
+    billed=bindparam("b"),
+)
+_MOVE = (
+    update(m.counter_series)
+    .where(_S.series_id == bindparam("sid"))
+    .values(last_polled_at=bindparam("at"), last_value=bindparam("v"), billed=bindparam("b"))
+)
+
+
+def _known(conn: Connection, keys: list[str]) -> dict[tuple[str, str], Series]:
+    rows = conn.execute(
+        select(_S.device_key, _S.series_key, _S.series_id, _S.last_polled_at, _S.last_value)
+        .add_columns(_S.billed)
+        .where(_S.device_key.in_(keys))
+    )
+    return {
+        (r.device_key, r.series_key): Series(
+            r.series_id, r.last_polled_at, dec(r.last_value), dec(r.billed)
+        )
+        for r in rows
+    }
+
+
+def record(conn: Connection, snapshots: list[Snapshot]) -> None:
+    """Extend the series of a report's applied snapshots (each newer than every read of its
+    device): one look-up of their series and one batch per kind of write, whatever the
+    number of devices."""
+    wanted = {
+        (x.device_key, series_key(c)): (x, c)
+        for x in snapshots
+        for c in x.counters
+        if c.get("value") is not None
+    }
     if not wanted:
         return
-    known = {
-        r.series_key: Series(r.series_id, r.last_polled_at, dec(r.last_value), dec(r.billed))
-        for r in conn.execute(
-            select(s.series_key, s.series_id, s.last_polled_at, s.last_value, s.billed).where(
-                s.device_key == device_key, s.series_key.in_(sorted(wanted))
-            )
-        )
-    }
-    reads, resets, updates = [], [], []
-    for key, c in wanted.items():
-        value = int(c["value"])
-        cur = known.get(key)
+    known = _known(conn, sorted({x.device_key for x in snapshots}))
+    new, reads, resets, updates = [], [], [], []
+    for (device_key, key), (x, c) in wanted.items():
+        value, cur = int(c["value"]), known.get((device_key, key))
         if cur is None:
-            row = conn.execute(
-                m.counter_series.insert()
-                .values(
-                    device_key=device_key,
-                    series_key=key,
-                    **{k: c.get(k) for k in IDENTITY},
-                    first_polled_at=polled_at,
-                    last_polled_at=polled_at,
-                    last_value=enc(value),
-                    billed=enc(0),
-                )
-                .returning(s.series_id)
-            ).scalar_one()
-            reads.append({"series_id": row, "polled_at": polled_at, "v": enc(value), "b": enc(0)})
+            new.append({"device_key": device_key, "series_key": key,
+                        **{k: c.get(k) for k in IDENTITY},
+                        "at": x.polled_at, "v": enc(value), "b": enc(0)})  # fmt: skip
             continue
-        if polled_at <= cur.last_polled_at:
+        if x.polled_at <= cur.last_polled_at:
             continue  # never happens for an applied snapshot; never billed twice if it did
-        billed, reset = extend(cur, value, c.get("anomaly") == "decreased")
+        flagged = c.get("anomaly") == "decreased"
+        billed, reset = extend(cur, value, flagged)
         if reset:
-            resets.append(
-                {
-                    "series_id": cur.series_id,
-                    "at": polled_at,
-                    "before": enc(cur.last_value),
-                    "after": enc(value),
-                    "flagged": c.get("anomaly") == "decreased",
-                }
-            )
-            events.append(
-                {
-                    "kind": "reset",
-                    "detail": {
-                        "counter": c["kind"],
-                        "oid": c["oid"],
-                        "before": cur.last_value,
-                        "after": value,
-                    },
-                }
-            )
-        reads.append(
-            {"series_id": cur.series_id, "polled_at": polled_at, "v": enc(value), "b": enc(billed)}
-        )
-        updates.append({"sid": cur.series_id, "at": polled_at, "v": enc(value), "b": enc(billed)})
-    conn.execute(
-        m.counter_reads.insert().values(
-            series_id=bindparam("series_id"),
-            polled_at=bindparam("polled_at"),
-            value=bindparam("v"),
-            billed=bindparam("b"),
-        ),
-        reads,
-    )
+            resets.append({"series_id": cur.series_id, "at": x.polled_at,
+                           "before": enc(cur.last_value), "after": enc(value),
+                           "flagged": flagged})  # fmt: skip
+            x.events.append({"kind": "reset", "detail": {"counter": c["kind"], "oid": c["oid"],
+                             "before": cur.last_value, "after": value}})  # fmt: skip
+        reads.append({"series_id": cur.series_id, "polled_at": x.polled_at,
+                      "v": enc(value), "b": enc(billed)})  # fmt: skip
+        updates.append({"sid": cur.series_id, "at": x.polled_at, "v": enc(value), "b": enc(billed)})
+    if new:
+        ids = conn.execute(_NEW_SERIES, new).scalars().all()
+        reads += [{"series_id": sid, "polled_at": n["at"], "v": n["v"], "b": n["b"]}
+                  for sid, n in zip(ids, new, strict=True)]  # fmt: skip
+    conn.execute(_READ, reads)
     if updates:
-        conn.execute(
-            update(m.counter_series)
-            .where(s.series_id == bindparam("sid"))
-            .values(
-                last_polled_at=bindparam("at"), last_value=bindparam("v"), billed=bindparam("b")
-            ),
-            updates,
-        )
+        conn.execute(_MOVE, updates)
     if resets:
         conn.execute(m.counter_resets.insert(), resets)
 

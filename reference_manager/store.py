@@ -734,12 +734,19 @@ class Store:
             if batch:
                 conn.exec_driver_sql(self._ins_children[name], batch)  # type: ignore[arg-type]
         device_state.apply(conn, self._upsert_state, newest)
+        found_of: dict[str, list[dict[str, Any]]] = {x.device_key: [] for x in devs}
+        billing.record(
+            conn,
+            [
+                billing.Snapshot(x.device_key, x.reading["polled_at"], x.counters, found)
+                for x in applied
+                for found in (found_of[x.device_key],)
+            ],
+        )
         for x in devs:
             verdict = verdicts[x.device_key]
-            found: list[dict[str, Any]] = []
-            if verdict.disposition is APPLIED:
-                billing.record(conn, x.device_key, x.reading["polled_at"], x.counters, found)
-            elif verdict.disposition is ownership.Disposition.CONFLICT:
+            found = found_of[x.device_key]
+            if verdict.disposition is ownership.Disposition.CONFLICT:
                 st = states[x.device_key]
                 found.append(
                     {

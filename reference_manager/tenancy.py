@@ -60,25 +60,37 @@ def first_reports(
     conn: Connection, agent_id: str, agent: Any, devs: list[Any], events: list[dict[str, Any]]
 ) -> None:
     """New devices belong to the reporting agent's customer and site. A new device at the
-    address where another device of the same customer stood is a swap: an event on both,
-    never a counter reset of the old one."""
-    d = m.devices.c
-    for x in devs:
-        at = x.reading["polled_at"]
-        assign(
-            conn,
-            "device",
-            x.device_key,
-            agent.customer_id,
-            agent.site_id,
-            at,
-            "first-report",
-            owner_agent_id=agent_id,
-        )
+    address where another device of the same customer stood, as this agent saw it (addresses
+    repeat across networks, MS-OWN-5), is a swap: an event on both, never a counter reset of
+    the old one."""
+    d, a = m.devices.c, m.assignments.c
+    keys = sorted(x.device_key for x in devs)
+    conn.execute(  # none is open for a new device; closed all the same, as assign() does
+        update(m.assignments)
+        .where(a.subject == "device", a.subject_id.in_(keys), a.valid_to.is_(None))
+        .values(valid_to=min(x.reading["polled_at"] for x in devs))
+    )
+    conn.execute(
+        m.assignments.insert(),
+        [
+            {
+                "subject": "device",
+                "subject_id": x.device_key,
+                "customer_id": agent.customer_id,
+                "site_id": agent.site_id,
+                "owner_agent_id": agent_id,
+                "valid_from": x.reading["polled_at"],
+                "reason": "first-report",
+                "by": None,
+            }
+            for x in devs
+        ],
+    )
     new_keys = {x.device_key for x in devs}
     by_ip = {x.ip: x for x in devs}
     previous = conn.execute(
         select(d.device_key, d.current_ip, d.last_seen).where(
+            d.last_agent_id == agent_id,
             d.current_ip.in_(sorted(by_ip)),
             d.customer_id == agent.customer_id,
             d.device_key.not_in(sorted(new_keys)),

@@ -155,6 +155,18 @@ def test_a_swap_at_one_address_is_an_event_not_a_reset(store: Store) -> None:  #
     assert [e["kind"] for e in store.device_events("sn:hp:new")] == ["swap-in"]
 
 
+def test_the_same_address_on_another_agents_network_is_no_swap(store: Store) -> None:  # noqa: F811
+    """MS-OWN-5: 192.0.2.77 at two sites of one customer is two printers, not a swap."""
+    Feeder(store, enrolled(store)).send(
+        [Dev("sn:hp:site-a", ip="192.0.2.77", polled_at=at(0), counters=[total(5000)])]
+    )
+    Feeder(store, enrolled(store)).send(
+        [Dev("sn:hp:site-b", ip="192.0.2.77", polled_at=at(1), counters=[total(12)])]
+    )
+    assert store.device_events("sn:hp:site-a") == []
+    assert store.device_events("sn:hp:site-b") == []
+
+
 def test_contract_meters_compose_counters(store: Store) -> None:  # noqa: F811
     store.create_customer("acme", "ACME", NOW)
     store.define_contract_meter("*", "mono", "print-mono + copy-mono", NOW)
