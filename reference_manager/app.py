@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import partial
@@ -141,30 +141,52 @@ async def read_body(
     declared = request.content_length
     if declared is not None and declared > max_bytes:
         raise _too_large(f"the body has {declared} bytes", max_bytes)
-    inflater = _Gunzip() if encoding == "gzip" else None
-    kept: list[bytes] = []
-    received = produced = 0
+    taken = _Body(max_bytes, _Gunzip() if encoding == "gzip" else None, keep, hold)
     async for chunk in _timed_chunks(idle, total):
-        received += len(chunk)
-        if received > max_bytes:
-            raise _too_large(f"the body has more than {max_bytes} bytes", max_bytes)
-        parts = inflater.feed(chunk, max_bytes - produced + 1) if inflater else [chunk]
-        size = sum(map(len, parts))
-        produced += size
-        if produced > max_bytes:
-            raise _too_large("the gzip body inflates beyond the limit", max_bytes)
-        if keep and hold is not None and not hold.take(size):
+        taken.add(chunk)  # nothing of a chunk outlives this call but what is kept
+    return taken.result()
+
+
+INFLATE_PIECE = 64 * 1024  # gzip is decoded in pieces of at most this many bytes
+
+
+class _Body:
+    """A body being read: sizes counted, decoded pieces kept (keep) within `hold`."""
+
+    def __init__(self, max_bytes: int, inflater: _Gunzip | None, keep: bool, hold: Hold | None):
+        self.max_bytes, self.inflater, self.keep, self.hold = max_bytes, inflater, keep, hold
+        self.kept: list[bytes] = []
+        self.received = self.produced = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.received > self.max_bytes:
+            raise _too_large(f"the body has more than {self.max_bytes} bytes", self.max_bytes)
+        if self.inflater is None:
+            self._take(chunk)
+            return
+        for piece in self.inflater.pieces(chunk, self.max_bytes - self.produced + 1):
+            self._take(piece)
+
+    def _take(self, piece: bytes) -> None:
+        self.produced += len(piece)
+        if self.produced > self.max_bytes:
+            raise _too_large("the gzip body inflates beyond the limit", self.max_bytes)
+        if not self.keep:
+            return
+        if self.hold is not None and not self.hold.take(len(piece)):
             raise ProtocolError(
                 "RATE_LIMITED",
-                f"the bodies in progress hold {hold.memory.limit} bytes; retry later",
+                f"the bodies in progress hold {self.hold.memory.limit} bytes; retry later",
                 retry_after=RETRY_AFTER_BUSY,
                 requirement="MS-LIM-10",
             )
-        if keep:
-            kept.extend(parts)
-    if inflater is not None and not inflater.done:
-        raise ProtocolError("UNSUPPORTED_CONTENT_ENCODING", "the gzip stream is truncated")
-    return b"".join(kept)
+        self.kept.append(piece)
+
+    def result(self) -> bytes:
+        if self.inflater is not None and not self.inflater.done:
+            raise ProtocolError("UNSUPPORTED_CONTENT_ENCODING", "the gzip stream is truncated")
+        return b"".join(self.kept)
 
 
 class _Gunzip:
@@ -177,21 +199,23 @@ class _Gunzip:
     def done(self) -> bool:
         return self._z.eof
 
-    def feed(self, data: bytes, room: int) -> list[bytes]:
-        """The decoded parts of `data`, stopping once more than `room` bytes came out."""
-        out: list[bytes] = []
-        produced = 0
+    def pieces(self, data: bytes, room: int) -> Iterator[bytes]:
+        """The decoded pieces of `data`, stopping once more than `room` bytes came out."""
+        produced, full = 0, False  # full: zlib may hold more output of the input it took
         try:
-            while data and produced < room:
+            while (data or full) and produced < room:
                 if self._z.eof:
+                    if not data:
+                        return
                     self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                part = self._z.decompress(data, room - produced)
-                produced += len(part)
-                out.append(part)
+                limit = min(INFLATE_PIECE, room - produced)
+                piece = self._z.decompress(data, limit)
+                produced += len(piece)
+                full = len(piece) == limit
                 data = self._z.unused_data if self._z.eof else self._z.unconsumed_tail
+                yield piece
         except zlib.error as exc:
             raise ProtocolError("UNSUPPORTED_CONTENT_ENCODING", f"broken gzip: {exc}") from None
-        return out
 
 
 async def _timed_chunks(idle: float, total: float) -> AsyncIterator[bytes]:
