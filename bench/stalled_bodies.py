@@ -6,8 +6,10 @@ Starts `metersync manager serve` (SQLite, a real process), opens N connections f
 loopback addresses that each send the headers of a report signed in the name of an agent that
 was never enrolled and then stall: first a plain "<" (the baseline, measured in the same run),
 then 15.5 KB of gzip that inflates to 15 MiB and waits for its end. Prints the manager's
-resident memory in each phase and the bytes held per stalled bomb. `--source DIR` runs the
-manager from another checkout (for example an export of main) to compare. Not run by the tests.
+resident memory in each phase and the bytes held per stalled bomb. Then case 4: 256 stalled
+plain bodies of strangers from 8 addresses, and what an enrolled agent is answered meanwhile.
+`--source DIR` runs the manager from another checkout (for example an export of main) to
+compare. Not run by the tests.
 """
 
 from __future__ import annotations
@@ -50,12 +52,16 @@ def source_path(source: Path, tmp: Path) -> dict[str, str]:
     return {"PYTHONPATH": str(links)}
 
 
-def hold(port: int, n: int, headers: dict[str, str], first: bytes) -> list[socket.socket]:
+def hold(
+    port: int, n: int, headers: dict[str, str], first: bytes, addresses: int = 4
+) -> list[socket.socket]:
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     request = f"POST /v1/reports HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(first) + 64}"
     socks = []
     for i in range(n):
-        s = socket.create_connection(("127.0.0.1", port), source_address=(f"127.0.3.{i % 4}", 0))
+        s = socket.create_connection(
+            ("127.0.0.1", port), source_address=(f"127.0.3.{i % addresses}", 0)
+        )
         s.sendall(request.encode() + b"\r\n\r\n" + first)
         socks.append(s)
     return socks
@@ -72,6 +78,29 @@ def settle(pid: int) -> int:
     return last
 
 
+def lockout(url: str, port: int, token: str, sig: dict[str, str]) -> list[int]:
+    """Case 4: an enrolled agent's answers while 256 bodies of strangers stall."""
+    agent = TestAgent()
+    via = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(base_url=url, timeout=30, transport=via) as c:
+        body = agent.enrollment(token)
+        assert c.post("/v1/enroll", content=body, headers=agent.headers(body)).status_code == 200
+        time.sleep(2)  # the connections closed above are released
+        stalled = hold(port, 256, sig, b"<", addresses=8)
+        time.sleep(2)  # every one has reached the manager
+        try:
+            codes = []
+            for _ in range(5):
+                raw = agent.report([])
+                codes.append(
+                    c.post("/v1/reports", content=raw, headers=agent.headers(raw)).status_code
+                )
+        finally:
+            for s in stalled:
+                s.close()
+    return codes
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--connections", type=int, default=100)
@@ -80,8 +109,11 @@ def main() -> int:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, **(source_path(args.source, Path(tmp)) if args.source else {})}
-        cmd = [sys.executable, "-m", "metersync.cli", "manager", "serve", "--data-dir",
-               f"{tmp}/data", "--bind", f"127.0.0.1:{port}", "--no-access-log"]  # fmt: skip
+        env["METERSYNC_HOME"] = f"{tmp}/home"
+        cli = [sys.executable, "-m", "metersync.cli", "manager"]
+        token = subprocess.run([*cli, "token", "create"], env=env, capture_output=True,
+                               text=True, check=True).stdout.strip()  # fmt: skip
+        cmd = [*cli, "serve", "--bind", f"127.0.0.1:{port}", "--no-access-log"]
         if not args.source:
             cmd += ["--body-timeout", "110"]  # main's bound is 120 s; keep the two alike
         proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
@@ -101,6 +133,7 @@ def main() -> int:
             held = settle(proc.pid)
             for s in plain + bombs:
                 s.close()
+            agent_codes = lockout(f"http://127.0.0.1:{port}", port, token, sig)
         finally:
             proc.terminate()
             proc.wait(30)
@@ -112,6 +145,7 @@ def main() -> int:
           f"({len(bomb)} bytes each on the wire)")  # fmt: skip
     print(f"per bomb: {(held - base) / n / 2**20:.2f} MiB (ratio to baseline RSS "
           f"{held / base:.2f})")  # fmt: skip
+    print(f"enrolled agent's 5 reports while 256 stranger bodies stall: {agent_codes}")
     return 0
 
 
