@@ -16,6 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+FAULTS, OUTBOX = "tests/test_manager_faults.py::", "tests/test_agent_outbox.py::"
+
 # (case, what was tried, pytest node ids that must pass)
 ATTEMPTS: list[tuple[str, str, list[str]]] = [
     ("1", "Counter64 of 2^64-1 kept by the agent's outbox (and old baselines migrate)",
@@ -24,25 +26,40 @@ ATTEMPTS: list[tuple[str, str, list[str]]] = [
      ["tests/test_manager_ingest.py::test_counters_keep_the_whole_unsigned_long_range"]),
     ("1", "existing counters migrate to the offset encoding",
      ["tests/test_manager_ingest.py::test_migration_8_offsets_the_stored_counters"]),
+    ("2", "outbox at its size bound: stored kept, the refused one counted, delivery frees room",
+     ["tests/test_agent_outbox.py::test_full_disk_keeps_what_is_stored_and_says_so"]),
+    ("2", "real 1 MiB tmpfs filled: lost reports counted, a sequence gap, receipts held, recovers",
+     [OUTBOX + "test_full_disk_counts_the_lost_report_and_never_stops_delivery"]),
+    ("3", "last page truncated: quarantined, readable reports salvaged exactly, new epoch from 1",
+     [OUTBOX + "test_corrupt_outbox_is_quarantined_salvaged_and_starts_a_new_epoch"]),
+    ("3", "the manager counts missing sequences per epoch",
+     ["tests/test_manager_ingest.py::test_migration_10_and_missing_sequences_per_epoch"]),
     ("4", "5 never-ending bodies from one address (cap 4 of 16): it gets 429, another address 200",
      ["tests/test_manager_http.py::test_slow_bodies_from_one_address_leave_room_for_others"]),
+    ("4", "40 endless bodies of strangers, 8 addresses: 24 of 32 slots; agents get the reserve",
+     [FAULTS + "test_never_ending_bodies_from_many_addresses_leave_the_reserve_to_agents"]),
+    ("4", "a body dripping a byte per 0.5 s cut at the whole-body bound, an idle one sooner",
+     [FAULTS + "test_never_ending_bodies_from_many_addresses_leave_the_reserve_to_agents"]),
+    ("5", "stalled 15 MiB gzip bomb of a stranger: counted, nothing kept; 17 MiB is 1003",
+     [FAULTS + "test_a_stalled_gzip_bomb_holds_memory_only_for_enrolled_agents"]),
+    ("5", "an enrolled agent's stalled bomb held within the memory bound; the next is 4001",
+     [FAULTS + "test_a_stalled_gzip_bomb_holds_memory_only_for_enrolled_agents"]),
     ("6", "duplicated agent= is 2001; 100 rotated names never accepted, own budget kept",
      ["tests/test_manager_http.py::test_rate_limit_cannot_be_dodged_by_rotating_names"]),
     ("7", "superseded key: createdAt before the rotation, polledAt after it is 2003",
      ["tests/test_manager_ingest.py::test_old_key_reports_carry_only_readings_before_the_rotation"]),
     ("8", "PostgreSQL table locked from a second connection: 4002 + Retry-After in seconds",
      ["tests/test_manager_http.py::test_a_locked_database_answers_4002_within_seconds"]),
+    ("8", "SQLite locked by another process: 4002 + Retry-After, /healthz 503, both recover",
+     ["tests/test_manager_http.py::test_a_locked_sqlite_database_answers_4002_and_healthz_503"]),
     ("9", "multi-member gzip accepted; trailing garbage 1010; 11 MB text node judged by XSD",
      ["tests/test_manager_http.py::test_multi_member_gzip_and_a_big_text_node"]),
     ("9", "device key ending in /latest fetched as itself",
      ["tests/test_manager_http.py::test_device_key_with_a_slash"]),
 ]  # fmt: skip
 OPEN = {
-    "2": "full disk counted, delivery never stops, recovers",
-    "3": "corrupt outbox quarantined and salvaged, new sequence epoch",
-    "4": "body-read timeout in seconds; a reserve for known agents across many addresses",
-    "5": "unknown agents refused before inflating; inflate budgets",
-    "8": "/healthz under a lock of other tables; parse and validate off the event loop",
+    "2": "a full disk as a visible state in agentStatus (the count is there, the state is not)",
+    "8": "/healthz under a lock of other tables; no test that big reports parse off the loop",
 }
 
 

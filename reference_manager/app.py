@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import partial
@@ -30,6 +30,7 @@ from metersync.errors import ProtocolError
 from metersync.xml_edge import MEDIA_TYPE
 from metersync_manager import api_tenancy, channel, console, ingest, paging
 from metersync_manager.accept import accept_report
+from metersync_manager.admission import BodyMemory, Hold, Slots
 from metersync_manager.fleet import api as fleet_api
 from metersync_manager.fleet.service import FleetConfig
 from metersync_manager.limits import InProcessLimits
@@ -53,6 +54,10 @@ DRAIN_FACTOR = 4  # read and discard up to 4× the limit so a client can read it
 RETRY_AFTER_UNAVAILABLE = 5
 RETRY_AFTER_BUSY = 2
 HEALTH_TIMEOUT = 4.0  # seconds: /healthz answers 503 when the database takes longer
+BODY_TIMEOUT = 30.0  # seconds the next part of a request body may take (MS-LIM-9)
+BODY_DEADLINE = 120.0  # seconds a whole request body may take (MS-LIM-9)
+BODY_MEMORY = 256 * 1024 * 1024  # bytes all bodies in progress may hold together (MS-LIM-10)
+DRAIN_SECONDS = 2.0  # a refused body is drained for at most this long
 
 _T = TypeVar("_T")
 
@@ -92,6 +97,8 @@ def _client_key() -> tuple[str, str]:
 DEVICES = "/api/v1/devices/"
 ADDRESS_SHARE = 4  # one client address holds at most 1/4 of the requests in progress (64 of
 # 256 by default: above the burst of 60 a single agent may send in a minute, MS-LIM-5)
+RESERVE_SHARE = 4  # 1/4 of the requests in progress is kept for enrolled agents (MS-LIM-8)
+AGENT_SHARE = 16  # one named agent holds at most 1/16 of them (16 of 256)
 
 
 def _rate_limited(what: str, seconds: int) -> ProtocolError:
@@ -107,8 +114,18 @@ def error_response(exc: ProtocolError) -> Response:
     return resp
 
 
-async def read_body(max_bytes: int) -> bytes:
-    """The request body within the size limit, gzip decoded within the same limit."""
+async def read_body(
+    max_bytes: int,
+    *,
+    keep: bool = True,
+    idle: float = BODY_TIMEOUT,
+    total: float = BODY_DEADLINE,
+    hold: Hold | None = None,
+) -> bytes:
+    """The request body within the size limit, gzip decoded within the same limit, each part
+    within `idle` seconds and the whole within `total` (MS-LIM-9). keep=False: read, decode
+    and count only, keeping nothing (a body no enrolled agent signed, MS-LIM-10); `hold`
+    counts what is kept against the memory of all bodies in progress."""
     mime = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if mime not in ACCEPTED_TYPES:
         raise ProtocolError(
@@ -124,32 +141,103 @@ async def read_body(max_bytes: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > max_bytes:
         raise _too_large(f"the body has {declared} bytes", max_bytes)
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
-    parts: list[bytes] = []
-    received = produced = 0
-    async for chunk in request.body:
-        received += len(chunk)
-        if received > max_bytes:
-            raise _too_large(f"the body has more than {max_bytes} bytes", max_bytes)
-        if inflater is None:
-            parts.append(chunk)
-            continue
-        data = chunk
+    taken = _Body(max_bytes, _Gunzip() if encoding == "gzip" else None, keep, hold)
+    async for chunk in _timed_chunks(idle, total):
+        taken.add(chunk)  # nothing of a chunk outlives this call but what is kept
+    return taken.result()
+
+
+INFLATE_PIECE = 64 * 1024  # gzip is decoded in pieces of at most this many bytes
+
+
+class _Body:
+    """A body being read: sizes counted, decoded pieces kept (keep) within `hold`."""
+
+    def __init__(self, max_bytes: int, inflater: _Gunzip | None, keep: bool, hold: Hold | None):
+        self.max_bytes, self.inflater, self.keep, self.hold = max_bytes, inflater, keep, hold
+        self.kept: list[bytes] = []
+        self.received = self.produced = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.received > self.max_bytes:
+            raise _too_large(f"the body has more than {self.max_bytes} bytes", self.max_bytes)
+        if self.inflater is None:
+            self._take(chunk)
+            return
+        for piece in self.inflater.pieces(chunk, self.max_bytes - self.produced + 1):
+            self._take(piece)
+
+    def _take(self, piece: bytes) -> None:
+        self.produced += len(piece)
+        if self.produced > self.max_bytes:
+            raise _too_large("the gzip body inflates beyond the limit", self.max_bytes)
+        if not self.keep:
+            return
+        if self.hold is not None and not self.hold.take(len(piece)):
+            raise ProtocolError(
+                "RATE_LIMITED",
+                f"the bodies in progress hold {self.hold.memory.limit} bytes; retry later",
+                retry_after=RETRY_AFTER_BUSY,
+                requirement="MS-LIM-10",
+            )
+        self.kept.append(piece)
+
+    def result(self) -> bytes:
+        if self.inflater is not None and not self.inflater.done:
+            raise ProtocolError("UNSUPPORTED_CONTENT_ENCODING", "the gzip stream is truncated")
+        return b"".join(self.kept)
+
+
+class _Gunzip:
+    """Incremental gzip decoding; RFC 1952: a stream may hold several members."""
+
+    def __init__(self) -> None:
+        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    @property
+    def done(self) -> bool:
+        return self._z.eof
+
+    def pieces(self, data: bytes, room: int) -> Iterator[bytes]:
+        """The decoded pieces of `data`, stopping once more than `room` bytes came out."""
+        produced, full = 0, False  # full: zlib may hold more output of the input it took
         try:
-            while data:
-                if inflater.eof:  # RFC 1952: a gzip stream may hold several members
-                    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                out = inflater.decompress(data, max_bytes - produced + 1)
-                produced += len(out)
-                if produced > max_bytes:
-                    raise _too_large("the gzip body inflates beyond the limit", max_bytes)
-                parts.append(out)
-                data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
+            while (data or full) and produced < room:
+                if self._z.eof:
+                    if not data:
+                        return
+                    self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                limit = min(INFLATE_PIECE, room - produced)
+                piece = self._z.decompress(data, limit)
+                produced += len(piece)
+                full = len(piece) == limit
+                data = self._z.unused_data if self._z.eof else self._z.unconsumed_tail
+                yield piece
         except zlib.error as exc:
             raise ProtocolError("UNSUPPORTED_CONTENT_ENCODING", f"broken gzip: {exc}") from None
-    if inflater is not None and not inflater.eof:
-        raise ProtocolError("UNSUPPORTED_CONTENT_ENCODING", "the gzip stream is truncated")
-    return b"".join(parts)
+
+
+async def _timed_chunks(idle: float, total: float) -> AsyncIterator[bytes]:
+    """The body's chunks; 4001 when the next takes over `idle` s or all over `total` s."""
+    chunks = request.body.__aiter__()
+    deadline = time.monotonic() + total
+    while True:
+        wait = min(idle, deadline - time.monotonic())
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), max(wait, 0.0))
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            what = f"no part of the body came for {idle:g} s" if wait >= idle else (
+                f"the body took longer than {total:g} s")  # fmt: skip
+            raise ProtocolError(
+                "RATE_LIMITED",
+                f"{what}; send it again",
+                retry_after=RETRY_AFTER_BUSY,
+                requirement="MS-LIM-9",
+            ) from None
+        yield chunk
 
 
 def _too_large(what: str, limit: int) -> ProtocolError:
@@ -161,10 +249,14 @@ async def _drain(budget: int) -> None:
     if declared is not None and declared > budget:
         return  # too much to read: the server closes the connection after the answer
     with contextlib.suppress(Exception):
-        async for chunk in request.body:
-            budget -= len(chunk)
-            if budget < 0:
-                return
+        await asyncio.wait_for(_discard(budget), DRAIN_SECONDS)  # a stalled body is not waited
+
+
+async def _discard(budget: int) -> None:
+    async for chunk in request.body:
+        budget -= len(chunk)
+        if budget < 0:
+            return
 
 
 def create_app(
@@ -181,15 +273,22 @@ def create_app(
     enroll_failures: int = 10,
     fleet: FleetConfig | None = None,
     public_url: str | None = None,
+    body_timeout: float = BODY_TIMEOUT,
+    body_deadline: float = BODY_DEADLINE,
+    body_memory: int = BODY_MEMORY,
 ) -> Quart:
     """The manager as an ASGI app over an opened (migrated) store."""
     app = Quart("metersync_manager")
     app.config["MAX_CONTENT_LENGTH"] = None  # read_body enforces the limit itself
-    app.config["BODY_TIMEOUT"] = 120
+    app.config["BODY_TIMEOUT"] = body_deadline
     executor: ThreadPoolExecutor | None = None  # one per serving (lifespan) period
-    in_flight = 0
-    per_address: dict[str, int] = {}  # requests in progress per client address (MS-LIM-8)
-    address_cap = max(1, max_in_flight // ADDRESS_SHARE)
+    slots = Slots(  # requests in progress (MS-LIM-8)
+        max_in_flight,
+        reserve=max_in_flight // RESERVE_SHARE,
+        per_address=max(1, max_in_flight // ADDRESS_SHARE),
+        per_agent=max(1, max_in_flight // AGENT_SHARE),
+    )
+    memory = BodyMemory(body_memory)  # MS-LIM-10
     peers = None  # several processes share PostgreSQL (MS-OPS-5..7); SQLite: this process
     limits: Any = InProcessLimits(rate_limit, enroll_failures)  # MS-LIM-5, MS-LIM-6
     if store.dialect == "postgresql":
@@ -227,9 +326,23 @@ def create_app(
         metrics.answered(endpoint, resp.status_code, code, time.perf_counter() - started)
         return resp
 
+    async def known_agent() -> str | None:
+        """The agent the signature header names when it is enrolled and not revoked (it is
+        not verified yet: the body has not come); None for any other header."""
+        try:
+            agent_id = signing.parse(signing.header_of(request.headers)).agent_id
+        except ProtocolError:
+            return None
+        found = await run(store.agent, agent_id)
+        return agent_id if found is not None and not found.revoked else None
+
+    def body(keep: bool = True) -> Any:
+        """This request's body within every bound (MS-LIM-1, MS-LIM-9, MS-LIM-10)."""
+        return read_body(max_bytes, keep=keep, idle=body_timeout, total=body_deadline,
+                         hold=g.get("hold"))  # fmt: skip
+
     async def limited_call(handler: Callable[[], Any], enrolling: bool) -> Response:
         """Limits, then the handler; ProtocolError → its Error, database trouble → 503."""
-        nonlocal in_flight
         key, addr = _client_key()
         wait = await limits.blocked(addr) if enrolling else None
         if wait is not None:
@@ -241,17 +354,18 @@ def create_app(
             return error_response(
                 _rate_limited(f"more than {rate_limit} requests per minute", wait)
             )
-        busy = None
-        if in_flight >= max_in_flight:
-            busy = f"{in_flight} messages are being processed"
-        elif per_address.get(addr, 0) >= address_cap:  # one address never takes every slot
-            busy = f"{address_cap} messages from {addr} are being processed"
+        try:
+            g.agent = None if enrolling else await known_agent()
+        except (OperationalError, DBAPIError) as exc:
+            return _unavailable(exc)
+        g.counted = slots.counted(g.agent)  # the reserve's share of the named agent
+        busy = slots.busy(addr, g.counted)
         if busy:
             return error_response(
                 ProtocolError("RATE_LIMITED", f"{busy}; retry later", retry_after=RETRY_AFTER_BUSY)
             )
-        in_flight += 1
-        per_address[addr] = per_address.get(addr, 0) + 1
+        slots.take(addr, g.counted)
+        g.hold = memory.hold()
         try:
             return await handler()
         except ProtocolError as exc:
@@ -261,31 +375,31 @@ def create_app(
             await _drain(DRAIN_FACTOR * max_bytes)
             return error_response(exc)
         except (OperationalError, DBAPIError) as exc:
-            log.warning("database unavailable: %s", exc)
-            metrics.database_errors.inc()
-            return error_response(
-                ProtocolError(
-                    "SERVICE_UNAVAILABLE",
-                    "the database cannot store messages now; nothing was stored",
-                    retry_after=RETRY_AFTER_UNAVAILABLE,
-                )
-            )
+            return _unavailable(exc)
         except Exception:
             log.exception("ingest failed")
             return error_response(
                 ProtocolError("INTERNAL_ERROR", "the manager failed; nothing was stored")
             )
         finally:
-            in_flight -= 1
-            if per_address[addr] <= 1:
-                del per_address[addr]
-            else:
-                per_address[addr] -= 1
+            g.hold.release()
+            slots.give(addr, g.counted)
+
+    def _unavailable(exc: Exception) -> Response:
+        log.warning("database unavailable: %s", exc)
+        metrics.database_errors.inc()
+        return error_response(
+            ProtocolError(
+                "SERVICE_UNAVAILABLE",
+                "the database cannot store messages now; nothing was stored",
+                retry_after=RETRY_AFTER_UNAVAILABLE,
+            )
+        )
 
     @app.post("/v1/enroll")
     async def enroll() -> Response:
         async def handle() -> Response:
-            raw = await read_body(max_bytes)
+            raw = await body()
             sig = ingest.signer(signing.header_of(request.headers))
             enrollment = ingest.read_enrollment(raw)
             now = clock()
@@ -317,7 +431,7 @@ def create_app(
     @app.post("/v1/reports")
     async def reports() -> Response:
         async def handle() -> Response:
-            raw = await read_body(max_bytes)
+            raw = await body(keep=g.agent is not None)  # nothing kept of an unknown signer's
             header = signing.header_of(request.headers)
             receipt = await accept_report(store, raw, header, run=run, clock=clock, skew=skew)
             # Every field comes from the validated report or from us; tests validate receipts.
@@ -338,13 +452,13 @@ def create_app(
         return await run(store.agent, agent_id)
 
     hub = channel.ChannelHub(peers)
-    metrics = Metrics(lambda: len(hub.connected()), lambda: in_flight)
+    metrics = Metrics(lambda: len(hub.connected()), lambda: slots.in_flight)
     app.extensions["metersync_channel"] = hub
     channel.register(
         app,
         hub,
         lookup=lookup,
-        read_body=lambda: read_body(max_bytes),
+        read_body=lambda: read_body(max_bytes, idle=body_timeout, total=body_deadline),
         error_response=error_response,
         clock=clock,
         skew=skew,
@@ -522,6 +636,7 @@ def create_app(
         return {"items": await run(store.alerts, key, start, end, limit, offset, g.scope)}
 
     app.extensions["metersync_store"] = store
+    app.extensions["metersync_admission"] = (slots, memory)  # read by the fault tests
     app.extensions["metersync_run"] = run
     app.extensions["metersync_clock"] = clock
     app.register_blueprint(api_tenancy.bp)

@@ -101,6 +101,18 @@ def register(parser: argparse.ArgumentParser) -> None:
         default=10,
         help="failed enrollments per client address per minute before 429 (at least 3; default 10)",
     )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds the next part of a request body may take before 429 (MS-LIM-9; default 30)",
+    )
+    serve.add_argument(
+        "--body-deadline",
+        type=float,
+        default=120.0,
+        help="seconds a whole request body may take before 429 (MS-LIM-9; default 120)",
+    )
     serve.add_argument("--bench-noop", action="store_true", help=argparse.SUPPRESS)
     _proxy_options(serve)
     _feed_options(serve)
@@ -576,6 +588,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("--enroll-failures must allow at least 3 failed enrollments per minute (MS-LIM-6)",
               file=sys.stderr)  # fmt: skip
         return 2
+    if not 0 < args.body_timeout <= args.body_deadline:
+        print("--body-timeout is more than 0 and at most --body-deadline", file=sys.stderr)
+        return 2
     smtp_bind = None
     if args.smtp_bind:
         from metersync_manager.smtp_ingest import parse_bind
@@ -608,6 +623,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rate_limit=args.rate_limit,
         enroll_failures=args.enroll_failures,
         public_url=args.public_url,
+        body_timeout=args.body_timeout,
+        body_deadline=args.body_deadline,
     )
     from metersync_manager.proxy import RootPath, TrustedProxies
 
