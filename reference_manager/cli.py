@@ -27,6 +27,10 @@ Updates (chapter 16): `update` is manual mode; `serve --update-mode automatic --
 
 The database is SQLite in DIR/manager.db (DIR: --data-dir, else $METERSYNC_HOME/manager, else
 ./var/manager) unless --database gives a URL (`postgresql+psycopg://user@host/db`).
+
+Retention (README "Retention"): `serve` and `purge` take `--keep-readings DAYS`,
+`--keep-collection-errors DAYS` and `--keep-reports DAYS` (at least 400); `serve` purges at
+start and hourly, `purge` once, printing what it removed.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from metersync import logs
-from metersync_manager import cli_tenancy
+from metersync_manager import cli_retention, cli_tenancy
 
 DEFAULT_BIND = "127.0.0.1:8470"
 _T = TypeVar("_T")
@@ -142,7 +146,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--no-access-log", action="store_true", help="no access log line per HTTP request"
     )
     _fleet_options(serve)
+    cli_retention.add_options(serve)
     serve.set_defaults(func=cmd_serve)
+    cli_retention.register(sub, _db_options)
 
     update = sub.add_parser("update", help="check the update feed, or install from it")
     _feed_options(update)
@@ -613,6 +619,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"--smtp-relay / --smtp-password-file: {exc}", file=sys.stderr)
         return 2
+    try:
+        retain = cli_retention.policy(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     store = _open_store(args)
     app: Any = create_app(
         store,
@@ -652,6 +663,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         updater = None
         if args.update_mode == "automatic":  # manual mode fetches nothing (MS-UPD-13)
             updater = asyncio.create_task(_update_schedule(args, stop))
+        purger = None
+        if retain.active:
+            purger = asyncio.create_task(cli_retention.schedule(store, retain, stop))
         smtp = None
         if smtp_bind is not None:
             from metersync_manager.smtp_ingest import start_smtp
@@ -664,9 +678,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if smtp is not None:
                 smtp.close()
                 await smtp.wait_closed()
-            if updater is not None:
-                stop.set()
-                await updater
+            stop.set()
+            for task in (updater, purger):
+                if task is not None:
+                    await task
 
     try:
         asyncio.run(main())

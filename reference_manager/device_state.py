@@ -99,8 +99,8 @@ def backfill(conn: Connection, batch: int = 2000) -> None:
     for start in range(0, len(keys), batch):
         rows = []
         for key in keys[start : start + batch]:
-            rd = conn.execute(
-                select(m.readings)
+            rd = conn.execute(  # the columns of schema 7 (the step that runs this)
+                select(r.id, r.polled_at, r.device_status, r.printer_status, r.error_flags)
                 .where(r.device_key == key, r.disposition == "applied")
                 .order_by(r.polled_at.desc(), r.id.desc())
                 .limit(1)
@@ -108,9 +108,10 @@ def backfill(conn: Connection, batch: int = 2000) -> None:
             if rd is None:
                 continue
             sup = conn.execute(
-                select(m.supplies).where(m.supplies.c.reading_id == rd.id)
+                select(m.supplies).where(m.supplies.c.reading_id == m.rows_of(m.supplies, rd))
             ).mappings()
-            n = conn.execute(select(m.alerts.c.idx).where(m.alerts.c.reading_id == rd.id)).all()
+            a = m.alerts.c
+            n = conn.execute(select(a.idx).where(a.reading_id == m.rows_of(m.alerts, rd))).all()
             rows.append(values(key, rd.id, rd._mapping, list(sup), len(n)))
         if rows:
             conn.execute(m.device_state.insert(), rows)

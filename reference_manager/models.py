@@ -13,6 +13,7 @@ bump `SCHEMA_VERSION` and append a step that turns the previous version into thi
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
     inspect,
     select,
     text,
@@ -169,6 +171,13 @@ readings = Table(
     # applied: the owner's snapshot, in order (state and bill); conflict: from an agent that
     # does not own the device; out-of-order: not newer than the owner's last (MS-OWN).
     Column("disposition", String(16), nullable=False, default="applied"),
+    # Schema 13: the reading whose rows are this reading's counters, supplies, alerts and
+    # collection errors, when they equal an earlier reading's of the device (NULL: its own
+    # rows, or none). Queries join through `rows_of` (store and retention keep it whole).
+    Column("counters_of", BigInteger),
+    Column("supplies_of", BigInteger),
+    Column("alerts_of", BigInteger),
+    Column("errors_of", BigInteger),
     UniqueConstraint("report_id", "device_key", name="uq_readings_report_device"),
     Index("ix_readings_device_polled", "device_key", "polled_at"),
     Index("ix_readings_polled", "polled_at"),
@@ -236,6 +245,47 @@ collection_errors = Table(
     Column("code", String(32), nullable=False),
     Column("message", Text, nullable=False),
 )
+
+# The rows a device's readings share (schema 13): per child table, the digest of the newest
+# rows stored for the device and the reading that holds them; a new reading whose rows have
+# this digest stores none and refers to that reading instead (readings.<kind>_of).
+device_rowsets = Table(
+    "device_rowsets",
+    metadata,
+    Column("device_key", String(255), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # counters | supplies | alerts | errors
+    Column("digest", String(32), nullable=False),
+    Column("reading_id", BigInteger, nullable=False),
+)
+
+# Retention (schema 13, metersync_manager.retention): per agent and sequence epoch, the
+# highest sequence of the reports purged after the replay horizon, so that MS-DEL-6 counts
+# no gap below the oldest report still stored.
+report_floors = Table(
+    "report_floors",
+    metadata,
+    Column("agent_id", String(36), primary_key=True),
+    Column("sequence_epoch", BigInteger, primary_key=True),
+    Column("through", BigInteger, nullable=False),
+)
+
+# child table → the readings column naming the reading that holds its rows
+SHARED_ROWS = {
+    "counters": ("counters", counters),
+    "supplies": ("supplies", supplies),
+    "alerts": ("alerts", alerts),
+    "collection_errors": ("errors", collection_errors),
+}
+
+
+def rows_of(table: Table, reading: Any = None) -> Any:
+    """The id of the reading holding `table`'s rows of a reading: a column expression over
+    `readings` (joins), or a value for a fetched readings row."""
+    kind = SHARED_ROWS[table.name][0]
+    if reading is None:
+        return func.coalesce(readings.c[f"{kind}_of"], readings.c.id)
+    return getattr(reading, f"{kind}_of", None) or reading.id
+
 
 # Mails refused by the SMTP binding: the manager never answers by mail, so the operator sees
 # refusals here (MS-SMTP-5). Headers are kept only to help the operator find the mail.
@@ -652,7 +702,7 @@ CLUSTER_TABLES = (
     channel_relay,
 )
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 
 def _v2_mail_refusals(conn: Connection) -> None:
@@ -804,6 +854,15 @@ def _v12_console(conn: Connection) -> None:
     search_terms.backfill(conn)
 
 
+def _v13_shared_rows(conn: Connection) -> None:
+    """Readings refer to an earlier reading's equal rows (every stored reading keeps its
+    own); the floors of purged report sequences."""
+    for kind in ("counters", "supplies", "alerts", "errors"):
+        conn.execute(text(f"ALTER TABLE readings ADD COLUMN {kind}_of BIGINT"))
+    device_rowsets.create(conn, checkfirst=True)
+    report_floors.create(conn, checkfirst=True)
+
+
 # version → the step that turns version-1 into version.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_mail_refusals,
@@ -817,4 +876,5 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     10: _v10_sequence_epoch,
     11: _v11_cluster,
     12: _v12_console,
+    13: _v13_shared_rows,
 }

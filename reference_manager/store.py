@@ -52,6 +52,7 @@ from metersync_manager import (
     device_state,
     ownership,
     search_terms,
+    shared_rows,
     staleness,
     tenancy,
 )
@@ -652,6 +653,7 @@ class Store:
             },
         )
         self._upsert_state = device_state.upsert(ins)
+        self._upsert_rowsets = shared_rows.upsert_statement(ins)
         self._ins_readings = m.readings.insert().returning(
             m.readings.c.id, m.readings.c.device_key, sort_by_parameter_order=True
         )
@@ -691,6 +693,7 @@ class Store:
         if applied:
             self._apply_devices(conn, rows.agent_id, agent, applied, verdicts, states, events)
             search_terms.refresh(conn, [x.device_key for x in applied])
+        shared = shared_rows.plan(conn, devs)
         ids = conn.execute(
             self._ins_readings,
             [
@@ -701,6 +704,7 @@ class Store:
                     "received_at": received,
                     "disposition": verdicts[x.device_key].disposition.value,
                     **x.reading,
+                    **shared_rows.refs(shared[x.device_key]),
                 }
                 for x in devs
             ],
@@ -712,6 +716,7 @@ class Store:
             "collection_errors": [],
         }
         newest = []  # the applied snapshots make the device's state (device_state)
+        remembered: list[tuple[str, str, str, int]] = []
         for (reading_id, key), x in zip(ids, devs, strict=True):
             if key != x.device_key:
                 raise RuntimeError("readings came back out of order")
@@ -725,7 +730,11 @@ class Store:
                 ("alerts", x.alerts),
                 ("collection_errors", x.errors),
             ):
+                found = shared[key].get(name)
+                if found is None or found[1] is not None:  # none, or an earlier reading's
+                    continue
                 children[name].extend({"reading_id": reading_id, **item} for item in items)
+                remembered.append((key, name, found[0], reading_id))
         for c in children["counters"]:  # unsignedLong in a BIGINT column (billing.enc)
             c["value"] = billing.enc(c["value"])
             if c["previous"] is not None:
@@ -733,6 +742,7 @@ class Store:
         for name, batch in children.items():
             if batch:
                 conn.exec_driver_sql(self._ins_children[name], batch)  # type: ignore[arg-type]
+        shared_rows.remember(conn, self._upsert_rowsets, remembered)
         device_state.apply(conn, self._upsert_state, newest)
         found_of: dict[str, list[dict[str, Any]]] = {x.device_key: [] for x in devs}
         billing.record(
@@ -974,12 +984,18 @@ class Store:
     def _missing_sequences(self, conn: Connection, agent_id: str) -> list[dict[str, int]]:
         """MS-DEL-6: the ranges of sequence numbers not received below the highest received
         (from 1) of each sequence epoch (MS-DEL-21), oldest first, at most MAX_GAPS ranges."""
-        r = m.reports.c
-        prev = (
-            func.lag(r.sequence)
-            .over(partition_by=r.sequence_epoch, order_by=r.sequence)
-            .label("prev")
+        r, f = m.reports.c, m.report_floors.c
+        purged = (  # the reports below this were received and purged (retention)
+            select(f.through)
+            .where(f.agent_id == r.agent_id, f.sequence_epoch == r.sequence_epoch)
+            .scalar_subquery()
         )
+        prev = (
+            func.coalesce(
+                func.lag(r.sequence).over(partition_by=r.sequence_epoch, order_by=r.sequence),
+                purged,
+            )
+        ).label("prev")
         inner = select(r.sequence, r.sequence_epoch, prev).where(r.agent_id == agent_id).subquery()
         q = (
             select(inner.c.sequence, inner.c.sequence_epoch, inner.c.prev)
@@ -1168,9 +1184,9 @@ class Store:
                 return None
 
             def rows(table: Any, *order: Any) -> list[Any]:
-                return list(
-                    conn.execute(select(table).where(table.c.reading_id == rd.id).order_by(*order))
-                )
+                holder = m.rows_of(table, rd)
+                q = select(table).where(table.c.reading_id == holder).order_by(*order)
+                return list(conn.execute(q))
 
             return {
                 "deviceKey": rd.device_key,
@@ -1200,7 +1216,8 @@ class Store:
             if rd is None:
                 return None
             s = m.supplies
-            items = conn.execute(select(s).where(s.c.reading_id == rd.id).order_by(s.c.idx))
+            holder = m.rows_of(s, rd)
+            items = conn.execute(select(s).where(s.c.reading_id == holder).order_by(s.c.idx))
             return {
                 "deviceKey": device_key,
                 "polledAt": iso(rd.polled_at),
@@ -1219,7 +1236,7 @@ class Store:
         r, c = m.readings.c, m.counters.c
         q = (
             select(m.counters, r.polled_at, r.report_id)
-            .join(m.readings, r.id == c.reading_id)
+            .join(m.readings, m.rows_of(m.counters) == c.reading_id)
             .where(r.device_key == device_key, r.disposition == APPLIED.value)
         )
         if kind:
@@ -1247,7 +1264,7 @@ class Store:
         r, a = m.readings.c, m.alerts.c
         q = (
             select(m.alerts, r.device_key, r.polled_at, r.report_id)
-            .join(m.readings, r.id == a.reading_id)
+            .join(m.readings, m.rows_of(m.alerts) == a.reading_id)
             .join(m.devices, m.devices.c.device_key == r.device_key)
             .where(r.disposition == APPLIED.value, scope.where(m.devices.c.customer_id))
         )

@@ -530,11 +530,24 @@ def downgrade_counter_range(conn: Any) -> None:
     conn.execute(text("UPDATE schema_version SET version = 7 WHERE version = 8"))
 
 
-def downgrade_console_search(conn: Any) -> None:
-    """Undo schema version 12 (console search terms, forecast days, alert states) on a
-    database of version 12."""
+def downgrade_shared_rows(conn: Any) -> None:
+    """Undo schema version 13 (readings sharing equal child rows) on a database of version 13
+    whose readings each hold their own rows."""
     from sqlalchemy import text
 
+    conn.execute(text("DROP TABLE device_rowsets"))
+    conn.execute(text("DROP TABLE report_floors"))
+    for kind in ("counters", "supplies", "alerts", "errors"):
+        conn.execute(text(f"ALTER TABLE readings DROP COLUMN {kind}_of"))
+    conn.execute(text("UPDATE schema_version SET version = 12 WHERE version = 13"))
+
+
+def downgrade_console_search(conn: Any) -> None:
+    """Undo schema versions 13 and 12 (shared rows; console search terms, forecast days, alert
+    states) on a database of version 13."""
+    from sqlalchemy import text
+
+    downgrade_shared_rows(conn)
     conn.execute(text("DROP TABLE device_terms"))
     for name in ("ix_supply_forecasts_days", "ix_supply_forecasts_customer_days"):
         conn.execute(text(f"DROP INDEX {name}"))
@@ -561,8 +574,8 @@ def downgrade_cluster(conn: Any) -> None:
 
 
 def downgrade_fleet(conn: Any) -> None:
-    """Undo schema versions 12 to 9 (console search, cluster, sequence epochs, fleet
-    intelligence) on a database of version 12."""
+    """Undo schema versions 13 to 9 (shared rows, console search, cluster, sequence epochs,
+    fleet intelligence) on a database of version 13."""
     from sqlalchemy import text
 
     downgrade_console_search(conn)
@@ -715,3 +728,27 @@ def test_migration_10_and_missing_sequences_per_epoch(store: Store) -> None:  # 
     (agent,) = store.agents(agent_id=a.agent_id)
     assert agent["sequenceEpoch"] == 2
     assert agent["missingSequences"] == [{"from": 3, "to": 3}, {"from": 2, "to": 2, "epoch": 2}]
+
+
+def test_migration_13_keeps_every_reading_s_own_rows(store: Store) -> None:  # noqa: F811
+    """Readings stored before step 13 keep their rows; readings after it that repeat them
+    store none and still read back the same counters and supplies."""
+    from sqlalchemy import func, select
+
+    a = enrolled(store)
+    dev = {"counters": [("total", 100, {})], "supplies": [{"index": 1, "level": 80}]}
+    raw = a.report([Dev("sn:hp:m13", polled_at=t(0), **dev)])  # type: ignore[arg-type]
+    store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
+    with store.engine.begin() as conn:
+        conn.execute(m.device_rowsets.delete())  # as if stored before step 13
+        downgrade_shared_rows(conn)
+    assert store.migrate() == SCHEMA_VERSION
+    before = store.latest("sn:hp:m13")
+    for minute in (1, 2):
+        raw = a.report([Dev("sn:hp:m13", polled_at=t(minute), **dev)])  # type: ignore[arg-type]
+        store.store_report(ingest.read_report(raw), ingest.digest(raw), len(raw), NOW)
+    after = store.latest("sn:hp:m13")
+    assert (after["counters"], after["supplies"]) == (before["counters"], before["supplies"])
+    with store.engine.begin() as conn:
+        n_counters = conn.execute(select(func.count()).select_from(m.counters)).scalar()
+    assert n_counters == 2  # the old reading's, and one new set shared by the second read

@@ -381,7 +381,7 @@ def supply_history(
     r, s = m.readings.c, m.supplies.c
     rows = conn.execute(
         select(m.supplies, r.polled_at)
-        .join(m.readings, r.id == s.reading_id)
+        .join(m.readings, m.rows_of(m.supplies) == s.reading_id)
         .where(r.device_key == key, r.polled_at > since)
         .order_by(r.polled_at, s.idx)
         .limit(limit)

@@ -110,7 +110,9 @@ class Evaluator:
                 "group_index": a.group_index,
                 "description": a.description,
             }
-            for a in conn.execute(select(m.alerts).where(m.alerts.c.reading_id == latest.id))
+            for a in conn.execute(
+                select(m.alerts).where(m.alerts.c.reading_id == m.rows_of(m.alerts, latest))
+            )
         ]
         supplies = self._supplies(conn, dev, mine, latest, now, setting)
         events = [
@@ -146,15 +148,15 @@ class Evaluator:
         since = now - HISTORY
         pages: dict[int, int] = {}
         for rid, value in conn.execute(
-            select(C.reading_id, C.value)
-            .join(m.readings, R.id == C.reading_id)
+            select(R.id, C.value)
+            .join(m.readings, m.rows_of(m.counters) == C.reading_id)
             .where(mine, R.polled_at > since, C.kind == "total")
-            .order_by(C.reading_id, C.oid.desc())
+            .order_by(R.id, C.oid.desc())
         ):
             pages[rid] = billing.dec(value)  # stored offset-encoded (full unsignedLong)
         history = conn.execute(
-            select(m.supplies, R.polled_at)
-            .join(m.readings, R.id == S.reading_id)
+            select(m.supplies, R.polled_at, R.id.label("of_reading"))
+            .join(m.readings, m.rows_of(m.supplies) == S.reading_id)
             .where(mine, R.polled_at > since)
             .order_by(R.polled_at, R.id)
         ).all()
@@ -164,7 +166,7 @@ class Evaluator:
         for h in history:
             level = percent(h)
             trackers.setdefault(h.idx, LifeTracker()).feed(
-                Obs(h.polled_at, level, pages.get(h.reading_id))
+                Obs(h.polled_at, level, pages.get(h.of_reading))
             )
             first.setdefault(h.idx, h.polled_at)
             if level is not None:
@@ -181,7 +183,8 @@ class Evaluator:
         low = setting("supply-low")
         policy = OrderPolicy(lead_days=low["leadDays"], threshold=low["threshold"])
         out = []
-        for s in conn.execute(select(m.supplies).where(S.reading_id == latest.id).order_by(S.idx)):
+        held = m.rows_of(m.supplies, latest)
+        for s in conn.execute(select(m.supplies).where(S.reading_id == held).order_by(S.idx)):
             tracker = trackers.get(s.idx) or LifeTracker()
             fc = tracker.forecast(now)
             life = tracker.current
