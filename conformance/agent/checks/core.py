@@ -582,10 +582,10 @@ def _per_device(ctx: AgentContext, req: str, judge: Any) -> list[Finding]:
                 )
             )
         elif problems:
-            what, expected, actual = problems[0]
+            what, expected, actual = problems[0][:3]
             more = f" (+{len(problems) - 1} more, below)" if len(problems) > 1 else ""
             # Every problem is named in the evidence, not only the first.
-            others = "".join(f"\n- {w}: expected {e}, got {a}" for w, e, a in problems[1:])
+            others = "".join(f"\n- {w}: expected {e}, got {a}" for w, e, a, *_ in problems[1:])
             snapshot = _snapshot_xml(rep, snap.identity.device_key) or ""
             out.append(
                 fail(
@@ -690,6 +690,10 @@ async def profiles_match_truth(ctx: AgentContext) -> list[Finding]:
     def judge(dev: Device, snap: Any) -> list[tuple[str, ...]]:
         truth = str(dev.recording.truth.get("profiles", ""))
         want, got = truth.split(), applied(snap)
+        # every profile a value names as its source was applied, so `profiles` names it
+        sources = {x.source for x in [*snap.counter, *snap.supply] if x.source}
+        if unnamed := sorted(sources - set(got)):
+            return [(f"profiles without {', '.join(unnamed)}", "every source", snap.profiles)]
         if not want or set(want) == set(got):
             return []
         if "standard" in want and got[:1] != ["standard"]:
