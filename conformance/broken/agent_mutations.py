@@ -103,6 +103,29 @@ AGENT_MUTATIONS: dict[str, Mutation] = {
     "gzip-unlabelled": Mutation(
         HTTP, '            headers["Content-Encoding"] = "gzip"', "            pass", "MS-HTTP-6"
     ),
+    # polledAt without a time zone (a naive local clock).
+    "polled-at-naive": Mutation(
+        MAPPER,
+        "        polled_at=XmlDateTime.from_datetime(when),",
+        "        polled_at=XmlDateTime.from_datetime(when.replace(tzinfo=None)),",
+        "MS-DEV-2",
+    ),
+    # A supply's level read from its capacity column.
+    "level-from-capacity": Mutation(
+        MAPPER,
+        "            level=_level(level, level_oid, level=True),",
+        "            level=_level(maximum, level_oid, level=True),",
+        "MS-DEV-15",
+    ),
+    # Supply units named from the wrong textual convention.
+    "supply-unit-misnamed": Mutation(
+        MAPPER,
+        '                value=_enum(SupplyUnit, d.std.enum("supply_unit", unit_raw)), raw=unit_raw',
+        '                value=_enum(SupplyUnit, d.std.enum("counter_unit", unit_raw)), raw=unit_raw',
+        "MS-DEV-6",
+    ),
+    # The Enrollment does not declare the http capability although the agent reports over HTTP.
+    "no-http-capability": Mutation(ENROL, "    model.Capability.HTTP,\n", "", "MS-CONF-6"),
 }
 
 
