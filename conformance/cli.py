@@ -291,7 +291,7 @@ def cmd_manager(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from metersync_conformance.agent.harness import run_all
+    from metersync_conformance.agent.harness import SOFTWARE, run_all
 
     classes = parse_classes(args.classes, "agent")
     seen: list[Verdict] = []
@@ -308,16 +308,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
         ),
         seen,
     )
-    run = build_run(
-        "agent",
-        classes,
-        verdicts,
-        secs,
-        vendor=args.vendor,
-        product=args.product,
-        version=args.version,
-        target=args.command,
-    )
+    # what the command line does not say, the agent's Enrollment does
+    named = {k: getattr(args, k) for k in ("vendor", "product", "version")}
+    meta = {k: SOFTWARE.get(k, v) if v == "unknown" else v for k, v in named.items()}
+    run = build_run("agent", classes, verdicts, secs, target=args.command, **meta)
     run.interrupted = interrupted
     return finish(run, args)
 

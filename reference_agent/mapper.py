@@ -77,6 +77,7 @@ __all__ = [
 SnmpValue = int | bytes | str
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _SHORT, _TEXT = 255, 1024
+_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 _U64 = 2**64
 
 
@@ -314,13 +315,18 @@ def _identity(d: _Device, ip_address: str, port: int | None, hostname: str | Non
     vendor = next((p.vendor for p in d.vendors if p.vendor), None)
     if vendor is None and soid and soid.startswith("1.3.6.1.4.1."):
         vendor = d.std.vendors.get(int(soid.split(".")[6]))
-    serial = _first(
-        d, [*d.std.serial, *(s for p in d.vendors for s in p.serial)], descr, is_junk_serial
+    soid_parts = tuple(int(x) for x in soid.split(".")) if soid and _OID.fullmatch(soid) else None
+    # the key's serial: prtGeneralSerialNumber, else the Table 3-2 row of sysObjectID's
+    # enterprise (spec 3.1); a serial from a profile matched otherwise (a probe) is reported only
+    owned = (s for p in d.vendors if p.owns(soid_parts) for s in p.serial)
+    key_serial = _first(d, [*d.std.serial, *owned], descr, is_junk_serial)
+    serial = key_serial or _first(
+        d, (s for p in d.vendors for s in p.serial), descr, is_junk_serial
     )
     model = _first(d, (s for p in d.vendors for s in p.model), descr) or hr_descr
     firmware = _first(d, (s for p in d.vendors for s in p.firmware), descr)
     sys_name = r.text(sys["name"])
-    key = device_key(serial, macs, soid, sys_name, hr_descr)
+    key = device_key(key_serial, macs, soid, sys_name, hr_descr)
     return DeviceIdentity(
         device_key=key,
         vendor=vendor,
@@ -330,7 +336,7 @@ def _identity(d: _Device, ip_address: str, port: int | None, hostname: str | Non
         ip_address=ip_address,
         port=port,
         hostname=hostname,
-        sys_object_id=soid if soid and re.fullmatch(r"[0-2](\.(0|[1-9][0-9]*))+", soid) else None,
+        sys_object_id=soid if soid and _OID.fullmatch(soid) else None,
         sys_descr=descr or None,
         sys_name=sys_name,
         firmware=firmware,
@@ -806,5 +812,5 @@ def map_snapshot(
         polled_at=XmlDateTime.from_datetime(when),
         duration_ms=duration_ms,
         snmp_version=SnmpVersion(snmp_version) if snmp_version else None,
-        profiles=" ".join(p.name for p in profiles),
+        profiles=" ".join(p.name for p in profiles if not p.key_only),
     )

@@ -139,6 +139,9 @@ class Profile:
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     enums: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
     vendors: Mapping[int, str] = field(default_factory=dict)
+    # only the vendor's serial objects of Table 3-2, read for the device key (spec 3.1): not
+    # a profile the agent applies (absent from `profiles`, MS-DEV-4)
+    key_only: bool = False
 
     def matches(self, sys_object_id: Oid | None, sys_descr: str, answered: set[Oid]) -> bool:
         if self.always:
@@ -148,6 +151,11 @@ class Profile:
         if sys_descr and any(p.search(sys_descr) for p in self.sys_descr):
             return True
         return any(p in answered for p in self.probes)
+
+    def owns(self, sys_object_id: Oid | None) -> bool:
+        """The device's sysObjectID is under one of this profile's enterprises: its serial
+        objects are the Table 3-2 row that keys the device (spec 3.1)."""
+        return bool(sys_object_id) and any(sys_object_id[: len(e)] == e for e in self.enterprises)
 
     def enum(self, name: str, raw: int) -> str:
         return self.enums.get(name, {}).get(raw, "unrecognised")
@@ -311,13 +319,25 @@ def load_profiles(extra_dirs: Iterable[Path | str] = ()) -> list[Profile]:
 
 def only_profiles(profiles: Iterable[Profile], names: Iterable[str]) -> list[Profile]:
     """The profiles named (`run --profiles standard`: an agent that reads the standard MIBs
-    only); `standard` is always kept, an unknown name is a ProfileError."""
+    only); `standard` is always kept, an unknown name is a ProfileError. Of every other
+    profile only its serial objects stay (`key_only`): Table 3-2 binds every agent's keys."""
     profiles = list(profiles)
     wanted = {"standard", *names}
     unknown = wanted - {p.name for p in profiles}
     if unknown:
         raise ProfileError(f"no profile named {', '.join(sorted(unknown))}")
-    return [p for p in profiles if p.name in wanted]
+    return [
+        p if p.name in wanted else key_part(p) for p in profiles if p.name in wanted or p.serial
+    ]
+
+
+def key_part(p: Profile) -> Profile:
+    """A profile reduced to its Table 3-2 serial objects, matched by enterprise only."""
+    gets = tuple(s.oid for s in p.serial if s.oid is not None and not s.table)
+    walks = tuple(s.oid for s in p.serial if s.oid is not None and s.table)
+    return Profile(
+        p.name, enterprises=p.enterprises, gets=gets, walks=walks, serial=p.serial, key_only=True
+    )
 
 
 def select_profiles(

@@ -51,3 +51,18 @@ def test_every_agent_mutation_is_caught_by_its_requirement() -> None:
     assert not missed, missed
     errors = {n: by_status(v, Status.ERROR) for n, v in runs.items() if by_status(v, Status.ERROR)}
     assert not errors, errors
+
+
+def test_every_agent_mutated_line_is_once_in_its_module() -> None:
+    """A refactoring of the reference agent that moves a mutated line fails here, at once."""
+    import importlib.util
+    from pathlib import Path
+
+    stale = []
+    for name, mut in AGENT_MUTATIONS.items():
+        spec = importlib.util.find_spec(mut.module)
+        assert spec is not None and spec.origin is not None, mut.module
+        source = Path(spec.origin).read_text(encoding="utf-8")
+        if source.count(mut.old) != 1 or mut.old == mut.new:
+            stale.append(f"{name}: {source.count(mut.old)}× in {mut.module}")
+    assert not stale, stale

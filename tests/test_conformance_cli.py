@@ -2,8 +2,9 @@
 
 One command, every scenario of a certification at once (the full scenario on every recording,
 the hard cases, the walk-cap, SNMPv3 and TLS runs): exit 0, a JUnit file without failures, a
-self-contained HTML report naming the product, and every requirement of the claimed classes
-either passed, manual, or untestable for a reason the suite states.
+self-contained HTML report naming the product (from the agent's Enrollment), and every
+requirement of the claimed classes either passed, manual, or untestable for a reason the suite
+states.
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ def test_certify_the_reference_agent(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "metersync.cli", "conformance", "agent", "--command", AGENT,
          "--classes", "Agent-Core,Agent-HTTP", "--junit", str(junit), "--html", str(html),
-         "--vendor", "MeterSync", "--product", "reference-agent", "--version", "0.1.0",
-         "--quiet"],
+         "--quiet"],  # no --vendor/--product/--version: the report takes them from the Enrollment
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     out = done.stdout

@@ -1075,7 +1075,22 @@ async def run_agent(
     verdicts = await run_checks(checks, ctx, progress)  # type: ignore[arg-type]
     if tmp:
         tmp.cleanup()
+    SOFTWARE.update(_software(ctx))
     return verdicts, time.monotonic() - started
+
+
+# vendor, product, version of the agent under test, as its Enrollment named them (the report
+# header's defaults, when --vendor/--product/--version are not given)
+SOFTWARE: dict[str, str] = {}
+
+
+def _software(ctx: AgentContext) -> dict[str, str]:
+    enr = next((r for r in ctx.rec.received if r.kind == "Enrollment"), None)
+    sw = getattr(enr.obj, "software", None) if enr is not None else None
+    if sw is None:
+        return {}
+    fields = {k: getattr(sw, k, None) for k in ("vendor", "product", "version")}
+    return {k: str(v) for k, v in fields.items() if v}
 
 
 def _labelled(progress: Callable[..., None] | None, label: str) -> Callable[..., None] | None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from metersync_conformance.broken.mutations import Mutation
 
-IDENT, MAPPER, OUTBOX, ENROL = (
+IDENT, MAPPER, OUTBOX, ENROL, HTTP = (
     "metersync_agent.identity",
     "metersync_agent.mapper",
     "metersync_agent.outbox",
     "metersync_agent.enrollment",
+    "metersync_agent.transport_http",
 )
 
 AGENT_MUTATIONS: dict[str, Mutation] = {
@@ -55,6 +56,76 @@ AGENT_MUTATIONS: dict[str, Mutation] = {
         '        return signing.sign(self.key, data + b"\\n", self.agent_id)',
         "MS-HTTP-7",
     ),
+    # Percentages rounded up, not half away from zero (33.333… → 33.34).
+    "percent-rounded-up": Mutation(
+        MAPPER,
+        '    return (Decimal(level) * 100 / Decimal(maximum)).quantize(Decimal("0.01"), ROUND_HALF_UP)',
+        '    return (Decimal(level) * 100 / Decimal(maximum)).quantize(Decimal("0.01"), "ROUND_UP")',
+        "MS-DEV-17",
+    ),
+    # -1 "other" read as unknown (Table 4-2).
+    "other-unknown": Mutation(
+        MAPPER, "        return RawMeaning.OTHER", "        return RawMeaning.UNKNOWN", "MS-DEV-15"
+    ),
+    # -3 in maxCapacity read as someRemaining, a meaning defined for levels only (Table 4-2).
+    "capacity-some-remaining": Mutation(
+        MAPPER, "    if raw == -3 and level:", "    if raw == -3:", "MS-DEV-15"
+    ),
+    # The serial number reported normalised, not as read.
+    "serial-lower-case": Mutation(
+        MAPPER,
+        "        serial_number=serial,",
+        "        serial_number=serial.lower() if serial else None,",
+        "MS-DEV-9",
+    ),
+    # A supply's index taken from the row's first index (hrDeviceIndex), not prtMarkerSuppliesIndex.
+    "supply-index-first": Mutation(
+        MAPPER,
+        "            index=idx[-1],\n            source=d.std.name,",
+        "            index=idx[0],\n            source=d.std.name,",
+        "MS-DEV-14",
+    ),
+    # `profiles` without `standard`, although the Printer-MIB was read.
+    "standard-unnamed": Mutation(
+        MAPPER,
+        '        profiles=" ".join(p.name for p in profiles if not p.key_only),',
+        '        profiles=" ".join(p.name for p in profiles if not p.key_only and p.name != "standard"),',
+        "MS-DEV-4",
+    ),
+    # Documents labelled application/xml, not the MeterSync media type.
+    "plain-xml-type": Mutation(
+        HTTP,
+        '        headers = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE, **extra}',
+        '        headers = {"Content-Type": "application/xml", "Accept": CONTENT_TYPE, **extra}',
+        "MS-HTTP-3",
+    ),
+    # A gzip body sent without Content-Encoding: gzip.
+    "gzip-unlabelled": Mutation(
+        HTTP, '            headers["Content-Encoding"] = "gzip"', "            pass", "MS-HTTP-6"
+    ),
+    # polledAt without a time zone (a naive local clock).
+    "polled-at-naive": Mutation(
+        MAPPER,
+        "        polled_at=XmlDateTime.from_datetime(when),",
+        "        polled_at=XmlDateTime.from_datetime(when.replace(tzinfo=None)),",
+        "MS-DEV-2",
+    ),
+    # A supply's level read from its capacity column.
+    "level-from-capacity": Mutation(
+        MAPPER,
+        "            level=_level(level, level_oid, level=True),",
+        "            level=_level(maximum, level_oid, level=True),",
+        "MS-DEV-15",
+    ),
+    # Supply units named from the wrong textual convention.
+    "supply-unit-misnamed": Mutation(
+        MAPPER,
+        '                value=_enum(SupplyUnit, d.std.enum("supply_unit", unit_raw)), raw=unit_raw',
+        '                value=_enum(SupplyUnit, d.std.enum("counter_unit", unit_raw)), raw=unit_raw',
+        "MS-DEV-6",
+    ),
+    # The Enrollment does not declare the http capability although the agent reports over HTTP.
+    "no-http-capability": Mutation(ENROL, "    model.Capability.HTTP,\n", "", "MS-CONF-6"),
 }
 
 

@@ -259,6 +259,24 @@ MUTATIONS: dict[str, Mutation] = {
     "depth-33": Mutation(
         EDGE, "MAX_DEPTH = 32  # MS-LIM-2: element nesting, root = 1", "MAX_DEPTH = 33", "MS-LIM-2"
     ),  # fmt: skip
+    # Of two MeterSync-Signature fields only the first is read (Table 8-4: they are one field).
+    "first-signature-field": Mutation(
+        SIG,
+        '    return ", ".join(fields) if fields else None',
+        "    return fields[0] if fields else None",
+        "MS-SEC-10",
+    ),
+    # A duplicate's receipt counts the devices again, as if it stored them (MS-DEL-2: 0).
+    "duplicate-devices-counted": Mutation(
+        STORE,
+        "            return Stored(duplicate=True, devices=0)",
+        "            return Stored(duplicate=True, devices=len(rows.devices))",
+        "MS-DEL-2",
+    ),
+    # A wrong path or method under /v1/ gets the framework's HTML page, not an Error.
+    "html-not-found": Mutation(
+        APP, '        if not request.path.startswith("/v1/"):', "        if True:", "MS-HTTP-19"
+    ),  # fmt: skip
 }
 
 

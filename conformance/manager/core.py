@@ -345,10 +345,23 @@ async def exact_duplicate_answered_duplicate(ctx: ManagerContext) -> list[Findin
     rid, body = agent.report()
     first = await ctx.send(agent, body)
     second = await ctx.send(agent, body)
-    return [
+    out = [
         expect_receipt("MS-DEL-2", "first delivery", body, first, "accepted", rid),
         expect_receipt("MS-DEL-2", "the same bytes again", body, second, "duplicate", rid),
     ]
+    # The duplicate's receipt, field by field: this agent, nothing stored.
+    r = second.obj if second.kind == "Receipt" else None
+    if r is not None and (r.agent_id != agent.agent_id or r.devices_stored != 0):
+        out.append(
+            fail(
+                "the duplicate's receipt claims a store or another agent",
+                "MS-DEL-2",
+                expected=f"agentId {agent.agent_id}, devicesStored 0",
+                actual=f"agentId {r.agent_id}, devicesStored {r.devices_stored}",
+                excerpt=evidence(body, second),
+            )
+        )
+    return out
 
 
 @check("MS-DEL-2", classes=CORE, role="manager")

@@ -29,15 +29,30 @@ class LoopbackServer:
         self.host = host
         self.port = 0
         self._server: asyncio.Server | None = None
+        self._open: set[asyncio.Task[None]] = set()  # connections in progress
 
     async def start(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
+        self._server = await asyncio.start_server(self._tracked, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
+    async def _tracked(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._open.add(task)  # type: ignore[arg-type]
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._open.discard(task)  # type: ignore[arg-type]
+
     async def close(self) -> None:
+        """Stop listening and end the connections still open (an agent's kept-alive tunnel),
+        so that no task outlives the run ("Task was destroyed but it is pending")."""
         if self._server is not None:
             self._server.close()
+            for task in list(self._open):
+                task.cancel()
+            await asyncio.gather(*self._open, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 

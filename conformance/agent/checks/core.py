@@ -537,19 +537,55 @@ async def outbox_survives_outage_and_restart(ctx: AgentContext) -> list[Finding]
 # --- values against the truth ------------------------------------------------------------
 
 
+def applied(snap: Any) -> list[str]:
+    return (snap.profiles or "").split()
+
+
+def vendor_profiles(dev: Device) -> list[str]:
+    """The vendor profiles the truth file's values come from (its `profiles` but standard)."""
+    return [p for p in str(dev.recording.truth.get("profiles", "")).split() if p != "standard"]
+
+
+def unapplied(dev: Device, snap: Any) -> str | None:
+    """The first vendor profile of the truth that this agent did not apply, if any."""
+    return next((p for p in vendor_profiles(dev) if p not in applied(snap)), None)
+
+
+def _profile_dependent(problems: list[tuple[str, ...]], snap: Any) -> tuple[list, list]:
+    """(problems to judge, problems whose truth comes from a vendor profile the agent does not
+    apply: spec 4.1 makes those values profile-dependent). A problem's optional 4th item names
+    the profile its truth comes from."""
+    judged, dependent = [], []
+    for p in problems:
+        own = len(p) > 3 and p[3] not in (None, "standard") and p[3] not in applied(snap)
+        (dependent if own else judged).append(p)
+    return judged, dependent
+
+
 def _per_device(ctx: AgentContext, req: str, judge: Any) -> list[Finding]:
     out: list[Finding] = []
     for dev, snap, rep, phase in observations(ctx):
         if snap is None:
             out.append(_missing(dev, phase, ctx, req))
             continue
-        problems = judge(dev, snap)
+        problems, dependent = _profile_dependent(judge(dev, snap), snap)
         name = f"{dev.recording.name} ({dev.host}, {phase})"
-        if problems:
-            what, expected, actual = problems[0]
+        if not problems and dependent:
+            what, _, _, profile = dependent[0][:4]
+            out.append(
+                not_tested(
+                    f"{name}: profile-dependent: {what}: the truth comes from the profile "
+                    f"'{profile}', which this agent does not apply (profiles "
+                    f"'{snap.profiles or ''}'); such values are judged only for an agent that "
+                    "applies that profile, against its own truth files (spec 4.1)",
+                    req,
+                )
+            )
+        elif problems:
+            what, expected, actual = problems[0][:3]
             more = f" (+{len(problems) - 1} more, below)" if len(problems) > 1 else ""
             # Every problem is named in the evidence, not only the first.
-            others = "".join(f"\n- {w}: expected {e}, got {a}" for w, e, a in problems[1:])
+            others = "".join(f"\n- {w}: expected {e}, got {a}" for w, e, a, *_ in problems[1:])
             snapshot = _snapshot_xml(rep, snap.identity.device_key) or ""
             out.append(
                 fail(
@@ -565,9 +601,10 @@ def _per_device(ctx: AgentContext, req: str, judge: Any) -> list[Finding]:
     return out
 
 
-@check("MS-ID-2", "MS-ID-3", classes=CORE, role="agent")
+@check("MS-ID-2", "MS-ID-3", "MS-ID-9", classes=CORE, role="agent")
 async def device_keys_match_truth(ctx: AgentContext) -> list[Finding]:
-    """Each printer's deviceKey is the key its truth file gives."""
+    """Each printer's deviceKey is the key its truth file gives, whatever profiles the agent
+    applies: a vendor serial of Table 3-2 is everyone's (MS-ID-9)."""
     if (f := _needs_reports(ctx)) is not None:
         return [f]
 
@@ -575,7 +612,7 @@ async def device_keys_match_truth(ctx: AgentContext) -> list[Finding]:
         got = snap.identity.device_key
         return [] if got == dev.recording.key else [("device key", dev.recording.key, got)]
 
-    return _per_device(ctx, "MS-ID-2", judge) + _per_device(ctx, "MS-ID-3", judge)
+    return [f for req in ("MS-ID-2", "MS-ID-3", "MS-ID-9") for f in _per_device(ctx, req, judge)]
 
 
 @check("MS-DEV-9", classes=CORE, role="agent")
@@ -596,7 +633,9 @@ async def identity_matches_truth(ctx: AgentContext) -> list[Finding]:
             if t_name in dev.recording.truth:
                 want, got = str(dev.recording.truth[t_name]), getattr(snap.identity, attr)
                 if want != (got or ""):
-                    out.append((f"identity {attr}", want, str(got)))
+                    # the serial is Table 3-2's (MS-ID-9); the others a profile's (spec 4.1)
+                    source = None if t_name == "serial" else unapplied(dev, snap)
+                    out.append((f"identity {attr}", want, str(got), source))
         return out
 
     return _per_device(ctx, "MS-DEV-9", judge)
@@ -625,8 +664,9 @@ def _series_problems(dev: Device, snap: Any) -> dict[str, list[tuple[str, str, s
         got = {_series(c) for c in snap.counter if (c.oid, c.source) == (oid, source)}
         if len(got) < len(ts):
             probs["MS-BILL-1"].append(
-                (f"{len(ts)} counters at {oid} ({source})", f"{len(ts)} series", str(len(got)))
-            )
+                (f"{len(ts)} counters at {oid} ({source})", f"{len(ts)} series", str(len(got)),
+                 source)
+            )  # fmt: skip
     return probs
 
 
@@ -647,14 +687,19 @@ async def profiles_match_truth(ctx: AgentContext) -> list[Finding]:
     if (f := _needs_reports(ctx)) is not None:
         return [f]
 
-    def judge(dev: Device, snap: Any) -> list[tuple[str, str, str]]:
-        want = set(str(dev.recording.truth.get("profiles", "")).split())
-        got = set((snap.profiles or "").split())
-        return (
-            []
-            if not want or want == got
-            else [("profiles", " ".join(sorted(want)), " ".join(sorted(got)))]
-        )
+    def judge(dev: Device, snap: Any) -> list[tuple[str, ...]]:
+        truth = str(dev.recording.truth.get("profiles", ""))
+        want, got = truth.split(), applied(snap)
+        # every profile a value names as its source was applied, so `profiles` names it
+        sources = {x.source for x in [*snap.counter, *snap.supply] if x.source}
+        if unnamed := sorted(sources - set(got)):
+            return [(f"profiles without {', '.join(unnamed)}", "every source", snap.profiles)]
+        if not want or set(want) == set(got):
+            return []
+        if "standard" in want and got[:1] != ["standard"]:
+            return [("profiles: standard first", truth, snap.profiles or "")]
+        # Profile names are the agent's own: judged only when it applies the truth's.
+        return [("profiles", truth, snap.profiles or "", unapplied(dev, snap))]
 
     return _per_device(ctx, "MS-DEV-4", judge)
 
@@ -672,7 +717,7 @@ def _counter_problems(dev: Device, snap: Any) -> dict[str, list[tuple[str, str, 
         ) or next((x for x in same if _name(x.kind) == t["kind"]), same[0] if same else None)
         if c is None:
             have = ", ".join(f"{_name(x.kind)}@{x.oid}" for x in snap.counter) or "no counters"
-            probs["MS-DEV-12"].append((f"{label} missing", label, have))
+            probs["MS-DEV-12"].append((f"{label} missing", label, have, str(t["source"])))
             continue
         if _name(c.kind) != t["kind"]:
             probs["MS-DEV-10"].append((f"{label}: kind", str(t["kind"]), _name(c.kind)))
@@ -702,7 +747,7 @@ def _supply_problems(dev: Device, snap: Any) -> dict[str, list[tuple[str, str, s
         label = f"supply {t['index']} ({t['source']})"
         if s is None:
             probs["MS-DEV-14"].append(
-                (f"{label} missing", label, f"supplies {sorted(i for i, _ in got)}")
+                (f"{label} missing", label, f"supplies {sorted(got)}", str(t["source"]))
             )
             continue
         want = (int(t["level"]), str(t["meaning"]), int(t["max"]), str(t["max_meaning"]))

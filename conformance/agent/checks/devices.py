@@ -13,6 +13,7 @@ from metersync_conformance.agent.checks.core import (
     _phase_missing,
     _snapshot_xml,
     observations,
+    unapplied,
 )
 from metersync_conformance.agent.harness import AgentContext, Device
 from metersync_conformance.registry import Finding, check, fail, not_tested, ok
@@ -193,6 +194,14 @@ async def enumerations_named_as_the_mib(ctx: AgentContext) -> list[Finding]:
     return [ok(f"{n} snapshots: every enumerated name matches its raw number")]
 
 
+CONSOLE_TEXT = "1.3.6.1.2.1.43.16.5.1.2."  # prtConsoleDisplayBufferText
+
+
+def _has_recorded(dev: Device, prefix: str) -> bool:
+    text = dev.recording.snmprec.read_text(encoding="utf-8", errors="replace")
+    return any(line.startswith(prefix) for line in text.splitlines())
+
+
 @check("MS-DEV-7", "MS-DEV-21", "MS-DEV-20", classes=CORE, role="agent")
 async def text_status_trays_as_read(ctx: AgentContext) -> list[Finding]:
     """Decoded texts, status and console, input trays: as the truth files give them."""
@@ -231,7 +240,9 @@ async def text_status_trays_as_read(ctx: AgentContext) -> list[Finding]:
         if "console" in t:
             got_c = list(st.console_line) if st else []
             if got_c != t["console"]:
-                out.append(("consoleLine", str(t["console"]), str(got_c)))
+                # without prtConsoleDisplayBufferText the truth's text is a vendor object's
+                source = None if _has_recorded(dev, CONSOLE_TEXT) else unapplied(dev, snap)
+                out.append(("consoleLine", str(t["console"]), str(got_c), source))
         return out
 
     def trays(dev: Device, snap: Any) -> list[tuple[str, str, str]]:
@@ -365,8 +376,11 @@ async def vendor_supplies_reported(ctx: AgentContext) -> list[Finding]:
             for s in dev.recording.supplies()
             if s["source"] != "standard"
         ]
-        missing = [w for w in want if w not in got]
-        return [("vendor supplies missing", str(missing), str(sorted(got)))] if missing else []
+        return [
+            (f"vendor supply {i} ({src}) missing", f"supply {i} ({src})", str(sorted(got)), src)
+            for i, src in want
+            if (i, src) not in got
+        ]
 
     vendor = [
         d
@@ -378,7 +392,30 @@ async def vendor_supplies_reported(ctx: AgentContext) -> list[Finding]:
     return _per_device(ctx, "MS-DEV-18", judge)
 
 
-@check("MS-SNMP-8", "MS-SNMP-12", "MS-DEV-27", classes=CORE, role="agent")
+def _failing_oids(dev: Device) -> list[str]:
+    """The OIDs a recording makes answer genErr (snmpsim's `error` variation)."""
+    text = dev.recording.snmprec.read_text(encoding="utf-8", errors="replace")
+    return [line.split("|", 1)[0] for line in text.splitlines() if ":error|" in line]
+
+
+def _bulk_gen_err(dev: Device, e: Any, excerpt: str) -> Finding:
+    """MS-SNMP-17: a genErr inside a GETBULK answer is traced to the failing object (its
+    table entry), not to the request's error-index or the start of the walk."""
+    where = [o for o in _failing_oids(dev) if e is not None and e.oid]
+    entry = {".".join(o.split(".")[:-3]) for o in where}
+    near = any(str(e.oid).startswith(p) for p in entry) if e is not None else False
+    if near:
+        return ok(f"{dev.recording.name}: genErr traced to {e.oid}", "MS-SNMP-17")
+    return fail(
+        f"{dev.recording.name}: the genErr of a GETBULK answer was not traced to its object",
+        "MS-SNMP-17",
+        expected=f"a gen-err collectionError inside {sorted(entry) or _failing_oids(dev)}",
+        actual=str(e.oid if e is not None else None),
+        excerpt=excerpt,
+    )
+
+
+@check("MS-SNMP-8", "MS-SNMP-12", "MS-SNMP-17", "MS-DEV-27", classes=CORE, role="agent")
 async def walk_faults_kept_partial(ctx: AgentContext) -> list[Finding]:
     """A looping walk, a genErr and an undecodable value: each a collectionError with its OID;
     everything else read from the device is still reported."""
@@ -406,6 +443,8 @@ async def walk_faults_kept_partial(ctx: AgentContext) -> list[Finding]:
                 )
             else:
                 out.append(ok(f"{dev.recording.name}: {code} at {e.oid}", per[code]))
+            if code == "gen-err" and str(snap.snmp_version or "") not in ("", "1", "v1"):
+                out.append(_bulk_gen_err(dev, e, _snapshot_xml(rep, key)))
         want = {int(s["index"]) for s in dev.recording.supplies()}
         have = {int(s.index) for s in snap.supply}
         out.append(
