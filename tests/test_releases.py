@@ -95,6 +95,11 @@ def _status(state: Path) -> dict:
     return rel.read_json(state / "releases/status.json") or {}
 
 
+def _publish(feed: Feed, wheels: dict[str, bytes], v: str) -> None:
+    name = f"metersync-{v}-py3-none-any.whl"  # pip needs a wheel's own file name
+    feed.add_software(wheels[v], product="agent", version=v, platform="python", filename=name)
+
+
 def _update(prov: Path, state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "metersync.cli", "agent", "update", "--config", str(prov)]
     return subprocess.run(
@@ -128,9 +133,9 @@ def test_agent_switches_to_a_good_release_and_rolls_back_a_broken_one(tmp_path, 
         try:
             _wait("the base install healthy", lambda: _status(state).get("healthy") == "base")
             before = _wait("a stored report", lambda: _reports(state))
+            assert not any(b"0.2.0" in body for _, body in before.values())
 
-            feed.add_software(wheels["0.2.0"], product="agent", version="0.2.0",
-                              platform="python", filename="metersync-0.2.0-py3-none-any.whl")  # fmt: skip
+            _publish(feed, wheels, "0.2.0")
             done = _update(prov, state, "--install")
             assert done.returncode == 0, done.stderr
             assert "0.2.0 is current" in done.stdout
@@ -138,20 +143,16 @@ def test_agent_switches_to_a_good_release_and_rolls_back_a_broken_one(tmp_path, 
             _wait("0.2.0 healthy", lambda: _status(state).get("healthy") == "0.2.0")
             health = rel.read_json(state / "releases/health.json")
             assert health["version"] == "0.2.0"
-            newer = lambda: (
-                {  # noqa: E731
-                    s: v for s, v in _reports(state).items() if s not in before
-                }
-                and any(
-                    b"0.2.0" in body for s, (_, body) in _reports(state).items() if s not in before
-                )
-            )
+
+            def newer() -> bool:
+                fresh = [body for s, (_, body) in _reports(state).items() if s not in before]
+                return any(b"0.2.0" in body for body in fresh)
+
             _wait("a report by 0.2.0", newer)
             mid = _reports(state)
             _kept(before, mid)
 
-            feed.add_software(wheels["0.3.0"], product="agent", version="0.3.0",
-                              platform="python", filename="metersync-0.3.0-py3-none-any.whl")  # fmt: skip
+            _publish(feed, wheels, "0.3.0")
             done = _update(prov, state, "--install")
             assert done.returncode == 0, done.stderr
             _wait("the rollback", lambda: _status(state).get("code") == 6007)
@@ -187,7 +188,7 @@ def test_activate_rollback_and_prune(tmp_path) -> None:
     never removing current or previous (MS-UPD-25); --rollback swaps them back."""
     for v in ("0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.10.0"):
         _fake_release(tmp_path, v)
-    rel.activate(tmp_path, "0.2.0")
+    rel.activate(tmp_path, "0.2.0", keep=10)
     rel.activate(tmp_path, "0.1.0", keep=2)  # older: the pinned ones survive the prune
     assert rel.link_target(tmp_path, "current") == "0.1.0"
     assert rel.link_target(tmp_path, "previous") == "0.2.0"
