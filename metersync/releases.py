@@ -27,6 +27,7 @@ CURRENT, PREVIOUS = "current", "previous"
 QUARANTINE, HEALTH, STATUS = "quarantine.json", "health.json", "status.json"
 BASE_PTH = "_metersync_base.pth"  # names the base install's site-packages
 KEEP = 3  # versions kept (MS-UPD-25)
+EXIT_OK, EXIT_REFUSED = 0, 1  # as metersync/updates.py
 
 
 class ReleaseError(Exception):
@@ -229,3 +230,26 @@ def mark_healthy(version: str) -> None:
     path = os.environ.get("METERSYNC_HEALTH_FILE")
     if path:
         write_json(Path(path), {"pid": os.getpid(), "version": version})
+
+
+def activate_staged(state_dir: Path, version: str | None = None) -> str | None:
+    """Build and make current the newest staged version, when the supervisor's layout is used.
+
+    Returns the version activated, or None (no releases/ directory, or nothing newer)."""
+    if not releases_dir(state_dir).is_dir():
+        return None
+    return install_staged(state_dir, version)
+
+
+def release_command(state_dir: Path, *, back: bool = False, version: str | None = None) -> int:
+    """--install's activation or --rollback, for agent and manager alike (MS-UPD-28)."""
+    try:
+        if back:
+            print(f"{rollback(state_dir)} is current again")
+        else:
+            done = install_staged(state_dir, version)
+            print(f"{done} is current" if done else "no staged version newer than the current one")
+    except ReleaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    return EXIT_OK

@@ -44,15 +44,6 @@ def report_healthy() -> None:
         _healthy_reported = True
 
 
-def activate_staged(state_dir: Path, version: str | None = None) -> str | None:
-    """Build and make current the newest staged version, when the supervisor's layout is used.
-
-    Returns the version activated, or None (no releases/ directory, or nothing newer)."""
-    if not releases.releases_dir(state_dir).is_dir():
-        return None
-    return releases.install_staged(state_dir, version)
-
-
 def client_for(settings: Settings, state_dir: Path, agent_id: str) -> updates.UpdateClient:
     """The update client for this agent; UpdateError when the feed is not configured."""
     if not settings.update_feed_url:
@@ -107,7 +98,7 @@ async def schedule(
                 log.info("update installed %s", path)
             if any(not p.startswith("licences/") for p in out.installed):
                 try:
-                    done = await asyncio.to_thread(activate_staged, state_dir)
+                    done = await asyncio.to_thread(releases.activate_staged, state_dir)
                 except releases.ReleaseError as exc:
                     log.error("the staged software cannot be installed: %s", exc)
                 else:
@@ -130,7 +121,7 @@ def _cmd_update(args: argparse.Namespace) -> int:
         return updates.EXIT_USAGE
     state_dir = _state_dir(args)
     if args.rollback:
-        return release_command(state_dir, rollback=True)
+        return releases.release_command(state_dir, back=True)
     identity = enrollment.load_or_create_identity(state_dir)
     try:
         client = client_for(settings, state_dir, identity.agent_id)
@@ -146,21 +137,7 @@ def _cmd_update(args: argparse.Namespace) -> int:
         return updates.EXIT_REFUSED
     if args.install:
         releases.releases_dir(state_dir).mkdir(parents=True, exist_ok=True)
-        return release_command(state_dir, version=args.version)
-    return updates.EXIT_OK
-
-
-def release_command(state_dir: Path, *, rollback: bool = False, version: str | None = None) -> int:
-    """--install's activation or --rollback, for agent and manager alike (MS-UPD-28)."""
-    try:
-        if rollback:
-            print(f"{releases.rollback(state_dir)} is current again")
-        else:
-            done = releases.install_staged(state_dir, version)
-            print(f"{done} is current" if done else "no staged version newer than the current one")
-    except releases.ReleaseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return updates.EXIT_REFUSED
+        return releases.release_command(state_dir, version=args.version)
     return updates.EXIT_OK
 
 

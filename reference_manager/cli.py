@@ -391,11 +391,11 @@ def cmd_update(args: argparse.Namespace) -> int:
     if args.allow_downgrade and args.version is None:
         print("--allow-downgrade needs --version", file=sys.stderr)
         return updates.EXIT_USAGE
-    from metersync_agent.updating import release_command
+    from metersync.releases import release_command
 
     state = Path(args.data_dir) if args.data_dir else default_data_dir()
     if args.rollback:
-        return release_command(state, rollback=True)
+        return release_command(state, back=True)
     try:
         client = _update_client(args)
         out = client.run(
@@ -458,7 +458,7 @@ async def _update_schedule(args: argparse.Namespace, stop: asyncio.Event) -> Non
             for path in out.installed:
                 _log().info("update installed %s", path)
             if any(not p.startswith("licences/") for p in out.installed):
-                from metersync_agent.updating import activate_staged
+                from metersync.releases import activate_staged
 
                 state = Path(args.data_dir) if args.data_dir else default_data_dir()
                 done = await asyncio.to_thread(activate_staged, state)

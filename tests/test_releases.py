@@ -193,8 +193,11 @@ def test_activate_rollback_and_prune(tmp_path) -> None:
     assert rel.link_target(tmp_path, "current") == "0.1.0"
     assert rel.link_target(tmp_path, "previous") == "0.2.0"
     assert rel.built_versions(tmp_path) == ["0.1.0", "0.2.0", "0.4.0", "0.10.0"]
-    assert rel.rollback(tmp_path) == "0.2.0"
+    assert rel.release_command(tmp_path, back=True) == 0  # update --rollback
+    assert rel.link_target(tmp_path, "current") == "0.2.0"
     assert rel.link_target(tmp_path, "previous") == "0.1.0"
+    (tmp_path / "releases/previous").unlink()
+    assert rel.release_command(tmp_path, back=True) == 1  # nothing to roll back to
     with pytest.raises(rel.ReleaseError, match="not built"):
         rel.activate(tmp_path, "9.9.9")
     with pytest.raises(rel.ReleaseError, match="not staged"):
