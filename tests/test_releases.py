@@ -95,9 +95,9 @@ def _status(state: Path) -> dict:
     return rel.read_json(state / "releases/status.json") or {}
 
 
-def _publish(feed: Feed, wheels: dict[str, bytes], v: str) -> None:
+def _publish(feed: Feed, wheels: dict[str, bytes], v: str, product: str = "agent") -> None:
     name = f"metersync-{v}-py3-none-any.whl"  # pip needs a wheel's own file name
-    feed.add_software(wheels[v], product="agent", version=v, platform="python", filename=name)
+    feed.add_software(wheels[v], product=product, version=v, platform="python", filename=name)
 
 
 def _update(prov: Path, state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -175,6 +175,54 @@ def test_agent_switches_to_a_good_release_and_rolls_back_a_broken_one(tmp_path, 
             sup.send_signal(signal.SIGTERM)
             assert sup.wait(60) == 0
     _kept(before, _reports(state))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_manager_switches_and_rolls_back(tmp_path, wheels) -> None:
+    """`manager serve` under the supervisor: 0.2.0 answers /healthz after the switch, 0.3.0 is
+    rolled back to it with 6007; the store is the same throughout (MS-UPD-16)."""
+    import urllib.request
+
+    feed = Feed.create(tmp_path / "feed")
+    data = tmp_path / "data"
+    (data / "releases").mkdir(parents=True)
+    root = tmp_path / "root.json"
+    root.write_bytes(feed.trusted_root())
+    bind = f"127.0.0.1:{_free_port()}"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    sup = subprocess.Popen(
+        [sys.executable, "-m", "metersync.supervisor", "--state-dir", str(data), "--window", "60",
+         "--poll", "0.2", "--", "manager", "serve", "--bind", bind, "--data-dir", str(data)],
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    with FeedServer(feed.path) as server:
+        cmd = [sys.executable, "-m", "metersync.cli", "manager", "update", "--install"]
+        cmd += ["--feed-url", server.url, "--trusted-root", str(root), "--data-dir", str(data)]
+        try:
+            _wait("the base install healthy", lambda: _status(data).get("healthy") == "base")
+            _publish(feed, wheels, "0.2.0", "manager")
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+            assert done.returncode == 0 and "0.2.0 is current" in done.stdout, done.stderr
+            _wait("0.2.0 healthy", lambda: _status(data).get("healthy") == "0.2.0")
+            with urllib.request.urlopen(f"http://{bind}/healthz", timeout=10) as r:
+                assert r.status == 200
+            _publish(feed, wheels, "0.3.0", "manager")
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
+            _wait("the rollback", lambda: _status(data).get("code") == 6007)
+            assert _status(data)["failed"] == "0.3.0" and _status(data)["running"] == "0.2.0"
+            assert os.readlink(data / "releases/current") == "0.2.0"
+            _wait("0.2.0 healthy again", lambda: rel.read_json(data / "releases/health.json"))
+        finally:
+            sup.send_signal(signal.SIGTERM)
+            assert sup.wait(60) == 0
 
 
 def _fake_release(state: Path, version: str) -> None:
