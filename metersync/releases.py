@@ -241,13 +241,15 @@ def activate_staged(state_dir: Path, version: str | None = None) -> str | None:
     return install_staged(state_dir, version)
 
 
-def release_command(state_dir: Path, *, back: bool = False, version: str | None = None) -> int:
+def release_command(
+    state_dir: Path, *, back: bool = False, version: str | None = None, keep: int = KEEP
+) -> int:
     """--install's activation or --rollback, for agent and manager alike (MS-UPD-28)."""
     try:
         if back:
             print(f"{rollback(state_dir)} is current again")
         else:
-            done = install_staged(state_dir, version)
+            done = install_staged(state_dir, version, keep)
             print(f"{done} is current" if done else "no staged version newer than the current one")
     except ReleaseError as exc:
         print(f"error: {exc}", file=sys.stderr)

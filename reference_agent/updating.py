@@ -137,7 +137,7 @@ def _cmd_update(args: argparse.Namespace) -> int:
         return updates.EXIT_REFUSED
     if args.install:
         releases.releases_dir(state_dir).mkdir(parents=True, exist_ok=True)
-        return releases.release_command(state_dir, version=args.version)
+        return releases.release_command(state_dir, version=args.version, keep=args.keep)
     return updates.EXIT_OK
 
 
@@ -155,6 +155,7 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--install", action="store_true", help="install and make the new version current"
     )
     mode.add_argument("--rollback", action="store_true", help="make the previous version current")
+    p.add_argument("--keep", type=int, default=releases.KEEP, help="versions kept (default 3)")
     p.add_argument("--version", help="install this software version")
     p.add_argument(
         "--allow-downgrade",

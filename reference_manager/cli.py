@@ -141,6 +141,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--install", action="store_true", help="install and make the new version current"
     )
     mode.add_argument("--rollback", action="store_true", help="make the previous version current")
+    update.add_argument("--keep", type=int, default=3, help="versions kept (default 3)")
     update.add_argument("--version", help="install this software version")
     update.add_argument(
         "--allow-downgrade", action="store_true", help="allow an older --version (MS-UPD-17)"
@@ -408,7 +409,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     if out.error or not args.install:
         return updates.EXIT_REFUSED if out.error else updates.EXIT_OK
     (state / "releases").mkdir(parents=True, exist_ok=True)
-    return release_command(state, version=args.version)
+    return release_command(state, version=args.version, keep=args.keep)
 
 
 async def _report_healthy(args: argparse.Namespace) -> None:

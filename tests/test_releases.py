@@ -205,6 +205,7 @@ def test_manager_switches_and_rolls_back(tmp_path, wheels) -> None:
     with FeedServer(feed.path) as server:
         cmd = [sys.executable, "-m", "metersync.cli", "manager", "update", "--install"]
         cmd += ["--feed-url", server.url, "--trusted-root", str(root), "--data-dir", str(data)]
+        cmd += ["--keep", "2"]
         try:
             _wait("the base install healthy", lambda: _status(data).get("healthy") == "base")
             _publish(feed, wheels, "0.2.0", "manager")
@@ -219,6 +220,7 @@ def test_manager_switches_and_rolls_back(tmp_path, wheels) -> None:
             _wait("the rollback", lambda: _status(data).get("code") == 6007)
             assert _status(data)["failed"] == "0.3.0" and _status(data)["running"] == "0.2.0"
             assert os.readlink(data / "releases/current") == "0.2.0"
+            assert rel.built_versions(data) == ["0.2.0", "0.3.0"]  # --keep 2: none pruned
             _wait("0.2.0 healthy again", lambda: rel.read_json(data / "releases/health.json"))
         finally:
             sup.send_signal(signal.SIGTERM)
