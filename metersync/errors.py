@@ -233,6 +233,14 @@ _SPECS = [
     ErrorSpec(
         6006, "LICENCE_EXPIRED", 400, "MS-UPD-21", "A licence is outside its validity period."
     ),
+    ErrorSpec(
+        6007,
+        "RELEASE_ROLLED_BACK",
+        400,
+        "MS-UPD-27",
+        "A newly activated software version failed its health check; the previous version runs "
+        "again and the failed one is quarantined.",
+    ),
 ]
 
 BY_CODE: dict[int, ErrorSpec] = {s.code: s for s in _SPECS}

@@ -439,6 +439,7 @@ class AgentService:
             partial,
             len(batches),
         )
+        updating.report_healthy()  # started and one cycle done: the supervisor's check
         return not self.stop.is_set()
 
     def _moved(self, entry: DeviceEntry, ident: model.DeviceIdentity) -> None:

@@ -5,7 +5,12 @@ on this platform, verify, install licences and stage software. In `manual` mode 
 fetched unless the operator runs the command (MS-UPD-13); in `automatic` mode the service
 checks every checkInterval plus a random delay of up to 10 % (MS-UPD-14).
 
-    metersync agent update [--check | --install] [--version V --allow-downgrade]
+    metersync agent update [--check | --install | --rollback] [--version V --allow-downgrade]
+
+With a releases/ directory in the state dir (the supervisor's layout, metersync/releases.py),
+--install and the automatic schedule also build the staged version into releases/<version>/
+and make it current; the supervisor then restarts into it. --rollback makes the previous
+version current again.
 
 Exit codes: 0 installed or nothing to do; 1 refused (the 6001–6006 code is printed);
 2 configuration error (no feed URL, no trusted root); 3 the feed could not be reached.
@@ -21,13 +26,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from metersync import updates
+from metersync import releases, updates
 from metersync_agent import enrollment
 from metersync_agent.config import Settings
 
 log = logging.getLogger("metersync.agent.updates")
 
 JITTER_FRACTION = 0.10  # MS-UPD-14
+_healthy_reported = False
+
+
+def report_healthy() -> None:
+    """Tell the supervisor this version is healthy (once, after the first poll cycle)."""
+    global _healthy_reported
+    if not _healthy_reported:
+        releases.mark_healthy(enrollment.SOFTWARE.version)
+        _healthy_reported = True
 
 
 def client_for(settings: Settings, state_dir: Path, agent_id: str) -> updates.UpdateClient:
@@ -83,7 +97,15 @@ async def schedule(
             for path in out.installed:
                 log.info("update installed %s", path)
             if any(not p.startswith("licences/") for p in out.installed):
-                log.warning("new software is staged: restart the agent to activate it")
+                try:
+                    done = await asyncio.to_thread(releases.activate_staged, state_dir)
+                except releases.ReleaseError as exc:
+                    log.error("the staged software cannot be installed: %s", exc)
+                else:
+                    if done:
+                        log.warning("%s is current: the supervisor restarts into it", done)
+                    else:
+                        log.warning("new software is staged: restart the agent to activate it")
         delay = next_check_delay(interval, rng)
 
 
@@ -98,6 +120,8 @@ def _cmd_update(args: argparse.Namespace) -> int:
         print("error: --allow-downgrade needs --version", file=sys.stderr)
         return updates.EXIT_USAGE
     state_dir = _state_dir(args)
+    if args.rollback:
+        return releases.release_command(state_dir, back=True)
     identity = enrollment.load_or_create_identity(state_dir)
     try:
         client = client_for(settings, state_dir, identity.agent_id)
@@ -109,7 +133,12 @@ def _cmd_update(args: argparse.Namespace) -> int:
         unreachable = "cannot be" in str(exc)
         return updates.EXIT_UNREACHABLE if unreachable else updates.EXIT_USAGE
     print(updates.describe(out, client, install=not args.check))
-    return updates.EXIT_REFUSED if out.error else updates.EXIT_OK
+    if out.error:
+        return updates.EXIT_REFUSED
+    if args.install:
+        releases.releases_dir(state_dir).mkdir(parents=True, exist_ok=True)
+        return releases.release_command(state_dir, version=args.version, keep=args.keep)
+    return updates.EXIT_OK
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -122,7 +151,11 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="only say what is available")
-    mode.add_argument("--install", action="store_true", help="install (the default)")
+    mode.add_argument(
+        "--install", action="store_true", help="install and make the new version current"
+    )
+    mode.add_argument("--rollback", action="store_true", help="make the previous version current")
+    p.add_argument("--keep", type=int, default=releases.KEEP, help="versions kept (default 3)")
     p.add_argument("--version", help="install this software version")
     p.add_argument(
         "--allow-downgrade",

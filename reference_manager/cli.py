@@ -155,7 +155,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     update.add_argument("--data-dir", help="where update state lives (default: the data dir)")
     mode = update.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="only say what is available")
-    mode.add_argument("--install", action="store_true", help="install (the default)")
+    mode.add_argument(
+        "--install", action="store_true", help="install and make the new version current"
+    )
+    mode.add_argument("--rollback", action="store_true", help="make the previous version current")
+    update.add_argument("--keep", type=int, default=3, help="versions kept (default 3)")
     update.add_argument("--version", help="install this software version")
     update.add_argument(
         "--allow-downgrade", action="store_true", help="allow an older --version (MS-UPD-17)"
@@ -406,6 +410,11 @@ def cmd_update(args: argparse.Namespace) -> int:
     if args.allow_downgrade and args.version is None:
         print("--allow-downgrade needs --version", file=sys.stderr)
         return updates.EXIT_USAGE
+    from metersync.releases import release_command
+
+    state = Path(args.data_dir) if args.data_dir else default_data_dir()
+    if args.rollback:
+        return release_command(state, back=True)
     try:
         client = _update_client(args)
         out = client.run(
@@ -415,7 +424,33 @@ def cmd_update(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return updates.EXIT_UNREACHABLE if "cannot be" in str(exc) else updates.EXIT_USAGE
     print(updates.describe(out, client, install=not args.check))
-    return updates.EXIT_REFUSED if out.error else updates.EXIT_OK
+    if out.error or not args.install:
+        return updates.EXIT_REFUSED if out.error else updates.EXIT_OK
+    (state / "releases").mkdir(parents=True, exist_ok=True)
+    return release_command(state, version=args.version, keep=args.keep)
+
+
+async def _report_healthy(args: argparse.Namespace) -> None:
+    """Once /healthz answers 200, tell the supervisor this version is healthy (MS-UPD-27)."""
+    import ssl
+    import urllib.request
+
+    import metersync
+    from metersync import releases
+
+    url = f"{'https' if args.certfile else 'http'}://{args.bind}/healthz"
+    ctx = ssl._create_unverified_context()  # our own loopback listener  # noqa: S323
+
+    def ok() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=5, context=ctx) as r:  # noqa: S310
+                return r.status == 200
+        except OSError:
+            return False
+
+    while not await asyncio.to_thread(ok):
+        await asyncio.sleep(0.5)
+    releases.mark_healthy(metersync.__version__)
 
 
 async def _update_schedule(args: argparse.Namespace, stop: asyncio.Event) -> None:
@@ -441,6 +476,13 @@ async def _update_schedule(args: argparse.Namespace, stop: asyncio.Event) -> Non
                 _log().warning("update refused: %s", out.error)
             for path in out.installed:
                 _log().info("update installed %s", path)
+            if any(not p.startswith("licences/") for p in out.installed):
+                from metersync.releases import activate_staged
+
+                state = Path(args.data_dir) if args.data_dir else default_data_dir()
+                done = await asyncio.to_thread(activate_staged, state)
+                if done:
+                    _log().warning("%s is current: the supervisor restarts into it", done)
         delay = args.update_interval * (1 + rng.uniform(0, 0.1))
 
 
@@ -661,6 +703,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         scheme = "https" if args.certfile else "http"
         _log().info("metersync manager on %s://%s (%s)", scheme, args.bind, store.dialect)
         updater = None
+        if os.environ.get("METERSYNC_HEALTH_FILE"):  # started by the supervisor
+            health_task = asyncio.create_task(_report_healthy(args))  # noqa: F841 (kept alive)
         if args.update_mode == "automatic":  # manual mode fetches nothing (MS-UPD-13)
             updater = asyncio.create_task(_update_schedule(args, stop))
         purger = None
