@@ -294,7 +294,12 @@ def run_backend(name: str, url: str, args: argparse.Namespace) -> dict[int, floa
                 for p in procs:
                     p.terminate()
                 for p in procs:
-                    p.wait(20)
+                    try:
+                        p.wait(20)
+                    except subprocess.TimeoutExpired:
+                        print(f"{name:10s} a manager did not stop within 20 s of SIGTERM: killed")
+                        p.kill()
+                        p.wait()
             tag = f"{name} x{n}"
             print(
                 f"{tag:14s} no-op  {noop['rps']:7.0f} req/s               p50 {noop['p50']:6.1f} ms"

@@ -88,6 +88,15 @@ def _aware(dt: datetime) -> datetime:
 
 LOCK_TIMEOUT_MS = 5000  # the longest wait for a lock held elsewhere (PostgreSQL and SQLite)
 PROBE_TIMEOUT_MS = 2000  # /healthz: the longest wait for the write lock ingest needs
+# The tables a report's ingest writes: the /healthz probe takes their write lock on PostgreSQL
+# (a lock on any of them stalls ingest).
+INGEST_TABLES = tuple(
+    t.name
+    for t in (
+        m.reports, m.agents, m.readings, m.devices, m.device_state, m.device_ips, m.counters,
+        m.supplies, m.alerts, m.collection_errors, m.counter_series, m.counter_reads,
+    )
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -894,7 +903,7 @@ class Store:
                     cur.execute(f"PRAGMA busy_timeout={LOCK_TIMEOUT_MS}")
             else:
                 cur.execute(f"SET LOCAL lock_timeout = {PROBE_TIMEOUT_MS}")
-                cur.execute(f"LOCK TABLE {m.reports.name} IN ROW EXCLUSIVE MODE")
+                cur.execute(f"LOCK TABLE {', '.join(INGEST_TABLES)} IN ROW EXCLUSIVE MODE")
                 raw.rollback()
         except Exception as exc:
             raw.rollback()

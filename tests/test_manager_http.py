@@ -472,10 +472,11 @@ def test_slow_bodies_from_one_address_leave_room_for_others(store: Store) -> Non
                 s.close()
 
 
-def test_a_locked_database_answers_4002_within_seconds() -> None:
-    """Issue 9, case 8: PostgreSQL locked from a second connection; ingest answers 4002 with
-    Retry-After within the lock timeout (not after the lock is gone), and everything works
-    again once the lock is released."""
+@pytest.mark.parametrize("table", ["reports", "readings", "devices"])
+def test_a_locked_database_answers_4002_within_seconds(table: str) -> None:
+    """Issue 9, case 8: a table ingest writes, locked on PostgreSQL from a second connection;
+    ingest answers 4002 with Retry-After within the lock timeout (not after the lock is gone),
+    /healthz says 503, and everything works again once the lock is released."""
     import psycopg
 
     from metersync_manager import store as store_module
@@ -490,7 +491,7 @@ def test_a_locked_database_answers_4002_within_seconds() -> None:
                 raw = agent.report([Dev("sn:hp:locked", polled_at=NOW)])
                 conninfo = url.split("?")[0].replace("postgresql+psycopg://", "postgresql://")
                 with psycopg.connect(conninfo) as locker:
-                    locker.execute(f'LOCK TABLE "{schema}".reports IN ACCESS EXCLUSIVE MODE')
+                    locker.execute(f'LOCK TABLE "{schema}".{table} IN ACCESS EXCLUSIVE MODE')
                     t0 = time.monotonic()
                     r = post_report(client, agent, raw)
                     waited = time.monotonic() - t0
