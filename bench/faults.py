@@ -28,7 +28,8 @@ ATTEMPTS: list[tuple[str, str, list[str]]] = [
      ["tests/test_manager_ingest.py::test_migration_8_offsets_the_stored_counters"]),
     ("2", "outbox at its size bound: stored kept, the refused one counted, delivery frees room",
      ["tests/test_agent_outbox.py::test_full_disk_keeps_what_is_stored_and_says_so"]),
-    ("2", "real 1 MiB tmpfs filled: lost reports counted, a sequence gap, receipts held, recovers",
+    ("2", "real 1 MiB tmpfs filled: lost reports counted, a sequence gap, receipts held, "
+     "storageFullSince in the status while full, recovers",
      [OUTBOX + "test_full_disk_counts_the_lost_report_and_never_stops_delivery"]),
     ("3", "last page truncated: quarantined, readable reports salvaged exactly, new epoch from 1",
      [OUTBOX + "test_corrupt_outbox_is_quarantined_salvaged_and_starts_a_new_epoch"]),
@@ -48,7 +49,8 @@ ATTEMPTS: list[tuple[str, str, list[str]]] = [
      ["tests/test_manager_http.py::test_rate_limit_cannot_be_dodged_by_rotating_names"]),
     ("7", "superseded key: createdAt before the rotation, polledAt after it is 2003",
      ["tests/test_manager_ingest.py::test_old_key_reports_carry_only_readings_before_the_rotation"]),
-    ("8", "PostgreSQL table locked from a second connection: 4002 + Retry-After in seconds",
+    ("8", "PostgreSQL reports, readings or devices locked by a second connection: 4002 + "
+     "Retry-After in seconds, /healthz 503",
      ["tests/test_manager_http.py::test_a_locked_database_answers_4002_within_seconds"]),
     ("8", "SQLite locked by another process: 4002 + Retry-After, /healthz 503, both recover",
      ["tests/test_manager_http.py::test_a_locked_sqlite_database_answers_4002_and_healthz_503"]),
@@ -58,8 +60,7 @@ ATTEMPTS: list[tuple[str, str, list[str]]] = [
      ["tests/test_manager_http.py::test_device_key_with_a_slash"]),
 ]  # fmt: skip
 OPEN = {
-    "2": "a full disk as a visible state in agentStatus (the count is there, the state is not)",
-    "8": "/healthz under a lock of other tables; no test that big reports parse off the loop",
+    "8": "no test shows that big reports are parsed off the event loop (only a timing would)",
 }
 
 

@@ -133,6 +133,7 @@ class OutboxStatus:
     delivered_reports: int
     next_sequence: int
     sequence_epoch: int = 1
+    full_since: float | None = None  # epoch seconds: storage refuses new reports (MS-DEL-20)
 
 
 def _is_full(exc: sqlite3.Error) -> bool:
@@ -159,6 +160,7 @@ class Outbox:
         self._clock = clock
         self._lock = threading.Lock()
         self._unstored = 0  # reports refused by a full disk, not yet counted on disk
+        self._full_since: float | None = None  # when a full disk began refusing reports
         self._delivered: set[int] = set()  # receipts a full disk has not let us record yet
         self._retry_at: dict[int, float] = {}  # retry times a full disk has not let us record
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -296,6 +298,8 @@ class Outbox:
             except sqlite3.OperationalError as exc:
                 if _is_full(exc):
                     self._unstored += 1
+                    if self._full_since is None:
+                        self._full_since = self._clock()
                     status = self._status_locked()
                     raise OutboxFull(
                         f"the outbox at {self.path} is full ({exc}); the new report was NOT "
@@ -304,7 +308,7 @@ class Outbox:
                         "or lower the outbox retention limits."
                     ) from exc
                 raise OutboxError(f"the outbox at {self.path} refused a write: {exc}") from exc
-            self._unstored = 0
+            self._unstored, self._full_since = 0, None
             return StoredReport(seq, built.report_id, now, built.body, built.signature, 0, 0.0)
 
     def _apply_retention(self, now: float, keep: int) -> None:
@@ -491,6 +495,7 @@ class Outbox:
             delivered_reports=self._meta("delivered_reports"),
             next_sequence=self._meta("next_sequence"),
             sequence_epoch=self._meta("sequence_epoch"),
+            full_since=self._full_since,
         )
 
     def status(self) -> OutboxStatus:

@@ -122,6 +122,7 @@ def status_info(
     cycle: CycleResult | None,
     licence: model.LicenceState | None = None,
     traps: model.TrapStats | None = None,
+    storage_full_since: float | None = None,
 ) -> model.AgentStatusInfo:
     """AgentStatusInfo (MS-MSG-12): in every report, and the channel's /status (MS-MSG-14)."""
     last_cycle = None
@@ -139,6 +140,7 @@ def status_info(
         queue_depth=queue_depth,
         oldest_queued_at=None if oldest_queued_at is None else _xml_time(oldest_queued_at),
         dropped_reports=dropped_reports,
+        storage_full_since=None if storage_full_since is None else _xml_time(storage_full_since),
         last_cycle=last_cycle,
         licence=licence or model.LicenceState(state=model.LicenceStateName.MISSING),
         channel_enabled=settings.channel_enabled,

@@ -553,6 +553,7 @@ class AgentService:
             self.state.last_cycle,
             licence,
             self.traps.stats() if self.traps is not None else None,
+            st.full_since,  # MS-DEL-20: live, while the disk refuses reports
         )
 
     def snapshots(self) -> dict[str, model.DeviceSnapshot]:

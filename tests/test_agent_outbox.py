@@ -22,9 +22,12 @@ import time
 import uuid
 from email.utils import formatdate
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import metersync_generated.v1 as model
+from metersync import xml_edge
 from metersync_agent.backoff import (
     BASE_SECONDS,
     CAP_SECONDS,
@@ -43,6 +46,7 @@ from metersync_agent.outbox import (
     ReportBytes,
     RetentionLimits,
 )
+from metersync_agent.report import status_info
 
 
 def _build(ctx: EnqueueContext, size: int = 200) -> ReportBytes:
@@ -306,9 +310,16 @@ def test_full_disk_counts_the_lost_report_and_never_stops_delivery(small_disk: P
     with Outbox(small_disk / "o.sqlite3") as ob:
         stored = [ob.enqueue(lambda c: _build(c, 3000)) for _ in range(5)]
         filler = _fill(small_disk)
+        assert ob.status().full_since is None
         for _ in range(2):
             with pytest.raises(OutboxFull):
                 ob.enqueue(lambda c: _build(c, 3000))
+        full_since = ob.status().full_since
+        assert full_since is not None  # shown in the status while it lasts (MS-DEL-20)
+        settings = SimpleNamespace(channel_enabled=True, update_mode="manual")
+        info = status_info(settings, 0.0, 0, None, 0, None, storage_full_since=full_since)  # type: ignore[arg-type]
+        status = model.AgentStatus(agent_id=str(uuid.uuid4()), **vars(info))
+        assert b"<storageFullSince>" in xml_edge.to_bytes(status)  # valid by the XSD
         ob.mark_delivered(stored[0].sequence)  # the receipt cannot be written: held
         assert ob._delivered == {stored[0].sequence}
         assert ob.oldest().sequence == stored[1].sequence  # not offered again
@@ -319,6 +330,7 @@ def test_full_disk_counts_the_lost_report_and_never_stops_delivery(small_disk: P
         again = ob.enqueue(lambda c: seen.append(c) or _build(c, 3000))
         assert again.sequence == stored[-1].sequence + 3  # a gap of two: the manager sees it
         assert seen[0].dropped_reports == 2 and ob.status().dropped_reports == 2
+        assert ob.status().full_since is None  # recovered
         assert stored[0].sequence not in [s for s, _ in ob.report_ids()]
         assert ob._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 

@@ -184,6 +184,11 @@ class AgentStatusInfo:
     :ivar dropped_reports: Reports the outbox retention limits removed
         unsent since the agent was installed (MS-DEL-14). Zero unless
         the manager was unreachable beyond the limits.
+    :ivar storage_full_since: While the agent's storage refuses new
+        reports (a full disk, MS-DEL-20): when that began. Absent
+        otherwise. No report can be stored meanwhile, so it is seen on
+        the channel's /status (MS-CH-10); what was lost shows afterwards
+        in droppedReports and the sequence gap.
     :ivar last_cycle:
     :ivar licence:
     :ivar channel_enabled:
@@ -227,6 +232,14 @@ class AgentStatusInfo:
             "type": "Element",
             "namespace": "urn:metersync:v1",
         }
+    )
+    storage_full_since: None | XmlDateTime = field(
+        default=None,
+        metadata={
+            "name": "storageFullSince",
+            "type": "Element",
+            "namespace": "urn:metersync:v1",
+        },
     )
     last_cycle: None | CycleStats = field(
         default=None,
