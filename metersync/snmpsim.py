@@ -86,16 +86,21 @@ class Endpoint:
     data_dir: Path | str | None = None
 
 
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def free_udp_port(*hosts: str) -> int:
-    """A UDP port that was free a moment ago on every host given (default 127.0.0.1)."""
+    """A UDP port that was free a moment ago on every host given (default 127.0.0.1; an IPv6
+    address such as ::1 is served on an IPv6 endpoint)."""
     first, *rest = hosts or ("127.0.0.1",)
     for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with socket.socket(_family(first), socket.SOCK_DGRAM) as s:
             s.bind((first, 0))
             port = int(s.getsockname()[1])
         try:
             for h in rest:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                with socket.socket(_family(h), socket.SOCK_DGRAM) as s:
                     s.bind((h, port))
         except OSError as e:
             if e.errno != errno.EADDRINUSE:
@@ -224,7 +229,10 @@ class SnmpSimulator:
                     if u.priv_key:
                         args += [f"--v3-priv-key={u.priv_key}", f"--v3-priv-proto={u.priv_proto}"]
             args.append(f"--data-dir={ep.data_dir or self.data_dir}")
-            args.append(f"--agent-udpv4-endpoint={host}:{port}")
+            if _family(host) == socket.AF_INET6:
+                args.append(f"--agent-udpv6-endpoint=[{host}]:{port}")
+            else:
+                args.append(f"--agent-udpv4-endpoint={host}:{port}")
         return args + self.extra_args
 
     def start(self) -> SnmpSimulator:
@@ -258,8 +266,11 @@ class SnmpSimulator:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         pending = set(self.endpoints)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.settimeout(0.1)
+        with contextlib.ExitStack() as stack:
+            socks = {}
+            for family in sorted({_family(h) for h, _ in pending}):
+                socks[family] = stack.enter_context(socket.socket(family, socket.SOCK_DGRAM))
+                socks[family].settimeout(0.1 / len({_family(h) for h, _ in pending}))
             msg_id = 1
             while pending:
                 assert self.proc is not None
@@ -268,12 +279,13 @@ class SnmpSimulator:
                 if time.monotonic() > deadline:
                     raise SimulatorError(f"snmpsim silent on {sorted(pending)}:\n{self.log()}")
                 for ep in pending:
-                    s.sendto(_discovery_probe(msg_id), ep)
+                    socks[_family(ep[0])].sendto(_discovery_probe(msg_id), ep)
                     msg_id += 1
-                with contextlib.suppress(TimeoutError, ConnectionRefusedError):
-                    while True:
-                        _, peer = s.recvfrom(65535)
-                        pending.discard(peer)
+                for s in socks.values():
+                    with contextlib.suppress(TimeoutError, ConnectionRefusedError):
+                        while True:
+                            _, peer = s.recvfrom(65535)
+                            pending.discard(peer[:2])
 
     def log(self, tail: int = 4000) -> str:
         """The last characters the responder wrote (errors only at --log-level=error)."""

@@ -28,10 +28,12 @@ __all__ = [
 ]
 
 # Table 3-1 of the spec: IANA enterprise number of sysObjectID -> vendor token of the key.
+# Every enterprise number a shipped profile matches has a token (tests/test_mapper.py checks).
 VENDOR_TOKENS = {
-    11: "hp", 236: "samsung", 253: "xerox", 367: "ricoh", 641: "lexmark", 674: "dell",
-    1129: "toshiba", 1248: "epson", 1347: "kyocera", 1602: "canon", 2001: "oki",
-    2385: "sharp", 2435: "brother", 10642: "zebra", 18334: "konicaminolta",
+    11: "hp", 236: "samsung", 253: "xerox", 297: "fujifilm", 367: "ricoh", 641: "lexmark",
+    674: "dell", 683: "zebra", 1129: "toshiba", 1248: "epson", 1347: "kyocera", 1602: "canon",
+    2001: "oki", 2385: "sharp", 2435: "brother", 10642: "zebra", 18334: "konicaminolta",
+    40093: "pantum",
 }  # fmt: skip
 _JUNK_SERIALS = {
     "", "unknown", "none", "null", "n/a", "na", "default", "serial", "serialnumber",

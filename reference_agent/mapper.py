@@ -569,6 +569,31 @@ def _finish_supply(d: _Device, s: Supply, level_oid: Oid | None) -> None:
             s.percent = percent_of(level, maximum)
 
 
+def _vendor_supplies(d: _Device, p: Profile) -> list[Supply]:
+    """A profile's [[supply]] entries: level and max capacity as read (Table 4-2 meanings)."""
+    out = []
+    for spec in p.supplies:
+        level = _int32(d, spec.level)
+        maximum = _int32(d, spec.max_oid) if spec.max_oid else spec.max_value
+        if level is None or maximum is None:
+            continue
+        s = Supply(
+            index=spec.index,
+            source=p.name,
+            type_value=RawSupplyType(value=_enum(SupplyType, spec.type), raw=0),
+            colour=spec.colour,
+            description=spec.description,
+            level=_level(level, spec.level, level=True),
+            max_capacity=_level(maximum, spec.max_oid, level=False),
+        )
+        if spec.unit:
+            raw = next((k for k, v in d.std.enums["supply_unit"].items() if v == spec.unit), 0)
+            s.unit = RawSupplyUnit(value=_enum(SupplyUnit, spec.unit), raw=raw)
+        _finish_supply(d, s, spec.level)
+        out.append(s)
+    return out
+
+
 def _binary_parts(d: _Device, p: Profile, b: BinarySpec) -> tuple[list[Counter], list[Supply]]:
     counters: list[Counter] = []
     supplies: list[Supply] = []
@@ -783,6 +808,7 @@ def map_snapshot(
     supplies = _std_supplies(d)
     for p in vendors:
         counters += _vendor_counters(d, p)
+        supplies += _vendor_supplies(d, p)
         for b in p.binaries:
             c, s = _binary_parts(d, p, b)
             counters += c

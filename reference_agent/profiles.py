@@ -3,9 +3,9 @@
 A profile says which OIDs to read (GETs and walked subtrees), when it applies (sysObjectID
 enterprise prefixes, a sysDescr pattern or a probe OID that answers), and how values become
 snapshot parts: counters (one OID, or the rows of a vendor table), identity fields, console
-text, and binary records (Brother). The `standard` profile also names the RFC tables and
-enumerations. One generic mapper (`mapper.py`) interprets every profile; a new device family
-is a new TOML file::
+text, supplies read from vendor scalars, and binary records (Brother). The `standard` profile
+also names the RFC tables and enumerations. One generic mapper (`mapper.py`) interprets every
+profile; a new device family is a new TOML file::
 
     profiles = load_profiles()                    # the shipped ones
     chosen = select_profiles(profiles, values)    # standard + those that match the device
@@ -30,6 +30,7 @@ __all__ = [
     "CounterTable",
     "Profile",
     "ProfileError",
+    "SupplySpec",
     "ValueSource",
     "load_profile",
     "load_profiles",
@@ -96,6 +97,21 @@ class CounterTable:
 
 
 @dataclass(frozen=True)
+class SupplySpec:
+    """A vendor supply read from scalars: the level OID, and the max capacity from an OID or
+    a fixed value (100 for a level in percent); raw values keep their Table 4-2 meanings."""
+
+    index: int
+    type: str
+    level: Oid
+    max_oid: Oid | None = None
+    max_value: int | None = None
+    description: str | None = None
+    colour: str | None = None
+    unit: str | None = None  # a PrtMarkerSuppliesSupplyUnitTC name, e.g. "percent"
+
+
+@dataclass(frozen=True)
 class BinaryRecord:
     code: int
     counter: str | None = None
@@ -132,6 +148,7 @@ class Profile:
     counters: tuple[CounterSpec, ...] = ()
     counter_tables: tuple[CounterTable, ...] = ()
     binaries: tuple[BinarySpec, ...] = ()
+    supplies: tuple[SupplySpec, ...] = ()
     # patterns over prtMarkerSuppliesDescription with named groups "part" and/or "serial"
     supply_text: tuple[re.Pattern[str], ...] = ()
     # standard profile only: system OIDs, RFC tables, enumerations, enterprise -> vendor
@@ -192,6 +209,21 @@ def _int_keys(table: Mapping[str, Any]) -> dict[int, Any]:
     return {int(k): v for k, v in table.items()}
 
 
+def _supply(item: Mapping[str, Any], where: str) -> SupplySpec:
+    if ("max" in item) == ("max_value" in item):
+        raise ProfileError(f"{where}: give max (an OID) or max_value (a number), not both")
+    return SupplySpec(
+        index=int(item["index"]),
+        type=str(item.get("type", "other")),
+        level=parse_oid(item["level"]),
+        max_oid=parse_oid(item["max"]) if "max" in item else None,
+        max_value=int(item["max_value"]) if "max_value" in item else None,
+        description=item.get("description"),
+        colour=item.get("colour"),
+        unit=item.get("unit"),
+    )
+
+
 def profile_from_dict(data: Mapping[str, Any], where: str) -> Profile:
     name = data.get("name", "")
     if not _NAME.match(name):
@@ -246,6 +278,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str) -> Profile:
                 parse_oid(b["oid"]), b.get("label", ""), records, int(b.get("index_base", 0))
             )
         )
+    supplies = tuple(_supply(s, f"{where} supply {s.get('index')}") for s in data.get("supply", []))
     # what to read: declared GETs/walks plus every OID the mapping entries name
     gets = [parse_oid(o) for o in data.get("get", [])]
     walks = [parse_oid(o) for o in data.get("walk", [])]
@@ -258,6 +291,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str) -> Profile:
         if src.oid is not None:
             (walks if src.table else gets).append(src.oid)
     gets += [c.oid for c in counters] + [b.oid for b in binaries]
+    gets += [o for s in supplies for o in (s.level, s.max_oid) if o]
     walks += [t.values for t in tables]
     walks += [c for t in tables for c in (t.type_column, t.label_column) if c]
     system = {k: parse_oid(v) for k, v in data.get("system", {}).items()}
@@ -282,6 +316,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str) -> Profile:
         counters=counters,
         counter_tables=tuple(tables),
         binaries=tuple(binaries),
+        supplies=supplies,
         supply_text=tuple(re.compile(t) for t in data.get("supply_text", [])),
         system=system,
         tables=rfc_tables,

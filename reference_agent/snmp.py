@@ -282,8 +282,8 @@ class SnmpClient:
         self.max_repetitions = max_repetitions
         self.concurrency = concurrency
         self._v3: V3Engine | None = None
-        self._udp: _Udp | None = None
-        self._opening: asyncio.Future[_Udp] | None = None  # the socket being made
+        self._udps: dict[int, _Udp] = {}  # one v1/v2c socket per address family
+        self._opening: dict[int, asyncio.Future[_Udp]] = {}  # the sockets being made
         self._slots: asyncio.Semaphore | None = None
         self._known: OrderedDict[tuple[str, int], Credential] = OrderedDict()
         self.known_limit = 100_000
@@ -297,30 +297,30 @@ class SnmpClient:
             self._v3 = V3Engine()
         return self._v3
 
-    async def _socket(self) -> _Udp:
-        """The client's one v1/v2c socket; concurrent first callers share the one being made."""
+    async def _socket(self, family: int = socket.AF_INET) -> _Udp:
+        """The client's v1/v2c socket of an address family (one for IPv4, one for IPv6);
+        concurrent first callers share the one being made."""
         loop = asyncio.get_running_loop()
-        udp = self._udp
+        udp = self._udps.get(family)
         if udp is not None and udp.transport is not None and udp.loop is loop:
             return udp
-        opening = self._opening
+        opening = self._opening.get(family)
         if opening is not None and opening.get_loop() is loop:
             return await asyncio.shield(opening)
         if udp is not None and udp.transport is not None:
             udp.transport.close()
-        self._opening = opening = loop.create_future()
+        self._opening[family] = opening = loop.create_future()
         udp = _Udp(loop)
+        local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
         try:
-            await loop.create_datagram_endpoint(
-                lambda: udp, local_addr=("0.0.0.0", 0), family=socket.AF_INET
-            )
+            await loop.create_datagram_endpoint(lambda: udp, local_addr=local, family=family)
         except BaseException as exc:
             opening.set_exception(exc)
             opening.exception()  # retrieved: callers waiting on it see it raised
             raise
         finally:
-            self._opening = None
-        self._udp = udp
+            self._opening.pop(family, None)
+        self._udps[family] = udp
         opening.set_result(udp)
         return udp
 
@@ -376,9 +376,10 @@ class SnmpClient:
 
     def close(self) -> None:
         """Close the UDP sockets; the client can be reused afterwards (new ones are made)."""
-        udp, self._udp = self._udp, None
-        if udp is not None and udp.transport is not None:
-            udp.transport.close()
+        udps, self._udps = self._udps, {}
+        for udp in udps.values():
+            if udp.transport is not None:
+                udp.transport.close()
         v3, self._v3 = self._v3, None
         if v3 is not None:
             v3.close()
@@ -405,6 +406,7 @@ class SnmpSession:
         self._context = b""
         self._version = "2c"
         self._addr: tuple[str, int] | None = None  # resolved (ip, port) for v1/v2c
+        self._family = socket.AF_INET  # of _addr: which of the client's sockets to use
         self._community = b""
         self._mp = codec.V2C
         loop = asyncio.get_running_loop()
@@ -435,18 +437,27 @@ class SnmpSession:
     # -- credentials --
 
     async def _resolve(self) -> tuple[str, int]:
+        """The device's address (IPv4 preferred for a name with both), and its family."""
         if self._addr is None:
-            try:
-                socket.inet_pton(socket.AF_INET, self.host)
-                self._addr = (self.host, self.port)
-            except OSError:
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    self.host, self.port, family=socket.AF_INET, type=socket.SOCK_DGRAM
-                )
-                if not infos:
-                    raise OSError(f"no IPv4 address for {self.host}") from None
-                ip, port = infos[0][4][:2]
-                self._addr = (str(ip), int(port))
+            host = self.host.strip("[]")
+            for family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    socket.inet_pton(family, host)
+                except OSError:
+                    continue
+                self._addr, self._family = (host, self.port), family
+                return self._addr
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, self.port, type=socket.SOCK_DGRAM
+            )
+            infos = sorted(
+                (i for i in infos if i[0] in (socket.AF_INET, socket.AF_INET6)),
+                key=lambda i: i[0] != socket.AF_INET,
+            )
+            if not infos:
+                raise OSError(f"no IPv4 or IPv6 address for {self.host}") from None
+            ip, port = infos[0][4][:2]
+            self._addr, self._family = (str(ip), int(port)), infos[0][0]
         return self._addr
 
     async def _use(self, cred: Credential) -> None:
@@ -458,7 +469,7 @@ class SnmpSession:
             self._context = cred.context.encode()
         else:
             await self._resolve()
-            await client._socket()
+            await client._socket(self._family)
             self._community = cred.community.encode()
             self._mp = codec.V1 if cred.version == "1" else codec.V2C
         self._version = cred.version
@@ -535,7 +546,7 @@ class SnmpSession:
         if self._version == "3":
             return await self._request_v3(pdu_type, oids, max_rep)
         client = self.client
-        udp = await client._socket()
+        udp = await client._socket(self._family)
         addr = self._addr
         assert addr is not None
         rid = udp.new_id()

@@ -203,6 +203,59 @@ def test_device_key_vendor_token_comes_from_the_enterprise_number():
     assert device_key("X1", [], "1.3.6.1.2.1.1", None, None) == "sn:unknown:x1"
 
 
+def test_every_enterprise_a_profile_matches_has_a_vendor_token():
+    # Zebra (10642, 683), Fujifilm (297), Pantum (40093)... never come out as sn:entN:
+    from metersync_agent.identity import VENDOR_TOKENS, vendor_token
+
+    standard = PROFILES[0]
+    for p in PROFILES:
+        for prefix in p.enterprises:
+            number = prefix[6]
+            assert number in VENDOR_TOKENS, (p.name, number)
+            assert number in standard.vendors, (p.name, number)
+    zebra = device_key("XXZ1", [], "1.3.6.1.4.1.10642.1.1", None, None)
+    assert zebra == "sn:zebra:xxz1"
+    assert vendor_token("1.3.6.1.4.1.683.6") == "zebra"
+    assert vendor_token("1.3.6.1.4.1.297.1.111") == "fujifilm"
+
+
+def test_vendor_supply_keeps_raw_values_and_their_meanings():
+    from metersync_agent.profiles import profile_from_dict
+
+    vendor = profile_from_dict(
+        {
+            "name": "acme",
+            "match": {"enterprise": ["1.3.6.1.4.1.4711"]},
+            "supply": [
+                {"index": 1001, "type": "toner", "level": "1.3.6.1.4.1.4711.1.0", "max_value": 100,
+                 "unit": "percent"},
+                {"index": 1002, "type": "maintenanceKit", "level": "1.3.6.1.4.1.4711.2.0",
+                 "max": "1.3.6.1.4.1.4711.3.0"},
+                {"index": 1003, "type": "opc", "level": "1.3.6.1.4.1.4711.4.0", "max_value": 100},
+            ],
+        },
+        "acme.toml",
+    )  # fmt: skip
+    values = {
+        (1, 3, 6, 1, 2, 1, 1, 2, 0): "1.3.6.1.4.1.4711.1",
+        (1, 3, 6, 1, 4, 1, 4711, 1, 0): 40,
+        (1, 3, 6, 1, 4, 1, 4711, 2, 0): -3,
+        (1, 3, 6, 1, 4, 1, 4711, 3, 0): 200000,
+    }
+    snap = map_snapshot(values, [PROFILES[0], vendor], ip_address="192.0.2.1")
+    got = {s.index: s for s in snap.supply}
+    assert sorted(got) == [1001, 1002]  # 1003 has no level: left out
+    toner, kit = got[1001], got[1002]
+    assert (toner.percent, toner.unit.raw, toner.source) == (Decimal("40.00"), 19, "acme")
+    assert (kit.level.raw, kit.level.meaning.value, kit.percent) == (-3, "someRemaining", None)
+    assert kit.max_capacity.oid == "1.3.6.1.4.1.4711.3.0"
+    assert validate_snapshot_xml(snapshot_xml(snap)) == []
+    with pytest.raises(ProfileError):
+        profile_from_dict(
+            {"name": "bad", "supply": [{"index": 1, "level": "1.3.6.1.4.1.1.0"}]}, "bad.toml"
+        )
+
+
 def test_device_key_percent_encodes_unusual_serial_characters():
     assert device_key("AB/12 Ü", [], "1.3.6.1.4.1.11", None, None) == "sn:hp:ab%2f12%c3%bc"
     long_key = device_key("S1" * 150, [], "1.3.6.1.4.1.11", None, None)
@@ -341,3 +394,15 @@ def test_bad_profiles_are_refused():
         profile_from_dict({"name": "Bad Name"}, "x.toml")
     with pytest.raises(ProfileError):
         profile_from_dict({"name": "x", "counter": [{"oid": "1.3.6.1", "kind": "pages"}]}, "x.toml")
+
+
+def test_hp_branded_samsung_is_read_with_the_samsung_profile():
+    from metersync_agent.profiles import select_profiles
+
+    def chosen(descr: str, soid: str) -> list[str]:
+        values = {(1, 3, 6, 1, 2, 1, 1, 1, 0): descr.encode(), (1, 3, 6, 1, 2, 1, 1, 2, 0): soid}
+        return [p.name for p in select_profiles(PROFILES, values)]
+
+    hp_samsung = "HP Laser MFP 135w; V3.82.01.08 JUN-17-2019; S/N VNC3K12345"
+    assert "samsung" in chosen(hp_samsung, "1.3.6.1.4.1.11.2.3.9.1")
+    assert "samsung" not in chosen("HP LaserJet M402dn; S/N PHB123", "1.3.6.1.4.1.11.2.3.9.1")

@@ -200,3 +200,27 @@ def test_cached_serializer_gives_the_bytes_of_a_fresh_one(snapshots):
         doc = Device(**{f: getattr(snap, f) for f in snap.__dataclass_fields__})
         fresh = XmlSerializer(config=config).render(doc, ns_map={None: NS}).encode("utf-8")
         assert snapshot_xml(snap) == fresh, name
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_a_printer_on_ipv6_is_read_like_on_ipv4(snapshots):
+    # one client keeps an IPv4 and an IPv6 socket; the snapshot is the one read over IPv4
+    with SnmpSimulator(RECORDINGS, endpoints=[Endpoint("::1", data_dir=RECORDINGS)]) as v6:
+        host, port = v6.endpoints[0]
+        snap = poll(host, port, "zebra_zt")
+    assert snap.identity.ip_address == "::1"
+    assert snap.collection_error == []
+    ours = snapshots["zebra_zt"]
+    assert snap.identity.device_key == ours.identity.device_key == "sn:zebra:18j153800123"
+    assert [(c.oid, c.value) for c in snap.counter] == [(c.oid, c.value) for c in ours.counter]
