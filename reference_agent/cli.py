@@ -28,7 +28,11 @@ EXIT_CODES = """exit codes:
 
 def _credential_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("SNMP credentials")
-    g.add_argument("--community", default="public", help="v1/v2c community (default: public)")
+    g.add_argument(
+        "--community",
+        action="append",
+        help="v1/v2c community; repeat it to try several in order (default: public)",
+    )
     g.add_argument("--snmp-version", choices=["1", "2c", "3"], help="default: 2c, or 3 with --user")
     g.add_argument("--user", help="SNMPv3 user name")
     g.add_argument("--auth-protocol", help="MD5, SHA, SHA224, SHA256, SHA384, SHA512")
@@ -45,9 +49,12 @@ def _credential_args(p: argparse.ArgumentParser) -> None:
 def _credentials(args: argparse.Namespace):
     from .snmp import Credential
 
+    """The credentials to try, in order (the first that answers is kept per device): the
+    SNMPv3 user when given, then every --community (public when none is given and no user)."""
     version = args.snmp_version or ("3" if args.user else "2c")
+    creds = []
     if version == "3":
-        return [
+        creds.append(
             Credential(
                 "3",
                 user=args.user or "",
@@ -57,8 +64,10 @@ def _credentials(args: argparse.Namespace):
                 priv_key=args.priv_key,
                 context=args.context,
             )
-        ]
-    return [Credential(version, community=args.community)]
+        )
+    communities = args.community or ([] if creds else ["public"])
+    v1v2 = version if version != "3" else "2c"
+    return creds + [Credential(v1v2, community=c) for c in dict.fromkeys(communities)]
 
 
 def _host_port(text: str) -> tuple[str, int]:

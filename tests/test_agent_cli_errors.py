@@ -89,3 +89,19 @@ def test_discover_prints_progress_and_a_summary(sim, capsys):
     assert rc == 0
     assert "progress: 1/2 addresses probed, 1 answered, 0 printers" in err
     assert "done: 2/2 addresses probed, 1 answered, 0 printers, 0 refused" in err
+
+
+def test_several_credentials_are_tried_in_the_order_given():
+    import argparse
+
+    from metersync_agent.cli import _credential_args, _credentials
+
+    p = argparse.ArgumentParser()
+    _credential_args(p)
+    creds = _credentials(p.parse_args(["--community", "private", "--community", "public"]))
+    assert [(c.version, c.community) for c in creds] == [("2c", "private"), ("2c", "public")]
+    assert [c.community for c in _credentials(p.parse_args([]))] == ["public"]
+    v3 = _credentials(p.parse_args(["--user", "ops", "--community", "lab"]))
+    assert [(c.version, c.user or c.community) for c in v3] == [("3", "ops"), ("2c", "lab")]
+    v1 = _credentials(p.parse_args(["--snmp-version", "1", "--community", "a"]))
+    assert [(c.version, c.community) for c in v1] == [("1", "a")]
