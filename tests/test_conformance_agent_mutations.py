@@ -13,6 +13,7 @@ from test_conformance_agent import CLASSES, FEW, REFERENCE, by_status, evidence
 
 from metersync_conformance.agent.harness import run_agent
 from metersync_conformance.broken.agent_mutations import AGENT_MUTATIONS
+from metersync_conformance.broken.mutations import stale
 from metersync_conformance.registry import Status, Verdict
 
 AT_ONCE = 2
@@ -55,14 +56,4 @@ def test_every_agent_mutation_is_caught_by_its_requirement() -> None:
 
 def test_every_agent_mutated_line_is_once_in_its_module() -> None:
     """A refactoring of the reference agent that moves a mutated line fails here, at once."""
-    import importlib.util
-    from pathlib import Path
-
-    stale = []
-    for name, mut in AGENT_MUTATIONS.items():
-        spec = importlib.util.find_spec(mut.module)
-        assert spec is not None and spec.origin is not None, mut.module
-        source = Path(spec.origin).read_text(encoding="utf-8")
-        if source.count(mut.old) != 1 or mut.old == mut.new:
-            stale.append(f"{name}: {source.count(mut.old)}× in {mut.module}")
-    assert not stale, stale
+    assert not stale(AGENT_MUTATIONS), stale(AGENT_MUTATIONS)

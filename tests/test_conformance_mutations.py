@@ -17,7 +17,7 @@ from pathlib import Path
 
 from test_conformance_manager import CLASSES, api_token_command, manager, operator_commands
 
-from metersync_conformance.broken.mutations import MUTATIONS
+from metersync_conformance.broken.mutations import MUTATIONS, stale
 from metersync_conformance.cli import run_manager
 from metersync_conformance.registry import Status, Verdict
 
@@ -80,13 +80,4 @@ def test_every_mutation_is_caught_by_its_requirement(tmp_path: Path) -> None:
 def test_every_mutated_line_is_once_in_its_module() -> None:
     """A refactoring of the reference that moves a mutated line fails here, in a second, naming
     the mutant (not after minutes of manager runs)."""
-    import importlib.util
-
-    stale = []
-    for name, mut in MUTATIONS.items():
-        spec = importlib.util.find_spec(mut.module)
-        assert spec is not None and spec.origin is not None, mut.module
-        source = Path(spec.origin).read_text(encoding="utf-8")
-        if source.count(mut.old) != 1 or mut.old == mut.new:
-            stale.append(f"{name}: {source.count(mut.old)}× in {mut.module}")
-    assert not stale, stale
+    assert not stale(MUTATIONS), stale(MUTATIONS)

@@ -280,6 +280,22 @@ MUTATIONS: dict[str, Mutation] = {
 }
 
 
+def stale(table: dict[str, Mutation]) -> list[str]:
+    """The mutants whose line is not exactly once in its module (or that change nothing):
+    a refactoring of the reference moved them."""
+    out = []
+    for name, mut in table.items():
+        spec = importlib.util.find_spec(mut.module)
+        if spec is None or spec.origin is None:
+            out.append(f"{name}: no module {mut.module}")
+            continue
+        with open(spec.origin, encoding="utf-8") as f:
+            n = f.read().count(mut.old)
+        if n != 1 or mut.old == mut.new:
+            out.append(f"{name}: {n}× in {mut.module}")
+    return out
+
+
 def apply(name: str, table: dict[str, Mutation] | None = None) -> None:
     """Load the mutated module in place of the reference's (before any import of it)."""
     mut = (MUTATIONS if table is None else table)[name]
