@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
-import json
 import logging
 import os
 import shutil
@@ -31,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from metersync.errors import ProtocolError
+from metersync.releases import read_json, write_json
 
 log = logging.getLogger("metersync.updates")
 
@@ -209,17 +209,8 @@ def licence_model(info: LicenceInfo) -> Any:
 
 
 def read_status(state_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((state_dir / UPDATES_DIR / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    status: dict[str, Any] = read_json(state_dir / UPDATES_DIR / STATUS_FILE)
+    return status
 
 
 def staged_versions(state_dir: Path) -> list[str]:
@@ -411,7 +402,7 @@ class UpdateClient:
                 "installedAt": _utcnow().replace(microsecond=0).isoformat(),
                 "previous": self.installed_version,
             }
-            _write_json(work / "installed.json", record)
+            write_json(work / "installed.json", record)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(work, final)  # one rename: staged completely or not at all
@@ -429,7 +420,7 @@ class UpdateClient:
             "installed": out.installed,
             "licenceCode": licence_code,
         }
-        _write_json(self.state_dir / UPDATES_DIR / STATUS_FILE, status)
+        write_json(self.state_dir / UPDATES_DIR / STATUS_FILE, status)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
