@@ -472,14 +472,27 @@ def test_slow_bodies_from_one_address_leave_room_for_others(store: Store) -> Non
                 s.close()
 
 
+def _assert_locked_out(client: httpx.Client, agent: TestAgent, raw: bytes) -> None:
+    """While the database is locked: ingest answers 4002 with Retry-After within a few lock
+    timeouts (not after the lock is gone), and the /healthz lock probe says 503."""
+    from metersync_manager import store as store_module
+
+    t0 = time.monotonic()
+    r = post_report(client, agent, raw)
+    waited = time.monotonic() - t0
+    assert_error(r, 503, 4002)
+    assert int(r.headers["Retry-After"]) >= 1
+    assert waited < store_module.LOCK_TIMEOUT_MS / 1000 * 3
+    health = client.get("/healthz")
+    assert health.status_code == 503 and health.json()["status"] == "unavailable"
+
+
 @pytest.mark.parametrize("table", ["reports", "readings", "devices"])
 def test_a_locked_database_answers_4002_within_seconds(table: str) -> None:
     """Issue 9, case 8: a table ingest writes, locked on PostgreSQL from a second connection;
     ingest answers 4002 with Retry-After within the lock timeout (not after the lock is gone),
     /healthz says 503, and everything works again once the lock is released."""
     import psycopg
-
-    from metersync_manager import store as store_module
 
     with pg_schema() as url:
         s = Store(url)
@@ -492,14 +505,7 @@ def test_a_locked_database_answers_4002_within_seconds(table: str) -> None:
                 conninfo = url.split("?")[0].replace("postgresql+psycopg://", "postgresql://")
                 with psycopg.connect(conninfo) as locker:
                     locker.execute(f'LOCK TABLE "{schema}".{table} IN ACCESS EXCLUSIVE MODE')
-                    t0 = time.monotonic()
-                    r = post_report(client, agent, raw)
-                    waited = time.monotonic() - t0
-                    assert_error(r, 503, 4002)
-                    assert int(r.headers["Retry-After"]) >= 1
-                    assert waited < store_module.LOCK_TIMEOUT_MS / 1000 * 3
-                    health = client.get("/healthz")  # the lock probe sees it
-                    assert health.status_code == 503 and health.json()["status"] == "unavailable"
+                    _assert_locked_out(client, agent, raw)
                     locker.rollback()
                 assert post_report(client, agent, raw).status_code == 200
                 assert client.get("/healthz").status_code == 200
@@ -511,7 +517,6 @@ def test_a_locked_sqlite_database_answers_4002_and_healthz_503(tmp_path: Path) -
     """Issue 9, case 8: an SQLite file locked by another process's write transaction; ingest
     waits at most the busy timeout, then answers 4002 with Retry-After; /healthz says 503;
     both recover when the lock is gone."""
-    from metersync_manager import store as store_module
 
     db = tmp_path / "m.db"
     s = Store(f"sqlite:///{db}")
@@ -527,14 +532,7 @@ def test_a_locked_sqlite_database_answers_4002_and_healthz_503(tmp_path: Path) -
             )
             try:
                 assert locker.stdout is not None and locker.stdout.readline() == b"locked\n"
-                t0 = time.monotonic()
-                r = post_report(client, agent, raw)
-                waited = time.monotonic() - t0
-                assert_error(r, 503, 4002)
-                assert int(r.headers["Retry-After"]) >= 1
-                assert waited < store_module.LOCK_TIMEOUT_MS / 1000 * 3
-                health = client.get("/healthz")
-                assert health.status_code == 503 and health.json()["status"] == "unavailable"
+                _assert_locked_out(client, agent, raw)
             finally:
                 locker.communicate(b"\n", timeout=30)
             assert post_report(client, agent, raw).status_code == 200
