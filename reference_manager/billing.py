@@ -113,9 +113,9 @@ _MOVE = (
 
 def _known(conn: Connection, keys: list[str]) -> dict[tuple[str, str], Series]:
     rows = conn.execute(
-        select(_S.device_key, _S.series_key, _S.series_id, _S.last_polled_at, _S.last_value)
-        .add_columns(_S.billed)
-        .where(_S.device_key.in_(keys))
+        select(
+            _S.device_key, _S.series_key, _S.series_id, _S.last_polled_at, _S.last_value, _S.billed
+        ).where(_S.device_key.in_(keys))
     )
     return {
         (r.device_key, r.series_key): Series(
@@ -163,7 +163,8 @@ def record(conn: Connection, snapshots: list[Snapshot]) -> None:
         ids = conn.execute(_NEW_SERIES, new).scalars().all()
         reads += [{"series_id": sid, "polled_at": n["at"], "v": n["v"], "b": n["b"]}
                   for sid, n in zip(ids, new, strict=True)]  # fmt: skip
-    conn.execute(_READ, reads)
+    if reads:
+        conn.execute(_READ, reads)
     if updates:
         conn.execute(_MOVE, updates)
     if resets:

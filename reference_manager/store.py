@@ -757,9 +757,10 @@ class Store:
         billing.record(
             conn,
             [
-                billing.Snapshot(x.device_key, x.reading["polled_at"], x.counters, found)
+                billing.Snapshot(
+                    x.device_key, x.reading["polled_at"], x.counters, found_of[x.device_key]
+                )
                 for x in applied
-                for found in (found_of[x.device_key],)
             ],
         )
         for x in devs:
